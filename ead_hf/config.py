@@ -1,0 +1,79 @@
+"""`EADConfig`: the four numbers that define an Entropy Adaptive Decoding run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+__all__ = ["EADConfig"]
+
+_STARTS = ("small", "large")
+
+
+@dataclass(frozen=True)
+class EADConfig:
+    """Routing rule of Entropy Adaptive Decoding.
+
+    Each generated token has an entropy H (bits, over the shared vocabulary, from raw logits). The mean
+    of the last ``window`` entropies of a row is compared with ``threshold``: once the active model has
+    written ``min_dwell`` consecutive tokens, the row moves to the large model when the mean is
+    ``>= threshold`` and to the small model when it is below. The first new token is written by ``start``.
+
+    ``threshold=float("inf")`` with ``start="small"`` is the small model alone; ``float("-inf")`` with
+    ``start="large"`` is the large model alone. ``min_dwell`` 0 and 1 behave the same (a switch may happen
+    after every token).
+    """
+
+    threshold: float
+    window: int = 5
+    min_dwell: int = 10
+    start: Literal["small", "large"] = "small"
+
+    def __post_init__(self) -> None:
+        threshold = self.threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise TypeError(
+                f"EADConfig.threshold must be a number of bits (float, inf allowed), got {type(threshold).__name__}"
+            )
+        if math.isnan(threshold):
+            raise ValueError("EADConfig.threshold is NaN; use a number of bits, or float('inf')/-inf for one model")
+        object.__setattr__(self, "threshold", float(threshold))
+        for name, low in (("window", 1), ("min_dwell", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"EADConfig.{name} must be an int, got {type(value).__name__}")
+            if value < low:
+                raise ValueError(f"EADConfig.{name} must be >= {low}, got {value}")
+        if self.start not in _STARTS:
+            raise ValueError(f"EADConfig.start must be 'small' or 'large', got {self.start!r}")
+
+    @property
+    def starts_large(self) -> bool:
+        return self.start == "large"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict: infinite thresholds become the strings "inf" / "-inf"."""
+        data = asdict(self)
+        if math.isinf(self.threshold):
+            data["threshold"] = "inf" if self.threshold > 0 else "-inf"
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EADConfig":
+        """Inverse of `to_dict`; unknown keys are an error so that typos do not pass silently."""
+        if not isinstance(data, dict):
+            raise TypeError(f"EADConfig.from_dict expects a dict, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"EADConfig.from_dict: unknown keys {unknown}; known keys are {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("threshold"), str):
+            try:
+                data["threshold"] = float(data["threshold"])
+            except ValueError:
+                raise ValueError(
+                    f"EADConfig.threshold: cannot read {data['threshold']!r} as a number (use e.g. 2.5, 'inf', '-inf')"
+                ) from None
+        return cls(**data)

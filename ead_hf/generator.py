@@ -1,0 +1,51 @@
+"""`EADGenerator`: the EAD pair as an explicit object, for code that prefers one to patching a model."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedModel
+
+from .config import EADConfig
+from .decoding import resolve_ead_config
+from .integration import generate_with_ead
+from .pair import check_pair, check_tokenizers, shared_vocab_size
+
+__all__ = ["EADGenerator"]
+
+
+class EADGenerator:
+    """Generate with Entropy Adaptive Decoding over a (small, large) pair.
+
+    >>> generator = EADGenerator(small, large, EADConfig(threshold=2.0))
+    >>> out = generator.generate(**tokenizer(prompts, return_tensors="pt", padding=True), max_new_tokens=64)
+    """
+
+    def __init__(
+        self,
+        small_model: PreTrainedModel,
+        large_model: PreTrainedModel,
+        config: EADConfig | dict,
+        *,
+        tokenizer=None,
+        small_tokenizer=None,
+    ) -> None:
+        check_pair(large_model, small_model)
+        self.small_model = small_model
+        self.large_model = large_model
+        self.config = resolve_ead_config(config)
+        self.tokenizer = tokenizer
+        if tokenizer is not None and small_tokenizer is not None:
+            check_tokenizers(tokenizer, small_tokenizer, shared_vocab_size(large_model, small_model))
+
+    def generate(self, *args, ead_config: EADConfig | dict | None = None, **kwargs):
+        """`large_model.generate` arguments; `ead_config` overrides the generator's config for this call.
+        The generator's tokenizer is used for `stop_strings` unless `tokenizer=` is given."""
+        if self.tokenizer is not None:
+            kwargs.setdefault("tokenizer", self.tokenizer)
+        config = self.config if ead_config is None else ead_config
+        return generate_with_ead(self.large_model, self.small_model, config, *args, **kwargs)
+
+    __call__ = generate
+
+    def __repr__(self) -> str:
+        return (f"EADGenerator(small={type(self.small_model).__name__}, large={type(self.large_model).__name__}, "
+                f"config={self.config})")

@@ -1,0 +1,58 @@
+"""An independent EAD reference: one row at a time, no padding, no KV cache, plain Python state.
+
+Each step runs a full forward of the chosen model over the whole sequence, so it shares nothing with the
+library's caching, catch-up, batching or tensor-side routing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ReferenceRow:
+    tokens: list[int] = field(default_factory=list)
+    choices: list[int] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
+    logits: list[torch.Tensor] = field(default_factory=list)
+
+
+def _entropy_bits(logits: torch.Tensor) -> float:
+    probs = torch.softmax(logits.double(), dim=-1).tolist()
+    return -sum(p * math.log2(p) for p in probs if p > 0)
+
+
+@torch.no_grad()
+def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwell, start, max_new_tokens,
+                  eos_token_ids=(), vocab=None) -> ReferenceRow:
+    row = ReferenceRow()
+    sequence = list(prompt)
+    active_large = start == "large"
+    dwell, history = 0, []
+    for _ in range(max_new_tokens):
+        model = large if active_large else small
+        logits = model(torch.tensor([sequence])).logits[0, -1].to(torch.float32)
+        logits = logits[:vocab] if vocab else logits
+        token = int(torch.argmax(logits))
+        entropy = _entropy_bits(logits)
+        row.tokens.append(token)
+        row.choices.append(int(active_large))
+        row.entropies.append(entropy)
+        row.logits.append(logits)
+        sequence.append(token)
+        if token in eos_token_ids:
+            break
+        history.append(entropy)
+        dwell += 1
+        recent = history[-window:]
+        wants_large = sum(recent) / len(recent) >= threshold
+        if dwell >= min_dwell and wants_large != active_large:
+            active_large, dwell = wants_large, 0
+    return row
+
+
+def unpadded_prompts(batch) -> list[list[int]]:
+    return [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]

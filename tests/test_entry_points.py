@@ -1,0 +1,91 @@
+"""Every entry point runs the same loop: same tokens for the same inputs."""
+
+import pytest
+import torch
+from transformers import pipeline
+
+import ead_hf
+from ead_hf import CUSTOM_GENERATE_DIR, EADConfig, EADGenerator, ead_decoding, enable_ead
+from ead_hf.testing import tiny_pair
+
+KWARGS = dict(max_new_tokens=16, do_sample=False)
+
+
+@pytest.fixture()
+def fresh_pair():
+    """enable_ead changes the instance, so these tests get their own models."""
+    return tiny_pair("qwen2", seed=5)
+
+
+@pytest.fixture()
+def config(fresh_pair, batch):
+    small, large = fresh_pair
+    out = EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(
+        **batch, **KWARGS, return_dict_in_generate=True)
+    return EADConfig(threshold=float(out.entropies.nanmedian()), window=3, min_dwell=2)
+
+
+def test_all_entry_points_agree(fresh_pair, batch, config, tokenizer):
+    small, large = fresh_pair
+    reference = EADGenerator(small, large, config).generate(**batch, **KWARGS, return_dict_in_generate=True)
+    assert reference.ead_stats.switches.sum() > 0, "the config should make rows switch"
+    expected = reference.sequences
+
+    callable_out = large.generate(**batch, **KWARGS, custom_generate=ead_decoding, ead_config=config,
+                                  ead_small_model=small)
+    folder_out = large.generate(**batch, **KWARGS, custom_generate=CUSTOM_GENERATE_DIR, trust_remote_code=True,
+                                ead_config=config, ead_small_model=small)
+    enable_ead(large, small)
+    enabled_out = large.generate(**batch, **KWARGS, ead_config=config)
+    for out in (callable_out, folder_out, enabled_out):
+        assert torch.equal(out, expected)
+
+    pipe = pipeline("text-generation", model=large, tokenizer=tokenizer)
+    prompts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    records = pipe(prompts, ead_config=config, batch_size=3, return_full_text=False, **KWARGS)
+    width = batch["input_ids"].shape[1]
+    texts = tokenizer.batch_decode(expected[:, width:], skip_special_tokens=True)
+    assert [r[0]["generated_text"] for r in records] == texts
+
+
+def test_enable_ead_keeps_plain_generate_and_other_instances(fresh_pair, batch):
+    small, large = fresh_pair
+    before = large.generate(**batch, **KWARGS)
+    other_small, other_large = tiny_pair("qwen2", seed=6)
+    enable_ead(large, small)
+    assert ead_hf.is_ead_enabled(large) and not ead_hf.is_ead_enabled(other_large)
+    assert torch.equal(large.generate(**batch, **KWARGS), before)
+    assert "generate" not in vars(other_large)
+    assert all(p is q for p, q in zip(large.parameters(), list(large.parameters())))
+    assert sum(p.numel() for p in large.parameters()) == sum(p.numel() for p in other_large.parameters())
+    ead_hf.disable_ead(large)
+    assert not ead_hf.is_ead_enabled(large) and "generate" not in vars(large)
+    with pytest.raises(ValueError, match="not enabled"):
+        ead_hf.disable_ead(large)
+
+
+def test_pipeline_returns_trace_with_return_dict(fresh_pair, tokenizer, config, batch):
+    small, large = fresh_pair
+    expected = EADGenerator(small, large, config).generate(**batch, **KWARGS, return_dict_in_generate=True)
+    pipe = pipeline("text-generation", model=enable_ead(large, small), tokenizer=tokenizer)
+    prompts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    records = pipe(prompts, ead_config=config, batch_size=3, return_dict_in_generate=True, **KWARGS)
+    for row, record in enumerate(records):
+        assert record[0]["generated_text"].startswith(prompts[row])
+        assert record[0]["model_choices"] == expected.model_choices[row].tolist()
+        torch.testing.assert_close(torch.tensor(record[0]["entropies"]), expected.entropies[row], equal_nan=True)
+
+
+def test_saved_model_with_custom_generate_folder(fresh_pair, batch, config, tmp_path):
+    """A saved model directory carrying the shipped folder gets an EAD-aware generate on load."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    small, large = fresh_pair
+    expected = EADGenerator(small, large, config).generate(**batch, **KWARGS)
+    large.save_pretrained(tmp_path)
+    shutil.copytree(f"{CUSTOM_GENERATE_DIR}/custom_generate", tmp_path / "custom_generate")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True)
+    out = loaded.generate(**batch, **KWARGS, ead_config=config, ead_small_model=small)
+    assert torch.equal(out, expected)
