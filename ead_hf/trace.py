@@ -1,0 +1,63 @@
+"""Show which model wrote which token: coloured terminal text from an `EADGenerateOutput`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .output import LARGE, NO_TOKEN
+
+__all__ = ["TracedToken", "trace_tokens", "render_ansi", "summary_line"]
+
+_ANSI = {LARGE: "\033[1;35m", 0: "\033[36m"}  # large: bold magenta, small: cyan
+_RESET = "\033[0m"
+
+
+@dataclass(frozen=True)
+class TracedToken:
+    text: str
+    model: str  # "small" or "large"
+    entropy: float
+
+
+def trace_tokens(tokenizer, output, row: int = 0) -> list[TracedToken]:
+    """The generated tokens of one row with the model that wrote each and its entropy (padding dropped)."""
+    new_tokens = output.model_choices.shape[1]
+    ids = output.sequences[row, -new_tokens:].tolist()
+    choices = output.model_choices[row].tolist()
+    entropies = output.entropies[row].tolist()
+    return [
+        TracedToken(tokenizer.decode([token]), "large" if choice == LARGE else "small", entropy)
+        for token, choice, entropy in zip(ids, choices, entropies)
+        if choice != NO_TOKEN
+    ]
+
+
+def render_ansi(tokens: list[TracedToken], colour: bool = True) -> str:
+    """Tokens coloured by model; without colour, large-model stretches are wrapped in [[...]]."""
+    parts, previous = [], None
+    for token in tokens:
+        if colour:
+            parts.append(f"{_ANSI[LARGE if token.model == 'large' else 0]}{token.text}{_RESET}")
+            continue
+        if token.model != previous:
+            if previous == "large":
+                parts.append("]]")
+            if token.model == "large":
+                parts.append("[[")
+        parts.append(token.text)
+        previous = token.model
+    if not colour and previous == "large":
+        parts.append("]]")
+    return "".join(parts)
+
+
+def summary_line(output, row: int = 0, seconds: float | None = None) -> str:
+    stats = output.ead_stats.row(row)
+    total = stats["small_tokens"] + stats["large_tokens"]
+    share = stats["large_tokens"] / total if total else 0.0
+    mean_entropy = float(torch.nanmean(output.entropies[row])) if total else float("nan")
+    text = (f"{total} tokens: small {stats['small_tokens']}, large {stats['large_tokens']} "
+            f"({share:.0%} large), {stats['switches']} switches, mean entropy {mean_entropy:.2f} bits")
+    return text + (f", {seconds:.2f} s" if seconds is not None else "")

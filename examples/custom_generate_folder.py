@@ -1,0 +1,17 @@
+"""The Hub-style folder shipped inside the package: `custom_generate=<folder>, trust_remote_code=True`.
+
+It runs fully offline and supports streamers and stop strings. Copy `<folder>/custom_generate` into a
+saved model directory to make `from_pretrained(..., trust_remote_code=True)` load an EAD-aware generate.
+"""
+
+from transformers import TextStreamer
+
+import ead_hf
+from ead_hf.testing import tiny_pair, tiny_tokenizer
+
+tokenizer = tiny_tokenizer()
+small, large = tiny_pair("qwen2", seed=0)
+inputs = tokenizer(["Once upon a time"], return_tensors="pt")
+large.generate(**inputs, max_new_tokens=24, do_sample=False, custom_generate=ead_hf.CUSTOM_GENERATE_DIR,
+               trust_remote_code=True, ead_config=ead_hf.EADConfig(threshold=5.0), ead_small_model=small,
+               streamer=TextStreamer(tokenizer), tokenizer=tokenizer, stop_strings=["."])

@@ -1,0 +1,15 @@
+"""enable_ead with sampling, a streamer and stop strings: every usual generate kwarg works."""
+
+import torch
+from transformers import TextStreamer
+
+from ead_hf import EADConfig, enable_ead
+from ead_hf.testing import tiny_pair, tiny_tokenizer
+
+tokenizer = tiny_tokenizer()
+small, large = tiny_pair("qwen2", seed=0)
+enable_ead(large, small, tokenizer=tokenizer, small_tokenizer=tokenizer)
+torch.manual_seed(0)
+large.generate(**tokenizer(["Tell me a story:"], return_tensors="pt"), ead_config=EADConfig(threshold=5.0),
+               do_sample=True, temperature=0.8, top_p=0.9, max_new_tokens=40, streamer=TextStreamer(tokenizer),
+               tokenizer=tokenizer, stop_strings=["\n"])

@@ -1,0 +1,113 @@
+"""Every way to misuse EAD gets a ValueError/TypeError that says what to do instead."""
+
+import pytest
+import torch
+from transformers import DynamicCache, LogitsProcessorList
+from transformers.generation.logits_process import WatermarkLogitsProcessor
+
+import ead_hf
+from ead_hf import EADConfig, EADGenerator, ead_decoding, enable_ead
+from ead_hf.compat import check_transformers_version
+from ead_hf.testing import tiny_model, tiny_pair, tiny_tokenizer
+
+CONFIG = EADConfig(threshold=5.0)
+
+
+@pytest.fixture(scope="module")
+def generator(qwen_pair):
+    small, large = qwen_pair
+    return EADGenerator(small, large, CONFIG)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(num_beams=2), "beam search"),
+    (dict(guidance_scale=1.5), "guidance"),
+    (dict(watermarking_config={"bias": 2.0}), "watermarking"),
+    (dict(output_attentions=True, return_dict_in_generate=True), "output_attentions"),
+    (dict(output_hidden_states=True, return_dict_in_generate=True), "output_hidden_states"),
+    (dict(use_cache=False), "use_cache"),
+    (dict(cache_implementation="static"), "cache_implementation"),
+    (dict(penalty_alpha=0.6, top_k=4), "contrastive"),
+    (dict(prompt_lookup_num_tokens=3), "prompt lookup"),
+])
+def test_unsupported_generation_modes(generator, batch, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generator.generate(**batch, max_new_tokens=3, **kwargs)
+
+
+def test_assistant_model_and_custom_generate_are_rejected(generator, qwen_pair, batch):
+    small, _ = qwen_pair
+    with pytest.raises(ValueError, match="assistant_model cannot be combined with ead_config"):
+        generator.generate(**batch, max_new_tokens=3, assistant_model=small)
+    with pytest.raises(ValueError, match="custom_generate cannot be combined"):
+        generator.generate(**batch, max_new_tokens=3, custom_generate=ead_decoding)
+
+
+def test_watermark_processor_in_user_list(generator, batch):
+    processor = WatermarkLogitsProcessor(vocab_size=128, device="cpu")
+    with pytest.raises(ValueError, match="WatermarkLogitsProcessor"):
+        generator.generate(**batch, max_new_tokens=3, logits_processor=LogitsProcessorList([processor]))
+
+
+def test_filled_cache_and_inputs_embeds_are_rejected(qwen_pair, batch):
+    small, large = qwen_pair
+    cache = DynamicCache(config=large.config)
+    with torch.no_grad():
+        large(**batch, past_key_values=cache)
+    with pytest.raises(ValueError, match="filled cache"):
+        large.generate(**batch, max_new_tokens=2, custom_generate=ead_decoding, ead_config=CONFIG,
+                       ead_small_model=small, past_key_values=cache)
+    embeds = large.get_input_embeddings()(batch["input_ids"])
+    with pytest.raises(ValueError, match="inputs_embeds"):
+        large.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"], max_new_tokens=2,
+                       custom_generate=ead_decoding, ead_config=CONFIG, ead_small_model=small)
+
+
+def test_missing_or_wrong_ead_arguments(qwen_pair, batch):
+    small, large = qwen_pair
+    with pytest.raises(ValueError, match="ead_small_model is required"):
+        large.generate(**batch, max_new_tokens=2, custom_generate=ead_decoding, ead_config=CONFIG)
+    with pytest.raises(ValueError, match="ead_config is required"):
+        large.generate(**batch, max_new_tokens=2, custom_generate=ead_decoding, ead_small_model=small)
+    with pytest.raises(TypeError, match="ead_config must be an EADConfig or a dict"):
+        EADGenerator(small, large, 2.5)
+    with pytest.raises(ValueError, match="ead_small_model is required"):
+        large.generate(**batch, max_new_tokens=2, custom_generate=ead_hf.CUSTOM_GENERATE_DIR,
+                       trust_remote_code=True, ead_config=CONFIG)
+
+
+def test_incompatible_pairs():
+    small, large = tiny_pair("qwen2", seed=1)
+    with pytest.raises(ValueError, match="same object"):
+        enable_ead(large, large)
+    with pytest.raises(TypeError, match="small_model must be a transformers causal LM"):
+        enable_ead(large, torch.nn.Linear(2, 2))
+    other = tiny_model("qwen2", seed=2)
+    other.generation_config.eos_token_id = 5
+    with pytest.raises(ValueError, match="disagree on eos_token_id"):
+        enable_ead(large, other)
+
+
+def test_incompatible_tokenizers(qwen_pair):
+    small, large = tiny_pair("qwen2", seed=1)
+    tokenizer, other = tiny_tokenizer(), tiny_tokenizer()
+    other.add_tokens(["<extra>"])
+    with pytest.raises(ValueError, match="tokenizers differ"):
+        enable_ead(large, small, tokenizer=tokenizer, small_tokenizer=other)
+    with pytest.raises(ValueError, match="pass both tokenizer and small_tokenizer"):
+        enable_ead(large, small, tokenizer=tokenizer)
+    narrow_small, narrow_large = tiny_pair("qwen2", seed=1, small_vocab_size=64, large_vocab_size=128)
+    with pytest.raises(ValueError, match="share only 64 logits"):
+        EADGenerator(narrow_small, narrow_large, CONFIG, tokenizer=tokenizer, small_tokenizer=tokenizer)
+    enable_ead(large, small, tokenizer=tokenizer, small_tokenizer=tiny_tokenizer())  # same vocab: fine
+
+
+@pytest.mark.parametrize("version", ["5.22.2", "5.25.0", "6.0.0"])
+def test_transformers_outside_the_tested_range(version):
+    with pytest.raises(RuntimeError, match="supports transformers >=5.23.0,<5.25.0"):
+        check_transformers_version(version)
+
+
+@pytest.mark.parametrize("version", ["5.23.0", "5.24.0", "5.24.1", "5.24.0.dev0"])
+def test_transformers_inside_the_tested_range(version):
+    check_transformers_version(version)
