@@ -53,3 +53,11 @@ def test_small_only_never_runs_the_large_model(qwen_pair, batch, monkeypatch):
     monkeypatch.setattr(large, "forward", lambda *a, **k: calls.append(1))
     EADGenerator(small, large, SMALL_ONLY).generate(**batch, max_new_tokens=5, do_sample=False)
     assert calls == []
+
+
+def test_num_return_sequences_with_sampling(qwen_pair, batch):
+    small, large = qwen_pair
+    kwargs = dict(max_new_tokens=10, do_sample=True, num_return_sequences=2)
+    plain, ead = _plain_and_ead(small, EADGenerator(small, large, SMALL_ONLY), SMALL_ONLY, batch, seed=4, **kwargs)
+    assert ead.shape[0] == 2 * batch["input_ids"].shape[0]
+    assert torch.equal(plain, ead)
