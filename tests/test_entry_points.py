@@ -89,3 +89,19 @@ def test_saved_model_with_custom_generate_folder(fresh_pair, batch, config, tmp_
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True)
     out = loaded.generate(**batch, **KWARGS, ead_config=config, ead_small_model=small)
     assert torch.equal(out, expected)
+
+
+def test_model_loaded_with_an_accelerate_device_map(fresh_pair, batch, config, tmp_path):
+    """A large model dispatched by accelerate with hooks (its head offloaded to disk, the only second
+    "device" a CPU machine has) gives the same tokens."""
+    from transformers import AutoModelForCausalLM
+
+    small, large = fresh_pair
+    expected = EADGenerator(small, large, config).generate(**batch, **KWARGS)
+    large.save_pretrained(tmp_path)
+    dispatched = AutoModelForCausalLM.from_pretrained(tmp_path, device_map={"model": "cpu", "lm_head": "disk"},
+                                                      offload_folder=tmp_path / "offload")
+    assert dispatched.hf_device_map == {"model": "cpu", "lm_head": "disk"}
+    assert hasattr(dispatched.lm_head, "_hf_hook")
+    out = EADGenerator(small, dispatched, config).generate(**batch, **KWARGS)
+    assert torch.equal(out, expected)
