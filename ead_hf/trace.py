@@ -8,7 +8,7 @@ import torch
 
 from .output import LARGE, NO_TOKEN
 
-__all__ = ["TracedToken", "trace_tokens", "render_ansi", "summary_line"]
+__all__ = ["TracedToken", "trace_tokens", "render_ansi", "render_html", "summary_line"]
 
 _ANSI = {LARGE: "\033[1;35m", 0: "\033[36m"}  # large: bold magenta, small: cyan
 _RESET = "\033[0m"
@@ -61,3 +61,36 @@ def summary_line(output, row: int = 0, seconds: float | None = None) -> str:
     text = (f"{total} tokens: small {stats['small_tokens']}, large {stats['large_tokens']} "
             f"({share:.0%} large), {stats['switches']} switches, mean entropy {mean_entropy:.2f} bits")
     return text + (f", {seconds:.2f} s" if seconds is not None else "")
+
+
+def render_html(tokens: list[TracedToken], *, title: str = "EAD trace", prompt: str = "", summary: str = "") -> str:
+    """A standalone page: each token coloured by model (small blue, large orange), shaded by entropy
+    (darker = more uncertain); hover shows model and entropy."""
+    import html
+
+    finite = [t.entropy for t in tokens if t.entropy == t.entropy]
+    top = max(finite, default=1.0) or 1.0
+    spans = []
+    for token in tokens:
+        hue = 28 if token.model == "large" else 210
+        alpha = 0.15 + 0.8 * min(max(token.entropy / top, 0.0), 1.0)
+        text = html.escape(token.text).replace("\n", "↵<br>")
+        spans.append(f'<span class="{token.model}" style="background:hsla({hue},85%,55%,{alpha:.2f})" '
+                     f'title="{token.model} · {token.entropy:.2f} bits">{text}</span>')
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: ui-monospace, monospace; max-width: 60em; margin: 2em auto; line-height: 1.7; }}
+.trace span {{ white-space: pre-wrap; border-radius: 2px; }}
+.large {{ border-bottom: 2px solid hsl(28,85%,40%); }}
+.legend span {{ padding: 0 .4em; margin-right: 1em; }}
+.prompt {{ color: #555; white-space: pre-wrap; border-left: 3px solid #ccc; padding-left: 1em; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="legend"><span style="background:hsla(210,85%,55%,.6)">small model</span>
+<span style="background:hsla(28,85%,55%,.6)">large model</span> shade = entropy (darker = higher, max {top:.2f} bits)</p>
+<div class="prompt">{html.escape(prompt)}</div>
+<p class="trace">{''.join(spans)}</p>
+<p>{html.escape(summary)}</p>
+</body></html>
+"""

