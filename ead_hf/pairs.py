@@ -23,7 +23,6 @@ class ModelPair:
     default_threshold: float  # bits; see the pair's entry for how it was chosen
 
 
-DEFAULT_THRESHOLD_PLACEHOLDER = 2.0
 PAIRS: dict[str, ModelPair] = {
     pair.name: pair
     for pair in [
@@ -35,7 +34,9 @@ PAIRS: dict[str, ModelPair] = {
                                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
             extra="qwen-coder",
             description="Qwen2.5-Coder 0.5B / 1.5B Instruct, from GGUF (Q4/Q5) shipped in PyPI part packages",
-            default_threshold=DEFAULT_THRESHOLD_PLACEHOLDER,
+            # Bisection to a 25% large share on 8 MATH *train* problems (bf16, greedy, 160 tokens, window 5,
+            # dwell 10) measured 23.7% at 0.625 bits: evaluation/results/qwen2.5-coder-0.5b-1.5b/default_threshold.json
+            default_threshold=0.625,
         )
     ]
 }
