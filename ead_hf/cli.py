@@ -43,8 +43,89 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-color", action="store_true", help="mark large-model stretches with [[...]] instead of colour")
     gen.add_argument("--no-stream", action="store_true", help="do not stream the answer while it is generated")
 
+    gen.add_argument("--recipe", help="a recipe file (or shipped recipe name): its pair, threshold, window and dwell")
+
     commands.add_parser("pairs", help="list known model pairs and whether each is installed and cached")
+
+    evaluate = commands.add_parser("eval", help="MATH evaluation: run methods, or report a run folder")
+    eval_commands = evaluate.add_subparsers(dest="eval_command", required=True)
+    math_run = eval_commands.add_parser("math", help="run methods on MATH problems, resumable (rerun the same command)")
+    math_run.add_argument("--pair", default=DEFAULT_PAIR)
+    math_run.add_argument("--methods", default="small,large,ead,random",
+                          help="comma-separated: small, large, ead, random, speculative")
+    math_run.add_argument("--thresholds", default="", help="comma-separated EAD thresholds in bits")
+    math_run.add_argument("--recipe", help="add the recipe's threshold to --thresholds (first, so random matches it)")
+    math_run.add_argument("--limit", type=int, default=None, help="stratified subset size (level x subject, fixed seed)")
+    math_run.add_argument("--batch-size", type=int, default=8)
+    math_run.add_argument("--max-new-tokens", type=int, default=512)
+    math_run.add_argument("--dtype", default="auto")
+    math_run.add_argument("--split", choices=["test", "train"], default="test", help="test = MATH-500 (report here)")
+    math_run.add_argument("--data", type=Path, default=None, help="JSONL file instead of ../shared/data")
+    math_run.add_argument("--random-share", type=float, default=None,
+                          help="large share for the random control (default: the first EAD threshold's measured share)")
+    math_run.add_argument("--speculative-limit", type=int, default=None, help="run speculative on the first K problems")
+    math_run.add_argument("--window", type=int, default=5)
+    math_run.add_argument("--min-dwell", type=int, default=10)
+    math_run.add_argument("--seed", type=int, default=0)
+    math_run.add_argument("--out", type=Path, required=True)
+    report = eval_commands.add_parser("report", help="write report.md and pareto.png for a run folder")
+    report.add_argument("directory", type=Path)
+
+    calibrate = commands.add_parser("calibrate", help="choose the threshold for a target large share on MATH train")
+    calibrate.add_argument("--pair", default=DEFAULT_PAIR)
+    calibrate.add_argument("--target-share", type=float, default=0.25)
+    calibrate.add_argument("--problems", type=int, default=16, help="MATH train problems (stratified, fixed seed)")
+    calibrate.add_argument("--max-new-tokens", type=int, default=256)
+    calibrate.add_argument("--batch-size", type=int, default=8)
+    calibrate.add_argument("--iterations", type=int, default=6)
+    calibrate.add_argument("--dtype", default="auto")
+    calibrate.add_argument("--data", type=Path, default=None)
+    calibrate.add_argument("--window", type=int, default=5)
+    calibrate.add_argument("--min-dwell", type=int, default=10)
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--out", type=Path, required=True, help="recipe JSON to write")
     return parser
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .eval.run import report_run, run_math_eval
+
+    if args.eval_command == "report":
+        print(report_run(args.directory), end="")
+        return 0
+    thresholds = _floats(args.thresholds, "--thresholds")
+    if args.recipe:
+        from .recipes import load_recipe
+
+        thresholds = [load_recipe(args.recipe).ead_config.threshold] + thresholds
+    table = run_math_eval(
+        pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()], thresholds=thresholds,
+        out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
+        speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed)
+    if table:
+        print(table, end="")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .eval.run import calibrate_pair
+
+    recipe = calibrate_pair(pair=args.pair, target_share=args.target_share, problems=args.problems,
+                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
+                            out=args.out, data=args.data, iterations=args.iterations, window=args.window,
+                            min_dwell=args.min_dwell, seed=args.seed)
+    print(f"threshold {recipe.config['threshold']} bits: large share {recipe.calibration['share']:.3f}, "
+          f"accuracy {recipe.calibration['accuracy']:.3f} on {recipe.calibration['problems']} MATH train problems; "
+          f"wrote {args.out}")
+    return 0
 
 
 def _prompt_ids(tokenizer, prompt: str, use_chat_template: bool):
@@ -65,6 +146,14 @@ def _generate(args: argparse.Namespace) -> int:
     from .pairs import get_pair, load_pair
     from .trace import render_ansi, render_html, summary_line, trace_tokens
 
+    if args.recipe:
+        from .recipes import load_recipe
+
+        recipe = load_recipe(args.recipe)
+        args.pair, recipe_config = recipe.pair, recipe.ead_config
+        args.window, args.min_dwell = recipe_config.window, recipe_config.min_dwell
+        if args.threshold is None:
+            args.threshold = recipe_config.threshold
     pair = get_pair(args.pair)
     threshold = pair.default_threshold if args.threshold is None else args.threshold
     config = EADConfig(threshold=threshold, window=args.window, min_dwell=args.min_dwell, start=args.start)
@@ -111,8 +200,8 @@ def _pairs(args: argparse.Namespace) -> int:
 
     print(f"cache: {cache_root()}")
     for name, pair in PAIRS.items():
-        print(f"{name}: {pair.description}; default threshold {pair.default_threshold:g} bits; "
-              f"install: pip install 'ead-hf[{pair.extra}]'")
+        install = f"; install: pip install 'ead-hf[{pair.extra}]'" if pair.extra else ""
+        print(f"{name}: {pair.description}; default threshold {pair.default_threshold:g} bits{install}")
         for role, status in pair_status(name).items():
             print(f"  {role}: {status}")
     return 0
@@ -123,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     from .weights import WeightsError
 
     try:
-        return {"generate": _generate, "pairs": _pairs}[args.command](args)
+        return {"generate": _generate, "pairs": _pairs, "eval": _eval, "calibrate": _calibrate}[args.command](args)
     except (WeightsError, ValueError) as error:
         print(f"ead-hf: error: {error}", file=sys.stderr)
         return 2

@@ -23,12 +23,19 @@ class EADConfig:
     ``threshold=float("inf")`` with ``start="small"`` is the small model alone; ``float("-inf")`` with
     ``start="large"`` is the large model alone. ``min_dwell`` 0 and 1 behave the same (a switch may happen
     after every token).
+
+    ``policy="random"`` is the control experiment, not EAD: once the dwell allows, each token goes to the
+    large model with probability ``large_probability`` (entropy is ignored; ``threshold`` is unused), drawn
+    from a generator seeded with ``seed`` so that sampling draws are not disturbed.
     """
 
     threshold: float
     window: int = 5
     min_dwell: int = 10
     start: Literal["small", "large"] = "small"
+    policy: Literal["entropy", "random"] = "entropy"
+    large_probability: float | None = None
+    seed: int = 0
 
     def __post_init__(self) -> None:
         threshold = self.threshold
@@ -47,6 +54,17 @@ class EADConfig:
                 raise ValueError(f"EADConfig.{name} must be >= {low}, got {value}")
         if self.start not in _STARTS:
             raise ValueError(f"EADConfig.start must be 'small' or 'large', got {self.start!r}")
+        if self.policy not in ("entropy", "random"):
+            raise ValueError(f"EADConfig.policy must be 'entropy' or 'random', got {self.policy!r}")
+        if self.policy == "random":
+            p = self.large_probability
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+                raise ValueError(f"EADConfig.large_probability must be a number in [0, 1] with policy='random', got {p!r}")
+            object.__setattr__(self, "large_probability", float(p))
+        elif self.large_probability is not None:
+            raise ValueError("EADConfig.large_probability is only used with policy='random'; remove it or set policy")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"EADConfig.seed must be an int, got {type(self.seed).__name__}")
 
     @property
     def starts_large(self) -> bool:

@@ -35,8 +35,7 @@ class ModelLane:
     cache: DynamicCache = field(init=False)
     seen: int = 0
     catchup_tokens: int = 0  # generated tokens read beyond one per forward (see EADStats)
-    tokens_read: int = 0
-    forwards: int = 0
+    forward_log: list[tuple[int, int]] = field(default_factory=list)  # (positions cached before, positions read)
 
     def __post_init__(self) -> None:
         self.cache = DynamicCache(config=self.model.config)
@@ -59,8 +58,7 @@ class ModelLane:
             **self.extra,
         )
         self.catchup_tokens += max(0, end - 1 - max(start, self.prompt_length))
-        self.tokens_read += end - start
-        self.forwards += 1
+        self.forward_log.append((start, end - start))
         self.seen = end
         return outputs.logits[:, -1]
 
@@ -232,4 +230,5 @@ def ead_decoding(
         model_choices=model_choices,
         entropies=torch.stack(entropies, dim=1),
         ead_stats=EADStats.from_choices(model_choices, catchup[SMALL], catchup[LARGE]),
+        ead_forwards={"small": list(lanes[SMALL].forward_log), "large": list(lanes[LARGE].forward_log)},
     )

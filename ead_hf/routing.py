@@ -33,6 +33,9 @@ class EntropyRouter:
 
     def __init__(self, config: EADConfig, batch_size: int, device: torch.device) -> None:
         self.config = config
+        self.generator = None
+        if config.policy == "random":
+            self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.window = torch.zeros(batch_size, config.window, dtype=torch.float32, device=device)
         self.filled = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.dwell = torch.zeros(batch_size, dtype=torch.long, device=device)
@@ -48,7 +51,11 @@ class EntropyRouter:
         self.window = torch.where(live[:, None], shifted, self.window)
         self.filled += live
         self.dwell += live
-        wants_large = self.mean_entropy() >= self.config.threshold
+        if self.generator is None:
+            wants_large = self.mean_entropy() >= self.config.threshold
+        else:  # the control: a coin per token, same dwell rule
+            coins = torch.rand(self.active.shape, generator=self.generator, device=self.active.device)
+            wants_large = coins < self.config.large_probability
         switch = live & (self.dwell >= self.config.min_dwell) & (wants_large != self.active)
         self.active = torch.where(switch, wants_large, self.active)
         self.dwell = torch.where(switch, torch.zeros_like(self.dwell), self.dwell)

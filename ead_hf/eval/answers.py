@@ -1,0 +1,54 @@
+"""Final answers of MATH-style solutions: the last \\boxed{...}, compared through math-verify."""
+
+from __future__ import annotations
+
+__all__ = ["last_boxed", "answers_match"]
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (or \\fbox{...}) with balanced braces; None if absent or unbalanced.
+
+    Nested braces are kept (\\boxed{\\frac{1}{2}} gives \\frac{1}{2}); `\\boxed 5` (no braces) gives 5.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    start = max(text.rfind(command) for command in _BOX_COMMANDS)
+    while start != -1:
+        command = next(c for c in _BOX_COMMANDS if text.startswith(c, start))
+        index = start + len(command)
+        if text.startswith(" ", index) and not text.startswith("{", index):
+            token = text[index + 1:].split("$")[0].split()
+            if token:
+                return token[0]
+        if text.startswith("{", index):
+            depth = 0
+            for position in range(index, len(text)):
+                if text[position] == "{":
+                    depth += 1
+                elif text[position] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        return text[index + 1:position]
+            return None  # unbalanced: the box never closes
+        start = max(text.rfind(c, 0, start) for c in _BOX_COMMANDS)
+    return None
+
+
+def _parse(answer: str):
+    from math_verify import parse
+
+    return parse(f"$\\boxed{{{answer}}}$")
+
+
+def answers_match(gold: str, predicted: str | None) -> bool:
+    """math-verify equivalence of two answers (gold first: argument order matters to verify)."""
+    if predicted is None:
+        return False
+    from math_verify import verify
+
+    gold_parsed, predicted_parsed = _parse(gold), _parse(predicted)
+    if not gold_parsed or not predicted_parsed:
+        return gold.strip() == predicted.strip()
+    return bool(verify(gold_parsed, predicted_parsed))

@@ -1,0 +1,162 @@
+"""Run methods (small, large, EAD, random control, speculative) over MATH problems, batch by batch,
+appending per-problem records; rerunning the same command resumes where it stopped."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import EADConfig
+from ..costs import ModelShape, generation_flops
+from ..generator import EADGenerator
+from .answers import answers_match, last_boxed
+from .data import build_prompts
+from .records import RecordStore
+
+__all__ = ["Method", "parse_methods", "random_probability_for_share", "run_method", "EvalSettings"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One configuration to evaluate; `key` names it in records and reports."""
+
+    kind: str  # small | large | ead | random | speculative
+    threshold: float | None = None
+    large_probability: float | None = None
+
+    @property
+    def key(self) -> str:
+        if self.kind == "ead":
+            return f"ead@{self.threshold:g}"
+        if self.kind == "random":
+            return f"random@p={self.large_probability:.4f}"
+        return self.kind
+
+    def ead_config(self, window: int, min_dwell: int, seed: int = 0) -> EADConfig | None:
+        if self.kind == "small":
+            return EADConfig(threshold=float("inf"), window=window, min_dwell=min_dwell)
+        if self.kind == "large":
+            return EADConfig(threshold=float("-inf"), window=window, min_dwell=min_dwell, start="large")
+        if self.kind == "ead":
+            return EADConfig(threshold=self.threshold, window=window, min_dwell=min_dwell)
+        if self.kind == "random":
+            return EADConfig(threshold=0.0, window=window, min_dwell=min_dwell, policy="random",
+                             large_probability=self.large_probability, seed=seed)
+        return None
+
+
+KINDS = ("small", "large", "ead", "random", "speculative")
+
+
+def parse_methods(methods: list[str], thresholds: list[float], random_probabilities: list[float]) -> list[Method]:
+    unknown = sorted(set(methods) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(KINDS)}")
+    if "ead" in methods and not thresholds:
+        raise ValueError("method 'ead' needs --thresholds (bits), e.g. --thresholds 0.5,1,2")
+    if "random" in methods and not random_probabilities:
+        raise ValueError("method 'random' needs a share to match: --random-share or an EAD run to match")
+    plan = []
+    for kind in methods:
+        if kind == "ead":
+            plan += [Method("ead", threshold=t) for t in thresholds]
+        elif kind == "random":
+            plan += [Method("random", large_probability=p) for p in random_probabilities]
+        else:
+            plan.append(Method(kind))
+    return plan
+
+
+def random_probability_for_share(share: float, min_dwell: int) -> float:
+    """Per-decision probability p whose long-run large share is `share` under the dwell rule.
+
+    A large stint lasts d + p/(1-p) tokens on average, a small one d + (1-p)/p (d = max(min_dwell, 1)),
+    so the share is their ratio; it rises with p, and bisection inverts it.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"share must be in (0, 1), got {share}")
+    dwell = max(min_dwell, 1)
+
+    def long_run_share(p: float) -> float:
+        large, small = dwell + p / (1 - p), dwell + (1 - p) / p
+        return large / (large + small)
+
+    low, high = 1e-9, 1 - 1e-9
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if long_run_share(middle) < share else (low, middle)
+    return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    pair: str
+    dtype: str
+    max_new_tokens: int = 512
+    batch_size: int = 8
+    window: int = 5
+    min_dwell: int = 10
+    seed: int = 0
+
+
+def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
+    """A fixed partition of the ordered problems: resume recomputes exactly the same batches."""
+    return [problems[i:i + batch_size] for i in range(0, len(problems), batch_size)]
+
+
+def run_method(method: Method, small, large, tokenizer, problems: list[dict], settings: EvalSettings,
+               store: RecordStore, *, rank: int = 0, world_size: int = 1, progress: bool = True) -> int:
+    """Evaluate one method on the problems this process owns; returns the number of batches computed."""
+    from tqdm.auto import tqdm
+
+    batch_size = 1 if method.kind == "speculative" else settings.batch_size
+    batches = [(index, batch) for index, batch in enumerate(_batches(problems, batch_size))
+               if index % world_size == rank]
+    todo = [(index, batch) for index, batch in batches if not store.is_done(method.key, index)]
+    config = method.ead_config(settings.window, settings.min_dwell, settings.seed)
+    shapes = {"small": ModelShape.of(small), "large": ModelShape.of(large)}
+    tokenizer.padding_side = "left"
+    bar = tqdm(todo, desc=f"{method.key} (rank {rank})" if world_size > 1 else method.key, disable=not progress,
+               unit="batch", initial=len(batches) - len(todo), total=len(batches))
+    for index, batch in bar:
+        inputs = tokenizer(build_prompts(tokenizer, [p["problem"] for p in batch]), return_tensors="pt", padding=True)
+        kwargs = dict(max_new_tokens=settings.max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            if config is None:  # speculative: HF assisted generation, exact large-model output
+                sequences = large.generate(**inputs, assistant_model=small, **kwargs)
+                out = None
+            else:
+                out = EADGenerator(small, large, config).generate(**inputs, return_dict_in_generate=True, **kwargs)
+                sequences = out.sequences
+        wall = time.perf_counter() - start
+        width = inputs["input_ids"].shape[1]
+        flops = None
+        if out is not None:
+            flops = {role: generation_flops(shapes[role], out.ead_forwards[role], rows=len(batch)) / len(batch)
+                     for role in ("small", "large")}
+        records = []
+        for row, problem in enumerate(batch):
+            new_ids = sequences[row, width:]
+            new_ids = new_ids[new_ids != tokenizer.pad_token_id] if out is None else new_ids[out.model_choices[row] >= 0]
+            completion = tokenizer.decode(new_ids, skip_special_tokens=True)
+            extracted = last_boxed(completion)
+            stats = out.ead_stats.row(row) if out is not None else {
+                "small_tokens": 0, "large_tokens": int(new_ids.numel()), "switches": 0,
+                "small_catchup_tokens": 0, "large_catchup_tokens": 0}
+            records.append({
+                "method": method.key, "kind": method.kind, "problem_id": problem["id"], "level": problem["level"],
+                "subject": problem["subject"], "batch": index, "batch_rows": len(batch),
+                "config": config.to_dict() if config is not None else None,
+                "settings": {"pair": settings.pair, "dtype": settings.dtype, "max_new_tokens": settings.max_new_tokens,
+                             "batch_size": batch_size},
+                "completion": completion, "extracted": extracted, "gold": problem["answer"],
+                "correct": answers_match(problem["answer"], extracted), **stats,
+                "flops_small": flops["small"] if flops else None, "flops_large": flops["large"] if flops else None,
+                "batch_wall_s": wall, "wall_s": wall / len(batch),
+            })
+        store.append_batch(records)
+    return len(todo)

@@ -1,0 +1,70 @@
+"""Per-problem records in JSONL, written a whole batch at a time, so that a killed run resumes exactly.
+
+A batch's records go out in one write followed by fsync. On load, a torn last line and any batch with
+fewer records than it announced (`batch_rows`) are dropped and the file is rewritten without them, so
+rerunning the same command recomputes exactly those batches: nothing lost, nothing duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+__all__ = ["RecordStore", "read_records"]
+
+
+def _read_complete(path: Path) -> tuple[list[dict], bool]:
+    """Records of whole batches in `path`, and whether anything had to be dropped."""
+    if not path.exists():
+        return [], False
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    records, dropped = [], not text.endswith("\n") and text != ""
+    for line in lines[:-1]:  # the last piece is "" after a final newline, or a torn line
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            dropped = True
+    sizes = Counter((r["method"], r["batch"]) for r in records)
+    complete = [r for r in records if sizes[(r["method"], r["batch"])] == r["batch_rows"]]
+    return complete, dropped or len(complete) != len(records)
+
+
+def read_records(directory: Path) -> list[dict]:
+    """All complete records of a run folder (every `records*.jsonl`, i.e. all data-parallel ranks)."""
+    records = []
+    for path in sorted(Path(directory).glob("records*.jsonl")):
+        records.extend(_read_complete(path)[0])
+    return records
+
+
+class RecordStore:
+    """The records file of one process of a run; knows which (method, batch) pairs are finished in the folder."""
+
+    def __init__(self, directory: Path, rank: int = 0, world_size: int = 1) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = "records.jsonl" if world_size == 1 else f"records.rank{rank}.jsonl"
+        self.path = self.directory / name
+        records, dropped = _read_complete(self.path)
+        if dropped:  # rewrite without the torn or partial batch, atomically
+            staging = self.path.with_suffix(".jsonl.tmp")
+            staging.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+            os.replace(staging, self.path)
+        self.done = {(r["method"], r["batch"]) for r in read_records(self.directory)}
+
+    def is_done(self, method: str, batch: int) -> bool:
+        return (method, batch) in self.done
+
+    def append_batch(self, records: list[dict]) -> None:
+        if not records:
+            return
+        if len(records) != records[0]["batch_rows"]:
+            raise ValueError("append_batch takes all records of one batch at once")
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(r) + "\n" for r in records))
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.done.add((records[0]["method"], records[0]["batch"]))

@@ -1,0 +1,63 @@
+"""Model-pair recipes: a pair, the EAD settings to use with it, and the evidence behind them (JSON files)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import EADConfig
+
+__all__ = ["Recipe", "load_recipe", "shipped_recipes", "RECIPE_FORMAT"]
+
+RECIPE_FORMAT = "ead-hf-recipe/1"
+_SHIPPED = Path(__file__).parent / "recipes"
+
+
+@dataclass
+class Recipe:
+    pair: str
+    models: dict[str, Any]  # where each model comes from
+    config: dict[str, Any]  # EADConfig.to_dict()
+    dtype: str
+    target_share: float | None
+    calibration: dict[str, Any]  # data, problems, seed, max_new_tokens, measured share/accuracy, probes
+    test: dict[str, Any] | None = None  # filled once evaluated on MATH-500: N, accuracy, share
+    format: str = RECIPE_FORMAT
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ead_config(self) -> EADConfig:
+        return EADConfig.from_dict(self.config)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def shipped_recipes() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(_SHIPPED.glob("*.json"))}
+
+
+def load_recipe(path_or_name: str | Path) -> Recipe:
+    """A recipe file, or the name of one shipped in the package (see `shipped_recipes()`)."""
+    path = Path(path_or_name)
+    if not path.is_file():
+        shipped = shipped_recipes()
+        if str(path_or_name) not in shipped:
+            raise ValueError(f"recipe {path_or_name!r} is neither a file nor a shipped recipe "
+                             f"({', '.join(shipped) or 'none shipped'})")
+        path = shipped[str(path_or_name)]
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("format") != RECIPE_FORMAT:
+        raise ValueError(f"{path}: not an ead-hf recipe (format {data.get('format')!r}, expected {RECIPE_FORMAT!r})")
+    known = set(Recipe.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown recipe keys {unknown}")
+    recipe = Recipe(**data)
+    recipe.ead_config  # validate now, with EADConfig's precise errors
+    return recipe
