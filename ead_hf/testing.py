@@ -47,7 +47,7 @@ def tiny_model(
     config = config_class(
         vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, initializer_range=init_std, tie_word_embeddings=False,
+        max_position_embeddings=4096, initializer_range=init_std, tie_word_embeddings=False,
         pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )
     torch.manual_seed(seed)

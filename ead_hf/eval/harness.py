@@ -12,11 +12,10 @@ import torch
 from ..config import EADConfig
 from ..costs import ModelShape, generation_flops
 from ..generator import EADGenerator
-from .answers import answers_match, last_boxed
 from .data import build_prompts
 from .records import RecordStore
 
-__all__ = ["Method", "parse_methods", "random_probability_for_share", "run_method", "EvalSettings"]
+__all__ = ["Method", "parse_methods", "random_probability_for_share", "run_method", "EvalSettings", "score"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,21 @@ def random_probability_for_share(share: float, min_dwell: int) -> float:
     return (low + high) / 2
 
 
+_METRIC = None
+
+
+def score(completions: list[str], golds: list[str]) -> dict:
+    """The repo's `evaluate` metric (loaded once, by local path): accuracy, per-item correct and extracted."""
+    global _METRIC
+    if _METRIC is None:
+        import evaluate
+
+        from . import MATH_ACCURACY_METRIC
+
+        _METRIC = evaluate.load(MATH_ACCURACY_METRIC)
+    return _METRIC.compute(predictions=completions, references=golds)
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     pair: str
@@ -138,14 +152,16 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
         if out is not None:
             flops = {role: generation_flops(shapes[role], out.ead_forwards[role], rows=len(batch)) / len(batch)
                      for role in ("small", "large")}
-        records = []
-        for row, problem in enumerate(batch):
+        completions = []
+        for row in range(len(batch)):
             new_ids = sequences[row, width:]
             new_ids = new_ids[new_ids != tokenizer.pad_token_id] if out is None else new_ids[out.model_choices[row] >= 0]
-            completion = tokenizer.decode(new_ids, skip_special_tokens=True)
-            extracted = last_boxed(completion)
+            completions.append((tokenizer.decode(new_ids, skip_special_tokens=True), int(new_ids.numel())))
+        scores = score([text for text, _ in completions], [p["answer"] for p in batch])
+        records = []
+        for row, problem in enumerate(batch):
             stats = out.ead_stats.row(row) if out is not None else {
-                "small_tokens": 0, "large_tokens": int(new_ids.numel()), "switches": 0,
+                "small_tokens": 0, "large_tokens": completions[row][1], "switches": 0,
                 "small_catchup_tokens": 0, "large_catchup_tokens": 0}
             records.append({
                 "method": method.key, "kind": method.kind, "problem_id": problem["id"], "level": problem["level"],
@@ -153,8 +169,8 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
                 "config": config.to_dict() if config is not None else None,
                 "settings": {"pair": settings.pair, "dtype": settings.dtype, "max_new_tokens": settings.max_new_tokens,
                              "batch_size": batch_size},
-                "completion": completion, "extracted": extracted, "gold": problem["answer"],
-                "correct": answers_match(problem["answer"], extracted), **stats,
+                "completion": completions[row][0], "extracted": scores["extracted"][row], "gold": problem["answer"],
+                "correct": bool(scores["correct"][row]), **stats,
                 "flops_small": flops["small"] if flops else None, "flops_large": flops["large"] if flops else None,
                 "batch_wall_s": wall, "wall_s": wall / len(batch),
             })

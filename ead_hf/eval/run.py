@@ -13,9 +13,8 @@ from ..config import EADConfig
 from ..generator import EADGenerator
 from ..pairs import get_pair, load_pair
 from ..recipes import Recipe
-from .answers import answers_match, last_boxed
 from .data import build_prompts, default_data_path, load_math, stratified_subset
-from .harness import EvalSettings, Method, parse_methods, random_probability_for_share, run_method
+from .harness import EvalSettings, Method, parse_methods, random_probability_for_share, run_method, score
 from .records import RecordStore, read_records
 from .report import write_report
 
@@ -61,23 +60,23 @@ def run_math_eval(*, pair: str, methods: list[str], thresholds: list[float], out
     if rank == 0:
         _write_manifest(out, loaded, settings, len(problems), split, limit)
     plan = parse_methods([m for m in methods if m != "random"], thresholds, [])
+    if "random" in methods:  # right after the EAD run it matches, so a partial run already has the control
+        matched = next((i for i, m in enumerate(plan) if m.kind == "ead"), None)
+        if random_share is None and matched is None:
+            raise ValueError("random needs --random-share, or an EAD threshold whose measured share it matches")
+        plan.insert(len(plan) if matched is None else matched + 1, Method("random"))
     for method in plan:
+        if method.kind == "random":
+            state.wait_for_everyone()
+            share = random_share if random_share is not None else _measured_share(
+                out, Method("ead", threshold=thresholds[0]).key)
+            if share is None or not 0 < share < 1:
+                raise ValueError(f"cannot match the EAD run's large share ({share}); give --random-share explicitly")
+            method = Method("random", large_probability=round(random_probability_for_share(share, min_dwell), 4))
+            store = RecordStore(out, rank, world)  # other ranks' EAD records are now on disk
         subset = problems[:speculative_limit] if method.kind == "speculative" and speculative_limit else problems
         run_method(method, loaded.small, loaded.large, loaded.tokenizer, subset, settings, store, rank=rank,
                    world_size=world, progress=progress)
-    if "random" in methods:
-        state.wait_for_everyone()
-        share = random_share
-        if share is None:
-            if not thresholds:
-                raise ValueError("random needs --random-share, or an EAD threshold whose measured share it matches")
-            share = _measured_share(out, Method("ead", threshold=thresholds[0]).key)
-            if share is None or not 0 < share < 1:
-                raise ValueError(f"cannot match the EAD share {share}: give --random-share explicitly")
-        probability = random_probability_for_share(share, min_dwell)
-        run_method(Method("random", large_probability=round(probability, 4)), loaded.small, loaded.large,
-                   loaded.tokenizer, problems, settings, RecordStore(out, rank, world), rank=rank, world_size=world,
-                   progress=progress)
     state.wait_for_everyone()
     if rank == 0:
         return report_run(out)
@@ -115,9 +114,9 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
                     **inputs, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
                     top_k=None, return_dict_in_generate=True)
             width = inputs["input_ids"].shape[1]
-            for row, problem in enumerate(batch):
-                ids = output.sequences[row, width:][output.model_choices[row] >= 0]
-                correct += answers_match(problem["answer"], last_boxed(tokenizer.decode(ids, skip_special_tokens=True)))
+            texts = [tokenizer.decode(output.sequences[row, width:][output.model_choices[row] >= 0],
+                                      skip_special_tokens=True) for row in range(len(batch))]
+            correct += sum(score(texts, [p["answer"] for p in batch])["correct"])
             large_tokens += int(output.ead_stats.large_tokens.sum())
             total += int((output.ead_stats.large_tokens + output.ead_stats.small_tokens).sum())
         results[threshold] = (large_tokens / total, correct / len(sample))
