@@ -1,0 +1,216 @@
+"""The MATH harness on the tiny built-in pair: subsets, resume after SIGKILL, costs, calibration, reports,
+the random control and data-parallel sharding."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from ead_hf import EADConfig, EADGenerator, EntropyRouter
+from ead_hf.calibration import calibrate_threshold
+from ead_hf.cli import main as cli_main
+from ead_hf.costs import ModelShape, forward_flops, generation_flops, paper_cost
+from ead_hf.eval.data import load_math, stratified_subset
+from ead_hf.eval.harness import random_probability_for_share
+from ead_hf.eval.records import RecordStore, read_records
+from ead_hf.eval.report import markdown_table, pareto_plot, summarise
+from ead_hf.testing import tiny_pair, tiny_tokenizer
+
+SUBJECTS = ["Algebra", "Geometry", "Number Theory"]
+
+
+@pytest.fixture(scope="module")
+def problems_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "problems.jsonl"
+    rows = [{"problem": f"What is {i} + {i}?", "answer": str(2 * i), "subject": SUBJECTS[i % 3],
+             "level": 1 + i % 5, "unique_id": f"test/{i:03d}.json", "solution": ""} for i in range(30)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _eval_args(out, data, *extra):
+    return ["eval", "math", "--pair", "tiny-random", "--data", str(data), "--limit", "10", "--batch-size", "3",
+            "--max-new-tokens", "6", "--dtype", "fp32", "--out", str(out), *extra]
+
+
+def _comparable(records):
+    """Records without wall-clock fields, in a canonical order."""
+    return sorted(({k: v for k, v in r.items() if not k.endswith("wall_s")} for r in records),
+                  key=lambda r: (r["method"], r["problem_id"]))
+
+
+def test_stratified_subset_is_deterministic_and_proportional(problems_file):
+    dataset = load_math(problems_file)
+    first, again = stratified_subset(dataset, 9, seed=3), stratified_subset(dataset, 9, seed=3)
+    assert first["id"] == again["id"] and len(set(first["id"])) == 9
+    assert sorted(first["subject"].count(s) for s in SUBJECTS) == [3, 3, 3]
+    assert stratified_subset(dataset, 9, seed=4)["id"] != first["id"]
+    assert len(stratified_subset(dataset, None)) == 30
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        stratified_subset(dataset, 0)
+
+
+def test_resume_after_sigkill_loses_and_duplicates_nothing(problems_file, tmp_path):
+    methods = ["--methods", "small,ead", "--thresholds", "5.0"]
+    clean = tmp_path / "clean"
+    assert cli_main(_eval_args(clean, problems_file, *methods)) == 0
+    crashed = tmp_path / "crashed"
+    # Kill the process in the middle of writing the 3rd batch: half its lines reach the file, then SIGKILL.
+    script = textwrap.dedent(f"""
+        import os, signal, sys, json
+        from ead_hf.eval import records
+        calls = []
+        def torn_append(self, batch):
+            calls.append(1)
+            if len(calls) == 3:
+                with open(self.path, "a") as handle:
+                    handle.write(json.dumps(batch[0]) + "\\n" + json.dumps(batch[1])[:40])
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(self, batch)
+        real = records.RecordStore.append_batch
+        records.RecordStore.append_batch = torn_append
+        from ead_hf.cli import main
+        sys.exit(main({_eval_args(crashed, problems_file, *methods)!r}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert len(read_records(crashed)) == 6  # two whole batches of 3; the torn one is ignored
+    assert cli_main(_eval_args(crashed, problems_file, *methods)) == 0
+    assert _comparable(read_records(crashed)) == _comparable(read_records(clean))
+    lines = (crashed / "records.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 10 and all(json.loads(line) for line in lines)
+    report_clean = (clean / "report.md").read_text().splitlines()
+    report_crashed = (crashed / "report.md").read_text().splitlines()
+    strip_time = lambda line: line.rsplit("|", 2)[0]  # noqa: E731  (the time column is wall clock)
+    assert [strip_time(l) for l in report_crashed] == [strip_time(l) for l in report_clean]
+    assert cli_main(_eval_args(crashed, problems_file, *methods)) == 0  # a finished run: nothing recomputed
+    assert len((crashed / "records.jsonl").read_text().splitlines()) == 20
+
+
+def test_forward_flops_by_hand():
+    shape = ModelShape(layers=2, hidden=8, heads=2, kv_heads=1, head_dim=4, intermediate=16, vocab=10, parameters=0)
+    # per layer: q 8*8, k and v 8*4 each, o 8*8, mlp 3*8*16 weights -> 64+64+64+384 = 576; x2 FLOPs x2 layers
+    assert shape.linear_flops_per_position == 2 * 2 * 576
+    # 3 new positions after 5 cached: attends 6+7+8 = 21 positions; 4 * layers * heads * head_dim per position
+    expected = 3 * 2304 + 4 * 2 * 2 * 4 * 21 + 2 * 8 * 10
+    assert forward_flops(shape, past=5, new=3) == expected
+    assert forward_flops(shape, past=5, new=3, rows=4) == 4 * expected
+    assert paper_cost(0.25, small_parameters=1, large_parameters=4) == pytest.approx((0.25 * 4 + 0.75) / 4)
+
+
+def test_generation_flops_follow_the_forward_log(tokenizer):
+    small, large = tiny_pair("qwen2", seed=0)
+    inputs = tokenizer(["abcd"], return_tensors="pt")
+    out = EADGenerator(small, large, EADConfig(threshold=float("-inf"), min_dwell=3)).generate(
+        **inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, return_dict_in_generate=True)
+    # small writes 3 tokens (prompt prefill, then one position a step), then the large model reads the
+    # prompt plus those 3 tokens at once and goes on one position a step
+    assert out.ead_forwards == {"small": [(0, 4), (4, 1), (5, 1)], "large": [(0, 7), (7, 1), (8, 1)]}
+    shape = ModelShape.of(small)
+    assert generation_flops(shape, out.ead_forwards["small"], rows=1) == sum(
+        forward_flops(shape, p, n) for p, n in [(0, 4), (4, 1), (5, 1)])
+
+
+def test_calibration_bisection_converges():
+    result = calibrate_threshold(lambda t: 1 / (1 + math.exp(3 * (t - 2.0))), 0.25, iterations=20, tolerance=1e-3)
+    assert result.share == pytest.approx(0.25, abs=1e-3)
+    assert result.threshold == pytest.approx(2.0 + math.log(3) / 3, abs=1e-2)
+    with pytest.raises(ValueError, match="target_share"):
+        calibrate_threshold(lambda t: 0.5, 1.5)
+
+
+def test_calibrate_command_on_the_tiny_pair_writes_a_recipe(problems_file, tmp_path):
+    recipe_path = tmp_path / "recipe.json"
+    assert cli_main(["calibrate", "--pair", "tiny-random", "--data", str(problems_file), "--problems", "6",
+                     "--max-new-tokens", "24", "--target-share", "0.3", "--iterations", "8", "--dtype", "fp32",
+                     "--out", str(recipe_path)]) == 0
+    from ead_hf.recipes import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    probes = recipe.calibration["probes"]
+    assert recipe.pair == "tiny-random" and recipe.target_share == 0.3 and len(probes) >= 2
+    assert abs(recipe.calibration["share"] - 0.3) <= min(abs(p["share"] - 0.3) for p in probes) + 1e-12
+    assert abs(recipe.calibration["share"] - 0.3) < 0.1
+    assert recipe.ead_config.threshold == recipe.config["threshold"]
+
+
+def _record(method, kind, pid, correct, small, large, flops_s, flops_l, wall, threshold=None):
+    return {"method": method, "kind": kind, "problem_id": pid, "correct": correct, "small_tokens": small,
+            "large_tokens": large, "flops_small": flops_s, "flops_large": flops_l, "wall_s": wall,
+            "config": {"threshold": threshold} if threshold is not None else None}
+
+
+def test_report_from_fixture_records(tmp_path):
+    records = [
+        _record("large", "large", "a", True, 0, 10, 0, 100, 2.0), _record("large", "large", "b", True, 0, 10, 0, 100, 2.0),
+        _record("small", "small", "a", False, 10, 0, 30, 0, 0.5), _record("small", "small", "b", True, 10, 0, 30, 0, 0.5),
+        _record("ead@1", "ead", "a", True, 6, 4, 40, 60, 1.5, 1.0), _record("ead@1", "ead", "b", True, 8, 2, 40, 30, 1.0, 1.0),
+        _record("ead@1", "ead", "c", False, 8, 2, 40, 30, 1.0, 1.0),  # no large-only record for c: not compared
+    ]
+    summaries = {s.method: s for s in summarise(records, small_parameters=1, large_parameters=3)}
+    ead = summaries["ead@1"]
+    assert (ead.n, ead.accuracy, ead.retention, ead.threshold) == (2, 1.0, 1.0, 1.0)
+    assert ead.large_share == pytest.approx(6 / 20)
+    assert ead.paper_cost == pytest.approx((0.3 * 3 + 0.7 * 1) / 3)
+    assert ead.real_cost == pytest.approx(170 / 200)
+    assert ead.time_ratio == pytest.approx(2.5 / 4.0)
+    assert summaries["small"].retention == pytest.approx(0.5) and summaries["large"].time_ratio == 1.0
+    table = markdown_table(list(summaries.values()))
+    assert "| ead@1 | 1.000 | 2 | 100.0% [" in table and table.count("\n") == 5
+    pareto_plot(list(summaries.values()), tmp_path / "p.png", "fixture")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_random_control_matches_the_requested_share():
+    for share, dwell in ((0.25, 10), (0.4, 5), (0.1, 1)):
+        p = random_probability_for_share(share, dwell)
+        router = EntropyRouter(EADConfig(threshold=0.0, min_dwell=dwell, policy="random", large_probability=p, seed=1),
+                               batch_size=64, device=torch.device("cpu"))
+        large = 0
+        for _ in range(600):
+            large += int(router.active.sum())
+            router.observe(torch.zeros(64), torch.ones(64, dtype=torch.bool))
+        assert large / (64 * 600) == pytest.approx(share, abs=0.03)
+
+
+def test_random_policy_leaves_the_sampling_rng_alone(tokenizer):
+    small, large = tiny_pair("qwen2", seed=0)
+    inputs = tokenizer(["hello"], return_tensors="pt")
+    torch.manual_seed(5)
+    plain = small.generate(**inputs, max_new_tokens=12, do_sample=True)
+    torch.manual_seed(5)
+    config = EADConfig(threshold=0.0, policy="random", large_probability=0.0, min_dwell=1)
+    ead = EADGenerator(small, large, config).generate(**inputs, max_new_tokens=12, do_sample=True)
+    assert torch.equal(plain, ead)
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None and not Path(sys.executable).with_name("accelerate").exists(),
+                    reason="accelerate launcher not installed")
+def test_accelerate_data_parallel_matches_single_process(problems_file, tmp_path):
+    single, parallel = tmp_path / "single", tmp_path / "parallel"
+    args = _eval_args(single, problems_file, "--methods", "small,ead", "--thresholds", "5.0")
+    assert cli_main(args) == 0
+    launcher = Path(sys.executable).with_name("accelerate")
+    import os
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port for the process group
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # accelerate's `--cpu` launches one process (several need mpirun); `--multi_gpu` with ACCELERATE_USE_CPU=1
+    # runs torchrun with the gloo backend on CPU.
+    command = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "ead_hf.cli",
+               *_eval_args(parallel, problems_file, "--methods", "small,ead", "--thresholds", "5.0")]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "MASTER_ADDR": "127.0.0.1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in parallel.glob("records*.jsonl")) == ["records.rank0.jsonl", "records.rank1.jsonl"]
+    assert _comparable(read_records(parallel)) == _comparable(read_records(single))
+    assert (parallel / "report.md").is_file()
