@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .answers import last_boxed
 
-__all__ = ["load_math", "stratified_subset", "default_data_path", "INSTRUCTION", "build_prompts"]
+__all__ = ["load_math", "stratified_order", "stratified_subset", "default_data_path", "INSTRUCTION", "build_prompts"]
 
 INSTRUCTION = ("Solve the following math problem. Reason step by step, and put your final answer within "
                "\\boxed{}.")
@@ -50,25 +50,33 @@ def load_math(path: str | Path):
     return dataset.filter(lambda row: row["answer"] is not None)
 
 
-def stratified_subset(dataset, limit: int | None, seed: int = 0):
-    """`limit` rows spread over (level, subject) strata in proportion to their sizes (largest remainder),
-    sampled with a fixed seed, returned in the dataset's order. None or >= len: the whole dataset."""
-    if limit is None or limit >= len(dataset):
-        return dataset
-    if limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
+def stratified_order(dataset, seed: int = 0) -> list[int]:
+    """All row indices in a seeded order whose every prefix is spread over (level, subject) strata in
+    proportion to their sizes: position n goes to the stratum furthest below its share of n."""
     strata: dict[tuple, list[int]] = defaultdict(list)
     for index, (level, subject) in enumerate(zip(dataset["level"], dataset["subject"])):
         strata[(level, subject)].append(index)
-    keys = sorted(strata)
-    quotas = {key: limit * len(strata[key]) / len(dataset) for key in keys}
-    counts = {key: int(quotas[key]) for key in keys}
-    by_remainder = sorted(keys, key=lambda key: (-(quotas[key] - counts[key]), key))
-    for key in by_remainder[: limit - sum(counts.values())]:
-        counts[key] += 1
     rng = random.Random(seed)
-    chosen = sorted(index for key in keys for index in rng.sample(strata[key], counts[key]))
-    return dataset.select(chosen)
+    keys = sorted(strata)
+    for key in keys:
+        rng.shuffle(strata[key])
+    total, taken, order = len(dataset), {key: 0 for key in keys}, []
+    for position in range(1, total + 1):
+        key = max((k for k in keys if taken[k] < len(strata[k])),
+                  key=lambda k: (position * len(strata[k]) / total - taken[k], len(strata[k]), k))
+        order.append(strata[key][taken[key]])
+        taken[key] += 1
+    return order
+
+
+def stratified_subset(dataset, limit: int | None, seed: int = 0):
+    """The first `limit` rows of `stratified_order`: representative of levels and subjects, deterministic,
+    and nested (the subset for a larger limit contains the smaller one, in the same order, so a run grows by
+    resuming with a larger --limit). None: every row, in that order."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    order = stratified_order(dataset, seed)
+    return dataset.select(order if limit is None else order[:limit])
 
 
 def build_prompts(tokenizer, problems: list[str]) -> list[str]:

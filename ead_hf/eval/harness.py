@@ -117,7 +117,8 @@ class EvalSettings:
 
 
 def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
-    """A fixed partition of the ordered problems: resume recomputes exactly the same batches."""
+    """Consecutive chunks of the ordered problems. Batches finish whole, in order, so the problems left after
+    a crash chunk exactly as they would have; problems added by a larger --limit come after the rest."""
     return [problems[i:i + batch_size] for i in range(0, len(problems), batch_size)]
 
 
@@ -127,15 +128,15 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
     from tqdm.auto import tqdm
 
     batch_size = 1 if method.kind == "speculative" else settings.batch_size
-    batches = [(index, batch) for index, batch in enumerate(_batches(problems, batch_size))
-               if index % world_size == rank]
-    todo = [(index, batch) for index, batch in batches if not store.is_done(method.key, index)]
+    remaining = [p for p in problems if not store.is_done(method.key, p["id"])]
+    todo = [batch for index, batch in enumerate(_batches(remaining, batch_size)) if index % world_size == rank]
+    mine = -(-len(problems) // batch_size) // world_size
     config = method.ead_config(settings.window, settings.min_dwell, settings.seed)
     shapes = {"small": ModelShape.of(small), "large": ModelShape.of(large)}
     tokenizer.padding_side = "left"
     bar = tqdm(todo, desc=f"{method.key} (rank {rank})" if world_size > 1 else method.key, disable=not progress,
-               unit="batch", initial=len(batches) - len(todo), total=len(batches))
-    for index, batch in bar:
+               unit="batch", initial=max(0, mine - len(todo)), total=max(mine, len(todo)))
+    for batch in bar:
         inputs = tokenizer(build_prompts(tokenizer, [p["problem"] for p in batch]), return_tensors="pt", padding=True)
         kwargs = dict(max_new_tokens=settings.max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
         start = time.perf_counter()
@@ -165,7 +166,7 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
                 "small_catchup_tokens": 0, "large_catchup_tokens": 0}
             records.append({
                 "method": method.key, "kind": method.kind, "problem_id": problem["id"], "level": problem["level"],
-                "subject": problem["subject"], "batch": index, "batch_rows": len(batch),
+                "subject": problem["subject"], "batch": batch[0]["id"], "batch_rows": len(batch),
                 "config": config.to_dict() if config is not None else None,
                 "settings": {"pair": settings.pair, "dtype": settings.dtype, "max_new_tokens": settings.max_new_tokens,
                              "batch_size": batch_size},

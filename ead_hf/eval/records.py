@@ -41,7 +41,7 @@ def read_records(directory: Path) -> list[dict]:
 
 
 class RecordStore:
-    """The records file of one process of a run; knows which (method, batch) pairs are finished in the folder."""
+    """The records file of one process of a run; knows which (method, problem) pairs are finished in the folder."""
 
     def __init__(self, directory: Path, rank: int = 0, world_size: int = 1) -> None:
         self.directory = Path(directory)
@@ -53,10 +53,10 @@ class RecordStore:
             staging = self.path.with_suffix(".jsonl.tmp")
             staging.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
             os.replace(staging, self.path)
-        self.done = {(r["method"], r["batch"]) for r in read_records(self.directory)}
+        self.done = {(r["method"], r["problem_id"]) for r in read_records(self.directory)}
 
-    def is_done(self, method: str, batch: int) -> bool:
-        return (method, batch) in self.done
+    def is_done(self, method: str, problem_id: str) -> bool:
+        return (method, problem_id) in self.done
 
     def append_batch(self, records: list[dict]) -> None:
         if not records:
@@ -67,4 +67,4 @@ class RecordStore:
             handle.write("".join(json.dumps(r) + "\n" for r in records))
             handle.flush()
             os.fsync(handle.fileno())
-        self.done.add((records[0]["method"], records[0]["batch"]))
+        self.done.update((r["method"], r["problem_id"]) for r in records)

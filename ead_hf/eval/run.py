@@ -34,13 +34,24 @@ def _measured_share(directory: Path, method_key: str) -> float | None:
     return sum(r["large_tokens"] for r in rows) / tokens if tokens else None
 
 
-def _write_manifest(directory: Path, loaded, settings: EvalSettings, problems: int, split: str, limit) -> None:
+def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, split: str, limit, data: str) -> None:
+    """A run folder holds one configuration; only --limit may change (a larger one grows the run)."""
     manifest = {
         "pair": loaded.pair.name, "small_parameters": sum(p.numel() for p in loaded.small.parameters()),
         "large_parameters": sum(p.numel() for p in loaded.large.parameters()), "settings": asdict(settings),
-        "split": split, "limit": limit, "problems": problems,
+        "split": split, "data": data, "limit": limit,
     }
-    (directory / "run.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    path = directory / "run.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        differing = sorted(k for k in ("pair", "settings", "split", "data") if previous.get(k) != manifest[k])
+        if differing:
+            raise ValueError(f"{directory} holds a run with other {', '.join(differing)}: "
+                             f"{ {k: previous.get(k) for k in differing} }. Rerun with the same settings to resume "
+                             "(only --limit may grow), or use another --out")
+        limits = [previous.get("limit"), limit]
+        manifest["limit"] = None if None in limits else max(limits)
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def run_math_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Path, limit: int | None,
@@ -58,7 +69,8 @@ def run_math_eval(*, pair: str, methods: list[str], thresholds: list[float], out
     out = Path(out)
     store = RecordStore(out, rank, world)
     if rank == 0:
-        _write_manifest(out, loaded, settings, len(problems), split, limit)
+        _check_and_write_manifest(out, loaded, settings, split, limit, str(Path(data)) if data else f"default:{split}")
+    state.wait_for_everyone()
     plan = parse_methods([m for m in methods if m != "random"], thresholds, [])
     if "random" in methods:  # right after the EAD run it matches, so a partial run already has the control
         matched = next((i for i, m in enumerate(plan) if m.kind == "ead"), None)
