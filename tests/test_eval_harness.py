@@ -214,3 +214,39 @@ def test_accelerate_data_parallel_matches_single_process(problems_file, tmp_path
     assert sorted(p.name for p in parallel.glob("records*.jsonl")) == ["records.rank0.jsonl", "records.rank1.jsonl"]
     assert _comparable(read_records(parallel)) == _comparable(read_records(single))
     assert (parallel / "report.md").is_file()
+
+
+def test_growing_a_run_keeps_finished_problems_and_adds_the_rest(problems_file, tmp_path):
+    from ead_hf.eval.data import stratified_subset
+
+    dataset = load_math(problems_file)
+    assert stratified_subset(dataset, 10)["id"][:6] == stratified_subset(dataset, 6)["id"]  # nested subsets
+    out = tmp_path / "grow"
+    base = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--batch-size", "3",
+            "--max-new-tokens", "4", "--dtype", "fp32", "--methods", "small", "--out", str(out)]
+    assert cli_main([*base, "--limit", "6"]) == 0
+    first = {r["problem_id"]: r for r in read_records(out)}
+    assert cli_main([*base, "--limit", "10"]) == 0
+    grown = read_records(out)
+    assert len(grown) == 10 and len({r["problem_id"] for r in grown}) == 10
+    assert all(r == first[r["problem_id"]] for r in grown if r["problem_id"] in first)
+    assert json.loads((out / "run.json").read_text())["limit"] == 10
+
+
+def test_a_run_folder_refuses_other_settings(problems_file, tmp_path):
+    out = tmp_path / "run"
+    base = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--limit", "3", "--batch-size",
+            "3", "--dtype", "fp32", "--methods", "small", "--out", str(out)]
+    assert cli_main([*base, "--max-new-tokens", "4"]) == 0
+    assert cli_main([*base, "--max-new-tokens", "5"]) == 2  # the CLI reports the ValueError
+
+
+def test_eval_argument_errors(problems_file, tmp_path, capsys):
+    base = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--limit", "3", "--dtype", "fp32",
+            "--out", str(tmp_path / "x")]
+    assert cli_main([*base, "--methods", "small,beam"]) == 2
+    assert "unknown methods ['beam']" in capsys.readouterr().err
+    assert cli_main([*base, "--methods", "ead"]) == 2
+    assert "needs --thresholds" in capsys.readouterr().err
+    assert cli_main(["eval", "report", str(tmp_path / "nothing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err

@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from ead_hf import EADConfig
+from ead_hf.cli import main as cli_main
+from ead_hf.recipes import Recipe, load_recipe, shipped_recipes
+
+
+def _tiny_recipe(path, threshold=float("inf")):
+    return Recipe(pair="tiny-random", models={"small": {"built_in": "tiny-random"}, "large": {"built_in": "tiny-random"}},
+                  config=EADConfig(threshold=threshold, window=3, min_dwell=2).to_dict(), dtype="float32",
+                  target_share=None, calibration={}).save(path)
+
+
+def test_shipped_default_recipe_loads():
+    recipe = load_recipe("qwen2.5-coder-0.5b-1.5b")
+    assert "qwen2.5-coder-0.5b-1.5b" in shipped_recipes()
+    assert recipe.pair == "qwen2.5-coder-0.5b-1.5b" and recipe.ead_config.window == 5
+    assert recipe.calibration["data"] == "MATH train"  # tuned on train, never on the test set
+    assert len(recipe.models["large"]["gguf_packages"]) == 22
+
+
+def test_round_trip_and_errors(tmp_path):
+    path = _tiny_recipe(tmp_path / "r.json")
+    assert load_recipe(path).ead_config == EADConfig(threshold=float("inf"), window=3, min_dwell=2)
+    data = json.loads(path.read_text())
+    (tmp_path / "extra.json").write_text(json.dumps({**data, "colour": "red"}))
+    with pytest.raises(ValueError, match="unknown recipe keys \\['colour'\\]"):
+        load_recipe(tmp_path / "extra.json")
+    (tmp_path / "other.json").write_text(json.dumps({**data, "format": "something-else"}))
+    with pytest.raises(ValueError, match="not an ead-hf recipe"):
+        load_recipe(tmp_path / "other.json")
+    (tmp_path / "bad.json").write_text(json.dumps({**data, "config": {**data["config"], "window": 0}}))
+    with pytest.raises(ValueError, match="EADConfig.window"):
+        load_recipe(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="neither a file nor a shipped recipe"):
+        load_recipe("no-such-recipe")
+
+
+def test_generate_with_a_recipe(tmp_path, capsys):
+    path = _tiny_recipe(tmp_path / "r.json")
+    assert cli_main(["generate", "--recipe", str(path), "--dtype", "fp32", "--max-new-tokens", "5", "--no-color",
+                     "--no-stream", "hi"]) == 0
+    captured = capsys.readouterr()
+    assert "window=3, min_dwell=2" in captured.err and "large 0" in captured.out
