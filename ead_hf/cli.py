@@ -71,6 +71,17 @@ def _build_parser() -> argparse.ArgumentParser:
     report = eval_commands.add_parser("report", help="write report.md and pareto.png for a run folder")
     report.add_argument("directory", type=Path)
 
+    bench = commands.add_parser("bench", help="benchmark EAD against plain generate and assisted generation")
+    bench.add_argument("--pair", default=DEFAULT_PAIR)
+    bench.add_argument("--threshold", type=_threshold, default=None, help="EAD threshold (default: the pair's)")
+    bench.add_argument("--batch-sizes", default="1,8")
+    bench.add_argument("--new-tokens", type=int, default=64)
+    bench.add_argument("--reps", type=int, default=3)
+    bench.add_argument("--dtype", default="auto")
+    bench.add_argument("--no-assisted", action="store_true", help="skip HF assisted generation")
+    bench.add_argument("--data", type=Path, default=None, help="MATH-500 JSONL (prompts)")
+    bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
+
     calibrate = commands.add_parser("calibrate", help="choose the threshold for a target large share on MATH train")
     calibrate.add_argument("--pair", default=DEFAULT_PAIR)
     calibrate.add_argument("--target-share", type=float, default=0.25)
@@ -112,6 +123,26 @@ def _eval(args: argparse.Namespace) -> int:
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed)
     if table:
         print(table, end="")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import markdown, run_bench
+    from .pairs import get_pair, load_pair
+
+    loaded = load_pair(args.pair, dtype=args.dtype)
+    threshold = get_pair(args.pair).default_threshold if args.threshold is None else args.threshold
+    result = run_bench(loaded.small, loaded.large, loaded.tokenizer, threshold=threshold,
+                       batch_sizes=[int(b) for b in args.batch_sizes.split(",")], new_tokens=args.new_tokens,
+                       reps=args.reps, assisted=not args.no_assisted, data=args.data,
+                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps({"machine": result.machine, "rows": result.rows}, indent=2))
+    table = f"# ead-hf bench: {args.pair}, threshold {threshold:g} bits, {args.new_tokens} new tokens\n\n" + markdown(result)
+    (args.out / "bench.md").write_text(table)
+    print(table, end="")
     return 0
 
 
@@ -212,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     from .weights import WeightsError
 
     try:
-        return {"generate": _generate, "pairs": _pairs, "eval": _eval, "calibrate": _calibrate}[args.command](args)
+        return {"generate": _generate, "pairs": _pairs, "eval": _eval, "calibrate": _calibrate,
+                "bench": _bench}[args.command](args)
     except (WeightsError, ValueError) as error:
         print(f"ead-hf: error: {error}", file=sys.stderr)
         return 2

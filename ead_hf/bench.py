@@ -1,0 +1,192 @@
+"""`ead-hf bench`: what EAD costs against what its token mix should cost, on this machine.
+
+Configurations run in one process, interleaved (A B C A B C ...), and are compared through medians and
+ratios, never single absolute times. Measured:
+
+- each model's forward cost per chunk length (1 = a decode step; longer = a catch-up) at each batch size,
+  after a prompt-length context;
+- plain `generate` of each model, EAD at +inf / -inf / a threshold, HF assisted generation (batch 1);
+- tokens/s, peak RSS, and the weights-bytes-per-token roofline against a measured copy bandwidth;
+- P1 overhead: EAD wall time over the "ideal", the sum over the forwards EAD actually ran (from its
+  `ead_forwards` log) of the measured cost of a forward of that chunk length.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import EADConfig
+from .eval.data import build_prompts, default_data_path, load_math
+from .generator import EADGenerator
+
+__all__ = ["run_bench", "copy_bandwidth_gbs", "forward_cost_table"]
+
+CHUNKS = (1, 2, 4, 8, 16, 32)
+
+
+def _median_time(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def copy_bandwidth_gbs(megabytes: int = 512, reps: int = 5) -> float:
+    """Memory bandwidth seen by a large tensor copy (bytes read + written per second)."""
+    source = torch.empty(megabytes * 2 ** 20 // 4, dtype=torch.float32).fill_(1.0)
+    target = torch.empty_like(source)
+    seconds = _median_time(lambda: target.copy_(source), reps)
+    return 2 * source.numel() * 4 / seconds / 1e9
+
+
+def weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+@torch.inference_mode()
+def forward_cost_table(model, inputs, chunks=CHUNKS, reps: int = 3) -> dict[int, float]:
+    """Median seconds of one forward of `chunk` new positions after the prompt, for the whole batch."""
+    from transformers import DynamicCache
+
+    from .compat import cache_argument_name
+
+    name = cache_argument_name(model)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, **{name: cache})
+    length = cache.get_seq_length()
+    table = {}
+    for chunk in chunks:
+        new = torch.full((ids.shape[0], chunk), 100, dtype=ids.dtype)
+        new_mask = torch.cat([mask, torch.ones_like(new)], dim=1)
+        new_positions = positions[:, -1:] + torch.arange(1, chunk + 1)
+
+        def step():
+            model(input_ids=new, attention_mask=new_mask, position_ids=new_positions, logits_to_keep=1,
+                  **{name: cache})
+            cache.crop(-chunk)  # drop what the step appended (negative: a count, in 5.23 and 5.24)
+
+        step()  # warm-up
+        table[chunk] = _median_time(step, reps)
+    return table
+
+
+def _ideal_seconds(forward_log: list[tuple[int, int]], table: dict[int, float]) -> float:
+    """Cost of the forwards actually run, by chunk length (prefill-size chunks extrapolated linearly)."""
+    largest = max(table)
+    total = 0.0
+    for _, new in forward_log:
+        if new in table:
+            total += table[new]
+        elif new > largest:
+            total += table[largest] * new / largest
+        else:
+            below = max(c for c in table if c < new)
+            above = min(c for c in table if c > new)
+            total += table[below] + (table[above] - table[below]) * (new - below) / (above - below)
+    return total
+
+
+@dataclass
+class BenchResult:
+    rows: list[dict] = field(default_factory=list)
+    machine: dict = field(default_factory=dict)
+
+
+def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), new_tokens: int = 64,
+              reps: int = 3, assisted: bool = True, data: Path | None = None, progress=print) -> BenchResult:
+    problems = [row["problem"] for row in load_math(data or default_data_path("test"))]
+    tokenizer.padding_side = "left"
+    result = BenchResult(machine={
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "copy_bandwidth_gbs": copy_bandwidth_gbs(), "small_weight_bytes": weight_bytes(small),
+        "large_weight_bytes": weight_bytes(large), "dtype": str(large.dtype)})
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, temperature=None,
+                  top_p=None, top_k=None)
+    for batch_size in batch_sizes:
+        inputs = tokenizer(build_prompts(tokenizer, problems[:batch_size]), return_tensors="pt", padding=True)
+        tables = {"small": forward_cost_table(small, inputs, reps=reps), "large": forward_cost_table(large, inputs, reps=reps)}
+        progress(f"batch {batch_size}: forward cost per chunk length (s): {json.dumps(tables)}")
+        configs = {
+            "small generate": lambda: small.generate(**inputs, **kwargs),
+            "EAD +inf": lambda: EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(**inputs, **kwargs),
+            "large generate": lambda: large.generate(**inputs, **kwargs),
+            "EAD -inf": lambda: EADGenerator(small, large, EADConfig(threshold=float("-inf"), start="large")).generate(
+                **inputs, **kwargs),
+            f"EAD {threshold:g}": lambda: EADGenerator(small, large, EADConfig(threshold=threshold)).generate(
+                **inputs, return_dict_in_generate=True, **kwargs),
+        }
+        if assisted and batch_size == 1:
+            configs["assisted (HF)"] = lambda: large.generate(**inputs, assistant_model=small, **kwargs)
+        times: dict[str, list[float]] = {name: [] for name in configs}
+        outputs = {}
+        with torch.inference_mode():
+            for _ in range(reps):  # interleaved: every configuration once per round
+                for name, fn in configs.items():
+                    start = time.perf_counter()
+                    outputs[name] = fn()
+                    times[name].append(time.perf_counter() - start)
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        ead = outputs[f"EAD {threshold:g}"]
+        share = float(ead.ead_stats.large_share.mean())
+        ideal = sum(_ideal_seconds(ead.ead_forwards[role], tables[role]) for role in ("small", "large"))
+        ratio_small_large = tables["small"][1] / tables["large"][1]
+        for name, seconds in medians.items():
+            result.rows.append({
+                "batch": batch_size, "config": name, "median_s": seconds, "tok_s": batch_size * new_tokens / seconds,
+                "vs_large": seconds / medians["large generate"],
+            })
+        result.rows.append({"batch": batch_size, "config": "checks", "large_share": share,
+                            "P1 EAD / ideal": medians[f"EAD {threshold:g}"] / ideal,
+                            "P2 +inf / small": medians["EAD +inf"] / medians["small generate"],
+                            "P2 -inf / large": medians["EAD -inf"] / medians["large generate"],
+                            "P3 target": 1.05 * (share + (1 - share) * ratio_small_large),
+                            "P3 EAD / large": medians[f"EAD {threshold:g}"] / medians["large generate"],
+                            "r small/large step": ratio_small_large,
+                            "decode_s": {role: tables[role][1] for role in tables},
+                            "chunk_costs_s": tables})
+        progress(json.dumps(result.rows[-1]))
+    result.machine["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    return result
+
+
+def markdown(result: BenchResult) -> str:
+    m = result.machine
+    lines = [f"Machine: {m['threads']} threads, torch {m['torch']}, {m['dtype']}, copy bandwidth "
+             f"{m['copy_bandwidth_gbs']:.1f} GB/s, peak RSS {m.get('peak_rss_gb', 0):.1f} GB.", "",
+             "Roofline: tok/s if every step only read the weights of the model(s) it runs once at that bandwidth "
+             "(EAD at a threshold: weights weighted by its large share; assisted: the large model's).", "",
+             "| batch | config | median s | tok/s | vs large generate | roofline tok/s | of roofline |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    shares = {row["batch"]: row["large_share"] for row in result.rows if row["config"] == "checks"}
+    for row in result.rows:
+        if row["config"] == "checks":
+            continue
+        if row["config"] in ("small generate", "EAD +inf"):
+            weights = m["small_weight_bytes"]
+        elif row["config"].startswith("EAD ") and row["config"] != "EAD -inf":
+            f = shares[row["batch"]]
+            weights = f * m["large_weight_bytes"] + (1 - f) * m["small_weight_bytes"]
+        else:
+            weights = m["large_weight_bytes"]
+        roofline = row["batch"] * m["copy_bandwidth_gbs"] * 1e9 / weights
+        lines.append(f"| {row['batch']} | {row['config']} | {row['median_s']:.2f} | {row['tok_s']:.1f} | "
+                     f"{row['vs_large']:.3f} | {roofline:.1f} | {row['tok_s'] / roofline:.0%} |")
+    lines += ["", "| batch | large share | P1 EAD/ideal | P2 +inf/small | P2 -inf/large | P3 EAD/large | P3 target | r |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in result.rows:
+        if row["config"] == "checks":
+            lines.append(f"| {row['batch']} | {row['large_share']:.3f} | {row['P1 EAD / ideal']:.3f} | "
+                         f"{row['P2 +inf / small']:.3f} | {row['P2 -inf / large']:.3f} | {row['P3 EAD / large']:.3f} | "
+                         f"{row['P3 target']:.3f} | {row['r small/large step']:.3f} |")
+    return "\n".join(lines) + "\n"
