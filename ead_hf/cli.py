@@ -32,7 +32,7 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--window", type=int, default=5)
     gen.add_argument("--min-dwell", type=int, default=10)
     gen.add_argument("--start", choices=["small", "large"], default="small")
-    gen.add_argument("--max-new-tokens", type=int, default=256)
+    gen.add_argument("--max-new-tokens", type=int, default=512)
     gen.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it, else fp32), bf16, fp32")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     gen.add_argument("--temperature", type=float, default=0.7)
