@@ -53,8 +53,9 @@ def weight_bytes(model) -> int:
 
 
 @torch.inference_mode()
-def forward_cost_table(model, inputs, chunks=CHUNKS, reps: int = 3) -> dict[int, float]:
-    """Median seconds of one forward of `chunk` new positions after the prompt, for the whole batch."""
+def forward_cost_table(model, inputs, chunks=CHUNKS, reps: int = 3) -> dict:
+    """Median seconds of one forward of `chunk` new positions after the prompt, for the whole batch, plus
+    the prompt's own prefill ("prefill", of "prefill_length" positions)."""
     from transformers import DynamicCache
 
     from .compat import cache_argument_name
@@ -62,10 +63,14 @@ def forward_cost_table(model, inputs, chunks=CHUNKS, reps: int = 3) -> dict[int,
     name = cache_argument_name(model)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
-    model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, **{name: cache})
-    length = cache.get_seq_length()
-    table = {}
+    def prefill():
+        fresh = DynamicCache(config=model.config)
+        model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, **{name: fresh})
+        return fresh
+
+    prefill()  # warm-up
+    table: dict = {"prefill": _median_time(prefill, reps), "prefill_length": ids.shape[1]}
+    cache = prefill()
     for chunk in chunks:
         new = torch.full((ids.shape[0], chunk), 100, dtype=ids.dtype)
         new_mask = torch.cat([mask, torch.ones_like(new)], dim=1)
@@ -81,19 +86,23 @@ def forward_cost_table(model, inputs, chunks=CHUNKS, reps: int = 3) -> dict[int,
     return table
 
 
-def _ideal_seconds(forward_log: list[tuple[int, int]], table: dict[int, float]) -> float:
-    """Cost of the forwards actually run, by chunk length (prefill-size chunks extrapolated linearly)."""
-    largest = max(table)
+def _ideal_seconds(forward_log: list[tuple[int, int]], table: dict) -> float:
+    """Cost of the forwards actually run, by chunk length: a first forward (nothing cached) is the measured
+    prefill scaled by its length; other chunks are interpolated (extrapolated linearly past the largest)."""
+    chunks = {k: v for k, v in table.items() if isinstance(k, int)}
+    largest = max(chunks)
     total = 0.0
-    for _, new in forward_log:
-        if new in table:
-            total += table[new]
+    for past, new in forward_log:
+        if past == 0 and "prefill" in table:
+            total += table["prefill"] * new / table["prefill_length"]
+        elif new in chunks:
+            total += chunks[new]
         elif new > largest:
-            total += table[largest] * new / largest
+            total += chunks[largest] * new / largest
         else:
-            below = max(c for c in table if c < new)
-            above = min(c for c in table if c > new)
-            total += table[below] + (table[above] - table[below]) * (new - below) / (above - below)
+            below = max(c for c in chunks if c < new)
+            above = min(c for c in chunks if c > new)
+            total += chunks[below] + (chunks[above] - chunks[below]) * (new - below) / (above - below)
     return total
 
 

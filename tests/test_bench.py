@@ -15,6 +15,9 @@ def test_ideal_time_from_the_forward_log():
     table = {1: 1.0, 2: 1.5, 4: 2.0, 8: 3.0, 16: 5.0, 32: 9.0}
     # a 40-position prefill (extrapolated from 32), one decode step, one 3-position catch-up (interpolated)
     assert _ideal_seconds([(0, 40), (40, 1), (41, 3)], table) == pytest.approx(9.0 * 40 / 32 + 1.0 + 1.75)
+    # with a measured prompt prefill, first forwards scale from it instead (a catch-up prefill of 45 positions)
+    table.update({"prefill": 4.0, "prefill_length": 40})
+    assert _ideal_seconds([(0, 45), (45, 1), (46, 40)], table) == pytest.approx(4.0 * 45 / 40 + 1.0 + 9.0 * 40 / 32)
 
 
 @pytest.fixture(scope="module")
