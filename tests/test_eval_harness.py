@@ -18,9 +18,9 @@ from ead_hf.cli import main as cli_main
 from ead_hf.costs import ModelShape, forward_flops, generation_flops, paper_cost
 from ead_hf.eval.data import load_math, stratified_subset
 from ead_hf.eval.harness import random_probability_for_share
-from ead_hf.eval.records import RecordStore, read_records
+from ead_hf.eval.records import read_records
 from ead_hf.eval.report import markdown_table, pareto_plot, summarise
-from ead_hf.testing import tiny_pair, tiny_tokenizer
+from ead_hf.testing import tiny_pair
 
 SUBJECTS = ["Algebra", "Geometry", "Number Theory"]
 

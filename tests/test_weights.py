@@ -1,7 +1,6 @@
 """Assembling, verifying and caching GGUF weights shipped in part packages, on a tiny GGUF made here."""
 
 import hashlib
-import os
 import subprocess
 import sys
 import textwrap

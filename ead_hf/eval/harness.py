@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -15,7 +14,7 @@ from ..generator import EADGenerator
 from .data import build_prompts
 from .records import RecordStore
 
-__all__ = ["Method", "parse_methods", "random_probability_for_share", "run_method", "EvalSettings", "score"]
+__all__ = ["Method", "parse_methods", "random_probability_for_share", "run_method", "EvalSettings", "score", "generate_batch"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +121,27 @@ def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
     return [problems[i:i + batch_size] for i in range(0, len(problems), batch_size)]
 
 
+def generate_batch(small, large, tokenizer, config: EADConfig | None, batch: list[dict], max_new_tokens: int):
+    """Greedy answers to a batch of problems: (EAD output or None, [(completion text, new tokens)]).
+
+    `config=None` means speculative decoding (HF assisted generation: exact large-model output)."""
+    inputs = tokenizer(build_prompts(tokenizer, [p["problem"] for p in batch]), return_tensors="pt", padding=True)
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
+    with torch.inference_mode():
+        if config is None:
+            out, sequences = None, large.generate(**inputs, assistant_model=small, **kwargs)
+        else:
+            out = EADGenerator(small, large, config).generate(**inputs, return_dict_in_generate=True, **kwargs)
+            sequences = out.sequences
+    width = inputs["input_ids"].shape[1]
+    completions = []
+    for row in range(len(batch)):
+        new_ids = sequences[row, width:]
+        new_ids = new_ids[new_ids != tokenizer.pad_token_id] if out is None else new_ids[out.model_choices[row] >= 0]
+        completions.append((tokenizer.decode(new_ids, skip_special_tokens=True), int(new_ids.numel())))
+    return out, completions
+
+
 def run_method(method: Method, small, large, tokenizer, problems: list[dict], settings: EvalSettings,
                store: RecordStore, *, rank: int = 0, world_size: int = 1, progress: bool = True) -> int:
     """Evaluate one method on the problems this process owns; returns the number of batches computed."""
@@ -137,27 +157,13 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
     bar = tqdm(todo, desc=f"{method.key} (rank {rank})" if world_size > 1 else method.key, disable=not progress,
                unit="batch", initial=max(0, mine - len(todo)), total=max(mine, len(todo)))
     for batch in bar:
-        inputs = tokenizer(build_prompts(tokenizer, [p["problem"] for p in batch]), return_tensors="pt", padding=True)
-        kwargs = dict(max_new_tokens=settings.max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
         start = time.perf_counter()
-        with torch.inference_mode():
-            if config is None:  # speculative: HF assisted generation, exact large-model output
-                sequences = large.generate(**inputs, assistant_model=small, **kwargs)
-                out = None
-            else:
-                out = EADGenerator(small, large, config).generate(**inputs, return_dict_in_generate=True, **kwargs)
-                sequences = out.sequences
+        out, completions = generate_batch(small, large, tokenizer, config, batch, settings.max_new_tokens)
         wall = time.perf_counter() - start
-        width = inputs["input_ids"].shape[1]
         flops = None
         if out is not None:
             flops = {role: generation_flops(shapes[role], out.ead_forwards[role], rows=len(batch)) / len(batch)
                      for role in ("small", "large")}
-        completions = []
-        for row in range(len(batch)):
-            new_ids = sequences[row, width:]
-            new_ids = new_ids[new_ids != tokenizer.pad_token_id] if out is None else new_ids[out.model_choices[row] >= 0]
-            completions.append((tokenizer.decode(new_ids, skip_special_tokens=True), int(new_ids.numel())))
         scores = score([text for text, _ in completions], [p["answer"] for p in batch])
         records = []
         for row, problem in enumerate(batch):

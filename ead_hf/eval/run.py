@@ -10,11 +10,11 @@ import torch
 
 from ..calibration import calibrate_threshold
 from ..config import EADConfig
-from ..generator import EADGenerator
 from ..pairs import get_pair, load_pair
 from ..recipes import Recipe
-from .data import build_prompts, default_data_path, load_math, stratified_subset
-from .harness import EvalSettings, Method, parse_methods, random_probability_for_share, run_method, score
+from .data import default_data_path, load_math, stratified_subset
+from .harness import (EvalSettings, Method, generate_batch, parse_methods, random_probability_for_share,
+                      run_method, score)
 from .records import RecordStore, read_records
 from .report import write_report
 
@@ -120,15 +120,8 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
         large_tokens = total = correct = 0
         for start in range(0, len(sample), batch_size):
             batch = sample[start:start + batch_size]
-            inputs = tokenizer(build_prompts(tokenizer, [p["problem"] for p in batch]), return_tensors="pt", padding=True)
-            with torch.inference_mode():
-                output = EADGenerator(loaded.small, loaded.large, config).generate(
-                    **inputs, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                    top_k=None, return_dict_in_generate=True)
-            width = inputs["input_ids"].shape[1]
-            texts = [tokenizer.decode(output.sequences[row, width:][output.model_choices[row] >= 0],
-                                      skip_special_tokens=True) for row in range(len(batch))]
-            correct += sum(score(texts, [p["answer"] for p in batch])["correct"])
+            output, completions = generate_batch(loaded.small, loaded.large, tokenizer, config, batch, max_new_tokens)
+            correct += sum(score([text for text, _ in completions], [p["answer"] for p in batch])["correct"])
             large_tokens += int(output.ead_stats.large_tokens.sum())
             total += int((output.ead_stats.large_tokens + output.ead_stats.small_tokens).sum())
         results[threshold] = (large_tokens / total, correct / len(sample))
