@@ -8,17 +8,26 @@ processors and stopping criteria, and prepared the attention mask when this runs
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
+from transformers.generation.logits_process import (
+    LogitsProcessor,
+    MinLengthLogitsProcessor,
+    MinNewTokensLengthLogitsProcessor,
+)
+from transformers.generation.stopping_criteria import MaxLengthCriteria
 
 from .compat import cache_argument_name, check_transformers_version, pop_prepared_cache
 from .config import EADConfig
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
 from .pair import check_pair, input_device, shared_vocab_size
 from .routing import EntropyRouter, entropy_bits
+from .scheduling import choose_lane, resolve_schedule
 
 __all__ = ["ead_decoding", "ModelLane", "resolve_ead_config"]
 
@@ -129,6 +138,108 @@ def _positions(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> 
     return positions.masked_fill(attention_mask == 0, 0)
 
 
+class GeneratedRows:
+    """Each row's generated tokens and trace, stored at the row's own positions.
+
+    Under the grouped schedule rows write at different steps, so a row's k-th token is not the k-th new column
+    of the models' input. This keeps the per-row view that outputs, logits processors and stopping criteria
+    need: sequences right-padded with `fill` after each row's end, as generate() pads finished rows.
+    """
+
+    def __init__(self, prompt: torch.Tensor, fill: int) -> None:
+        self.prompt_width = prompt.shape[1]
+        self.fill = fill
+        batch = prompt.shape[0]
+        self.tokens = prompt
+        self.choices = prompt.new_full((batch, 0), NO_TOKEN)
+        self.entropies = prompt.new_full((batch, 0), float("nan"), dtype=torch.float32)
+        self.steps = prompt.new_zeros((batch, 0))  # the step that produced each token (indexes per-step outputs)
+        self.count = prompt.new_zeros(batch)
+        self.longest = 0  # host copy of count.max()
+        self.next_longest = 1  # count.max() after the coming step (known from the routing synchronisation)
+
+    def record(self, step: int, tokens: torch.Tensor, choices: torch.Tensor, entropies: torch.Tensor,
+               advancing: torch.Tensor) -> None:
+        """Write the token of every advancing row at that row's next position."""
+        if self.choices.shape[1] < self.next_longest:  # room for one more token per row
+            self.tokens, self.choices, self.entropies, self.steps = (
+                torch.cat([buffer, buffer.new_full((buffer.shape[0], 1), value)], dim=1)
+                for buffer, value in ((self.tokens, self.fill), (self.choices, NO_TOKEN),
+                                      (self.entropies, float("nan")), (self.steps, step))
+            )
+        at = self.count.clamp(max=self.choices.shape[1] - 1)[:, None]  # rows that do not write rewrite a value
+        for buffer, values, offset in ((self.tokens, tokens, self.prompt_width), (self.choices, choices, 0),
+                                       (self.entropies, entropies, 0), (self.steps, torch.full_like(self.count, step), 0)):
+            current = buffer.gather(1, at + offset).squeeze(1)
+            buffer.scatter_(1, at + offset, torch.where(advancing, values.to(buffer.dtype), current)[:, None])
+        self.count += advancing
+        self.longest = self.next_longest
+
+    def view(self) -> torch.Tensor:
+        """Sequences with each row's last token in the last column (rows that waited get more left fill)."""
+        width = self.prompt_width + self.longest
+        if self.longest == 0:
+            return self.tokens[:, :width]
+        shift = (self.longest - self.count)[:, None]
+        index = torch.arange(width, device=self.tokens.device)[None, :] - shift
+        return self.tokens.gather(1, index.clamp(min=0)).masked_fill(index < 0, self.fill)
+
+    def sequences(self) -> torch.Tensor:
+        return self.tokens[:, : self.prompt_width + self.longest]
+
+    def per_position(self, per_step: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Per-step (batch, vocab) outputs regrouped per generated position, as generate() returns scores."""
+        steps = self.steps[:, : self.longest].tolist()
+        out = []
+        for k in range(self.longest):
+            producing = [row_steps[k] for row_steps in steps]
+            if len(set(producing)) == 1:  # rows in lockstep: the step's tensor as is
+                out.append(per_step[producing[0]])
+            else:
+                out.append(torch.stack([per_step[s][r] for r, s in enumerate(producing)]))
+        return tuple(out)
+
+
+class _RowMinLength(LogitsProcessor):
+    """`min_length` / `min_new_tokens` counted per row: under the grouped schedule a row that waited is shorter
+    than input_ids, so the stock processors (which read input_ids.shape) would release its EOS too early."""
+
+    def __init__(self, rows: GeneratedRows, min_length: int, eos_token_id: torch.Tensor) -> None:
+        self.rows, self.min_length, self.eos_token_id = rows, min_length, eos_token_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        short = self.rows.prompt_width + self.rows.count < self.min_length
+        eos = torch.isin(torch.arange(scores.shape[-1], device=scores.device), self.eos_token_id.to(scores.device))
+        return scores.masked_fill(short[:, None] & eos[None, :], -math.inf)
+
+
+def _per_row_lengths(logits_processor: LogitsProcessorList, rows: GeneratedRows) -> LogitsProcessorList:
+    """The same processors, with the minimum-length ones counting each row's own tokens."""
+    adapted = LogitsProcessorList()
+    for processor in logits_processor:
+        if isinstance(processor, MinLengthLogitsProcessor):
+            processor = _RowMinLength(rows, processor.min_length, processor.eos_token_id)
+        elif isinstance(processor, MinNewTokensLengthLogitsProcessor):
+            processor = _RowMinLength(rows, processor.prompt_length_to_skip + processor.min_new_tokens,
+                                      processor.eos_token_id)
+        adapted.append(processor)
+    return adapted
+
+
+def _stopped_rows(stopping_criteria: StoppingCriteriaList, rows: GeneratedRows, scores: torch.Tensor) -> torch.Tensor:
+    """Which rows are done: max_length counts each row's own tokens (rows that waited are shorter); the other
+    criteria see `rows.view()`, so a row that waits is judged on its last token again (EOS and stop strings
+    give the same answer as before) and a criterion that reads input_ids.shape stops it with the batch."""
+    view = rows.view()
+    done = torch.zeros_like(rows.count, dtype=torch.bool)
+    for criterion in stopping_criteria:
+        if isinstance(criterion, MaxLengthCriteria):
+            done |= rows.prompt_width + rows.count >= criterion.max_length
+        else:
+            done |= criterion(view, scores).to(done.device)
+    return done
+
+
 def ead_decoding(
     model: PreTrainedModel,
     input_ids: torch.LongTensor,
@@ -145,6 +256,9 @@ def ead_decoding(
     Use as ``large.generate(**inputs, custom_generate=ead_decoding, ead_config=cfg, ead_small_model=small)``.
     transformers does not pass `streamer` or `tokenizer` to a custom_generate callable: for streaming and
     `stop_strings` use `enable_ead` or `EADGenerator`, which wrap this function.
+
+    The models read a grid with one new column per step; rows that did not write at a step (they wait under
+    the grouped schedule, or have finished) get a masked hole there. `GeneratedRows` keeps each row's tokens.
     """
     check_transformers_version()
     config = resolve_ead_config(ead_config)
@@ -159,76 +273,96 @@ def ead_decoding(
     batch_size, prompt_length = input_ids.shape
     device = input_ids.device
     vocab = shared_vocab_size(model, ead_small_model)
+    pad_token_id = generation_config._pad_token_tensor
+    grouped = resolve_schedule(config.schedule, batch_size, logits_processor, pad_token_id is not None) == "group"
     attention_mask = model_kwargs.get("attention_mask")  # None when generate() found no padding
+    if attention_mask is None and batch_size > 1:  # rows that wait or finish leave masked holes
+        attention_mask = torch.ones_like(input_ids)
     positions = _positions(attention_mask, input_ids)
+    next_position = positions[:, -1] + 1
     lanes = {SMALL: ModelLane(ead_small_model, prompt_length), LARGE: ModelLane(model, prompt_length)}
     router = EntropyRouter(config, batch_size, device)
-    pad_token_id = generation_config._pad_token_tensor
-    pads_finished_rows = any(hasattr(c, "eos_token_id") for c in stopping_criteria) and pad_token_id is not None
+    fill = int(pad_token_id) if pad_token_id is not None else 0
     want_scores = generation_config.return_dict_in_generate and generation_config.output_scores
     want_logits = generation_config.return_dict_in_generate and generation_config.output_logits
 
+    grid = input_ids  # what the models read: one column per step, holes where a row did not write
+    last_tokens = input_ids[:, -1]
+    rows = GeneratedRows(input_ids, fill)
+    if grouped:
+        logits_processor = _per_row_lengths(logits_processor, rows)
     unfinished = torch.ones(batch_size, dtype=torch.bool, device=device)
-    choices, entropies, scores, raw_logits = [], [], [], []
-    runs = {SMALL: not config.starts_large, LARGE: config.starts_large}  # host-side: which models run this step
+    advancing = unfinished
+    scores, raw_logits = [], []
+    current = LARGE if config.starts_large else SMALL
+    runs = {current}
     if streamer is not None:
         streamer.put(input_ids.cpu())
 
-    while True:
+    for step in itertools.count():
         step_logits = {
-            lane_id: lane.read(input_ids, attention_mask, positions).to(device=device, dtype=torch.float32)[:, :vocab]
-            for lane_id, lane in lanes.items()
-            if runs[lane_id]
+            lane_id: lanes[lane_id].read(grid, attention_mask, positions).to(device=device, dtype=torch.float32)[:, :vocab]
+            for lane_id in sorted(runs)
         }
         if len(step_logits) == 2:
             logits = torch.where(router.active[:, None], step_logits[LARGE], step_logits[SMALL])
         else:
             (logits,) = step_logits.values()
         entropy = entropy_bits(logits)
-        next_scores = logits_processor(input_ids, logits)
+        next_scores = logits_processor(rows.view(), logits)
         next_tokens = _pick_token(next_scores, generation_config.do_sample)
-        if pads_finished_rows:
-            next_tokens = torch.where(unfinished, next_tokens, pad_token_id.to(device))
 
-        choices.append(torch.where(unfinished, router.active.long(), NO_TOKEN))
-        entropies.append(torch.where(unfinished, entropy.float(), float("nan")))
+        rows.record(step, next_tokens, router.active.long(), entropy.float(), advancing)
         if want_scores:
             scores.append(next_scores)
         if want_logits:
             raw_logits.append(logits)
-        router.observe(entropy, live=unfinished)
+        router.observe(entropy, live=advancing)
 
-        input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)
-        positions = torch.cat([positions, positions[:, -1:] + 1], dim=-1)
+        # A row that did not write repeats its last token at its last position behind a masked key: the query
+        # there sees exactly what the original saw, so the last column always holds each row's next-token logits.
+        last_tokens = torch.where(advancing, next_tokens, last_tokens)
+        grid = torch.cat([grid, last_tokens[:, None]], dim=-1)
+        positions = torch.cat([positions, (next_position + rows.count - 1)[:, None]], dim=-1)
         if attention_mask is not None:
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch_size, 1)], dim=-1)
+            attention_mask = torch.cat([attention_mask, advancing[:, None].to(attention_mask.dtype)], dim=-1)
         if streamer is not None:
             streamer.put(next_tokens.cpu())
 
-        unfinished = unfinished & ~stopping_criteria(input_ids, next_scores).to(device)
-        # The one host synchronisation per step: is anything left, and which models do live rows need.
-        any_left, needs_small, needs_large = torch.stack(
-            [unfinished.any(), (unfinished & ~router.active).any(), (unfinished & router.active).any()]
+        unfinished = unfinished & ~_stopped_rows(stopping_criteria, rows, next_scores)
+        # The one host synchronisation per step: how many live rows want each model, and the longest of them.
+        wants = {SMALL: unfinished & ~router.active, LARGE: unfinished & router.active}
+        rows_small, rows_large, top_small, top_large = torch.stack(
+            [wants[SMALL].sum(), wants[LARGE].sum(),
+             rows.count.masked_fill(~wants[SMALL], -1).max(), rows.count.masked_fill(~wants[LARGE], -1).max()]
         ).tolist()
-        if not any_left:
+        if rows_small + rows_large == 0:
             break
-        runs = {SMALL: needs_small, LARGE: needs_large}
+        if grouped:
+            current = choose_lane(current, rows_small, rows_large)
+            runs = {current}
+            advancing = wants[current]
+            rows.next_longest = max(rows.longest, (top_large if current == LARGE else top_small) + 1)
+        else:
+            runs = {lane_id for lane_id, wanted in ((SMALL, rows_small), (LARGE, rows_large)) if wanted}
+            advancing = unfinished
+            rows.next_longest = max(rows.longest, max(top_small, top_large) + 1)
 
     if streamer is not None:
         streamer.end()
     if not generation_config.return_dict_in_generate:
-        return input_ids
-    model_choices = torch.stack(choices, dim=1)
+        return rows.sequences()
+    model_choices = rows.choices[:, : rows.longest]
     catchup = {
         lane_id: torch.full((batch_size,), lane.catchup_tokens, dtype=torch.long, device=device)
         for lane_id, lane in lanes.items()
     }
     return EADGenerateOutput(
-        sequences=input_ids,
-        scores=tuple(scores) if want_scores else None,
-        logits=tuple(raw_logits) if want_logits else None,
+        sequences=rows.sequences(),
+        scores=rows.per_position(scores) if want_scores else None,
+        logits=rows.per_position(raw_logits) if want_logits else None,
         model_choices=model_choices,
-        entropies=torch.stack(entropies, dim=1),
+        entropies=rows.entropies[:, : rows.longest],
         ead_stats=EADStats.from_choices(model_choices, catchup[SMALL], catchup[LARGE]),
         ead_forwards={"small": list(lanes[SMALL].forward_log), "large": list(lanes[LARGE].forward_log)},
     )

@@ -46,22 +46,25 @@ def _assert_matches_reference(small, large, batch, config, eos_token_ids=()):
     return out, rows
 
 
+@pytest.mark.parametrize("schedule", ["batch", "group"])
 @pytest.mark.parametrize("window,min_dwell,start", [(5, 10, "small"), (1, 1, "large"), (3, 4, "small"), (8, 0, "large")])
-def test_mixed_thresholds_match_reference(pair, batch, window, min_dwell, start):
+def test_mixed_thresholds_match_reference(pair, batch, window, min_dwell, start, schedule):
     small, large = pair
     median = _median_entropy(EADGenerator(small, large, EADConfig(threshold=0.0)), batch)
     used = set()
     for offset in (-0.3, 0.0, 0.3):
-        config = EADConfig(threshold=median + offset + 1e-3, window=window, min_dwell=min_dwell, start=start)
+        config = EADConfig(threshold=median + offset + 1e-3, window=window, min_dwell=min_dwell, start=start,
+                           schedule=schedule)
         out, _ = _assert_matches_reference(small, large, batch, config)
         used.update(out.ead_stats.switches.tolist())
     assert max(used) > 0, "thresholds near the median entropy should make rows switch models"
 
 
-def test_rows_finishing_at_different_times(qwen_pair, batch):
+@pytest.mark.parametrize("schedule", ["batch", "group"])
+def test_rows_finishing_at_different_times(qwen_pair, batch, schedule):
     small, large = qwen_pair
     config = EADConfig(threshold=_median_entropy(EADGenerator(small, large, EADConfig(threshold=0.0)), batch),
-                       window=3, min_dwell=2)
+                       window=3, min_dwell=2, schedule=schedule)
     free, _ = _assert_matches_reference(small, large, batch, config)
     width = batch["input_ids"].shape[1]
     eos = int(free.sequences[0, width + 6])  # a token row 0 writes mid-way becomes the eos
@@ -107,3 +110,17 @@ def test_catchup_stats_count_tokens_the_other_model_wrote(qwen_pair, tokenizer):
     assert out.model_choices[0].tolist() == [0] * 5 + [1] * 7
     assert out.ead_stats.row(0) == {"small_tokens": 5, "large_tokens": 7, "switches": 1,
                                     "small_catchup_tokens": 0, "large_catchup_tokens": 4}
+
+
+def test_grouped_schedule_runs_one_model_per_step_and_rows_wait(qwen_pair, batch):
+    """Rows that disagree wait instead of making the other model run: same rows as the reference, fewer forwards."""
+    small, large = qwen_pair
+    median = _median_entropy(EADGenerator(small, large, EADConfig(threshold=0.0)), batch)
+    config = dict(threshold=median, window=3, min_dwell=2)
+    grouped, _ = _assert_matches_reference(small, large, batch, EADConfig(**config, schedule="group"))
+    whole, _ = _assert_matches_reference(small, large, batch, EADConfig(**config, schedule="batch"))
+    assert (whole.model_choices == grouped.model_choices).all()
+    forwards = {name: len(log) for name, log in grouped.ead_forwards.items()}
+    steps = forwards["small"] + forwards["large"]  # each grouped step is one forward of one model
+    assert steps > grouped.model_choices.shape[1], "some row should have waited a step"
+    assert sum(len(log) for log in whole.ead_forwards.values()) > steps, "whole-batch runs both models more often"

@@ -1,0 +1,75 @@
+"""How the rows of a batch share the two models: the schedule.
+
+Per-row EAD lets every row pick its own model. In a batch the rows disagree, and a model forward costs
+nearly the same for 1 row as for 8 on a CPU (weight reads dominate), so the schedule decides the cost:
+
+- ``"batch"``: every step runs each model that some live row needs, on the whole batch; every live row
+  writes a token each step. Rows never wait, but once rows disagree both models run at nearly every step.
+- ``"group"``: every step runs ONE model; only the rows that want it write a token, the others wait (their
+  column is a masked hole in both caches; positions come from position_ids, so holes cost no correctness).
+  The model that is running keeps running while it serves at least 1/`GROUP_PATIENCE` as many rows as wait
+  for the other one, so switches, and the catch-up forwards they cost, stay rare.
+- ``"auto"`` (default): ``"batch"`` at batch size 1 (the two are the same there) and ``"group"`` above.
+
+Under greedy decoding a row's tokens and model choices do not depend on the schedule (each token is still
+produced by the row's active model from the row's own context); under sampling the random stream is shared
+differently, so rows draw different samples.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from transformers import LogitsProcessorList
+
+from .output import LARGE, SMALL
+
+__all__ = ["SCHEDULES", "GROUP_PATIENCE", "resolve_schedule", "choose_lane"]
+
+Schedule = Literal["auto", "batch", "group"]
+SCHEDULES = ("auto", "batch", "group")
+
+# Keep the running model while (rows it serves) * GROUP_PATIENCE >= (rows waiting for the other model).
+# Chosen by simulation on the N=48 MATH-500 routing statistics with the batch-8 forward costs measured on the
+# default pair (evaluation/schedule_sim.py): patience 1 (plain majority) 1.17x large-only, 2: 1.10x,
+# 4: 1.06x, 8: 1.21x; whole-batch 1.20x.
+GROUP_PATIENCE = 4
+
+# Processors that read the generated length from input_ids.shape, where rows that waited are shorter (the
+# minimum-length processors are rebuilt per row by the decoding loop; these have no per-row version).
+_LENGTH_DEPENDENT_PROCESSORS = (
+    "ExponentialDecayLengthPenalty",
+    "SuppressTokensAtBeginLogitsProcessor",
+)
+
+
+def _length_dependent(logits_processor: LogitsProcessorList) -> list[str]:
+    return [type(p).__name__ for p in logits_processor if type(p).__name__ in _LENGTH_DEPENDENT_PROCESSORS]
+
+
+def resolve_schedule(
+    schedule: Schedule, batch_size: int, logits_processor: LogitsProcessorList, has_pad_token: bool
+) -> Literal["batch", "group"]:
+    """The schedule a run uses; an explicit ``"group"`` that cannot work is an error, ``"auto"`` falls back."""
+    blockers = []
+    if batch_size > 1:
+        blockers += [f"{name} (it measures length as input_ids.shape[-1])" for name in _length_dependent(logits_processor)]
+        if not has_pad_token:
+            blockers.append("no pad_token_id to fill rows that finish early (set generation_config.pad_token_id)")
+    if schedule == "group":
+        if blockers:
+            raise ValueError(
+                "EADConfig.schedule='group' cannot be used here: " + "; ".join(blockers) + ". Use schedule='batch'."
+            )
+        return "group"
+    if schedule == "batch" or batch_size == 1 or blockers:
+        return "batch"
+    return "group"
+
+
+def choose_lane(current: int, rows_small: int, rows_large: int) -> int:
+    """The one model a grouped step runs, from the number of live rows that want each model."""
+    serves, waits = (rows_large, rows_small) if current == LARGE else (rows_small, rows_large)
+    if serves > 0 and serves * GROUP_PATIENCE >= waits:
+        return current
+    return SMALL if current == LARGE else LARGE
