@@ -13,6 +13,7 @@ ratios, never single absolute times. Measured:
 
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import statistics
@@ -21,10 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import DynamicCache, LogitsProcessorList
 
+from .compat import cache_argument_name
 from .config import EADConfig
 from .eval.data import build_prompts, default_data_path, load_math
 from .generator import EADGenerator
+from .scheduling import resolve_schedule
 
 __all__ = ["run_bench", "copy_bandwidth_gbs", "forward_cost_table"]
 
@@ -56,10 +60,6 @@ def weight_bytes(model) -> int:
 def forward_cost_table(model, inputs, chunks=CHUNKS, reps: int = 3) -> dict:
     """Median seconds of one forward of `chunk` new positions after the prompt, for the whole batch, plus
     the prompt's own prefill ("prefill", of "prefill_length" positions)."""
-    from transformers import DynamicCache
-
-    from .compat import cache_argument_name
-
     name = cache_argument_name(model)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -83,6 +83,34 @@ def forward_cost_table(model, inputs, chunks=CHUNKS, reps: int = 3) -> dict:
 
         step()  # warm-up
         table[chunk] = _median_time(step, reps)
+    return table
+
+
+def _ead_name(threshold: float, schedule: str) -> str:
+    return f"EAD {threshold:g} ({schedule})"
+
+
+@torch.inference_mode()
+def step_cost_by_rows(model, rows=(1, 2, 4, 8, 16, 32, 64), chunks=(1, 4, 16), context: int = 64,
+                      reps: int = 3) -> dict[int, dict[int, float]]:
+    """Median seconds of a forward of `chunk` new positions for `rows` rows after `context` cached positions:
+    where a model stops being bound by weight reads (cost flat in rows) and becomes compute-bound."""
+    name = cache_argument_name(model)
+    table: dict[int, dict[int, float]] = {}
+    for n in rows:
+        cache = DynamicCache(config=model.config)
+        ids = torch.full((n, context), 100, dtype=torch.long)
+        model(input_ids=ids, logits_to_keep=1, **{name: cache})
+        table[n] = {}
+        for chunk in chunks:
+            new = torch.full((n, chunk), 100, dtype=torch.long)
+
+            def step():
+                model(input_ids=new, logits_to_keep=1, **{name: cache})
+                cache.crop(-chunk)
+
+            step()  # warm-up
+            table[n][chunk] = _median_time(step, reps)
     return table
 
 
@@ -110,10 +138,12 @@ def _ideal_seconds(forward_log: list[tuple[int, int]], table: dict) -> float:
 class BenchResult:
     rows: list[dict] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
+    step_cost_by_rows: dict = field(default_factory=dict)  # model -> rows -> chunk -> seconds
 
 
 def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), new_tokens: int = 64,
-              reps: int = 3, assisted: bool = True, data: Path | None = None, progress=print) -> BenchResult:
+              reps: int = 3, assisted: bool = True, data: Path | None = None, rows_sweep=(),
+              progress=print) -> BenchResult:
     problems = [row["problem"] for row in load_math(data or default_data_path("test"))]
     tokenizer.padding_side = "left"
     result = BenchResult(machine={
@@ -132,9 +162,12 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
             "large generate": lambda: large.generate(**inputs, **kwargs),
             "EAD -inf": lambda: EADGenerator(small, large, EADConfig(threshold=float("-inf"), start="large")).generate(
                 **inputs, **kwargs),
-            f"EAD {threshold:g}": lambda: EADGenerator(small, large, EADConfig(threshold=threshold)).generate(
-                **inputs, return_dict_in_generate=True, **kwargs),
         }
+        schedules = ("batch",) if batch_size == 1 else ("batch", "group")  # one row: the two are the same
+        for schedule in schedules:
+            configs[_ead_name(threshold, schedule)] = functools.partial(
+                EADGenerator(small, large, EADConfig(threshold=threshold, schedule=schedule)).generate,
+                **inputs, return_dict_in_generate=True, **kwargs)
         if assisted and batch_size == 1:
             configs["assisted (HF)"] = lambda: large.generate(**inputs, assistant_model=small, **kwargs)
         times: dict[str, list[float]] = {name: [] for name in configs}
@@ -146,9 +179,11 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                     outputs[name] = fn()
                     times[name].append(time.perf_counter() - start)
         medians = {name: statistics.median(values) for name, values in times.items()}
-        ead = outputs[f"EAD {threshold:g}"]
-        share = float(ead.ead_stats.large_share.mean())
-        ideal = sum(_ideal_seconds(ead.ead_forwards[role], tables[role]) for role in ("small", "large"))
+        default_schedule = resolve_schedule("auto", batch_size, LogitsProcessorList(), True)
+        default = _ead_name(threshold, default_schedule)
+        share = float(outputs[default].ead_stats.large_share.mean())
+        ideal = {schedule: sum(_ideal_seconds(outputs[_ead_name(threshold, schedule)].ead_forwards[role], tables[role])
+                               for role in ("small", "large")) for schedule in schedules}
         ratio_small_large = tables["small"][1] / tables["large"][1]
         for name, seconds in medians.items():
             result.rows.append({
@@ -156,15 +191,26 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                 "vs_large": seconds / medians["large generate"],
             })
         result.rows.append({"batch": batch_size, "config": "checks", "large_share": share,
-                            "P1 EAD / ideal": medians[f"EAD {threshold:g}"] / ideal,
+                            "default schedule": default,
+                            "P1 EAD / ideal": medians[default] / ideal[default_schedule],
+                            "P1 by schedule": {s: medians[_ead_name(threshold, s)] / ideal[s] for s in schedules},
+                            "P3 by schedule": {s: medians[_ead_name(threshold, s)] / medians["large generate"]
+                                               for s in schedules},
+                            "forwards by schedule": {s: {role: len(outputs[_ead_name(threshold, s)].ead_forwards[role])
+                                                         for role in ("small", "large")} for s in schedules},
                             "P2 +inf / small": medians["EAD +inf"] / medians["small generate"],
                             "P2 -inf / large": medians["EAD -inf"] / medians["large generate"],
                             "P3 target": 1.05 * (share + (1 - share) * ratio_small_large),
-                            "P3 EAD / large": medians[f"EAD {threshold:g}"] / medians["large generate"],
+                            "P3 EAD / large": medians[default] / medians["large generate"],
                             "r small/large step": ratio_small_large,
                             "decode_s": {role: tables[role][1] for role in tables},
                             "chunk_costs_s": tables})
         progress(json.dumps(result.rows[-1]))
+    if rows_sweep:
+        with torch.inference_mode():
+            result.step_cost_by_rows = {role: step_cost_by_rows(model, rows_sweep, reps=reps)
+                                        for role, model in (("small", small), ("large", large))}
+        progress(json.dumps(result.step_cost_by_rows))
     result.machine["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     return result
 
@@ -198,4 +244,28 @@ def markdown(result: BenchResult) -> str:
             lines.append(f"| {row['batch']} | {row['large_share']:.3f} | {row['P1 EAD / ideal']:.3f} | "
                          f"{row['P2 +inf / small']:.3f} | {row['P2 -inf / large']:.3f} | {row['P3 EAD / large']:.3f} | "
                          f"{row['P3 target']:.3f} | {row['r small/large step']:.3f} |")
+    lines += ["", "EAD by schedule (P1 = wall / ideal from its own forwards; P3 = wall / large generate):", "",
+              "| batch | schedule | P1 | P3 | forwards small / large |", "| --- | --- | --- | --- | --- |"]
+    for row in result.rows:
+        if row["config"] == "checks" and "P3 by schedule" in row:
+            for schedule, p3 in row["P3 by schedule"].items():
+                forwards = row["forwards by schedule"][schedule]
+                default = " (default)" if row["default schedule"].endswith(f"({schedule})") else ""
+                lines.append(f"| {row['batch']} | {schedule}{default} | {row['P1 by schedule'][schedule]:.3f} | "
+                             f"{p3:.3f} | {forwards['small']} / {forwards['large']} |")
+    ead = {row["batch"]: row["tok_s"] for row in result.rows
+           if any(c["config"] == "checks" and c["default schedule"] == row["config"] and c["batch"] == row["batch"]
+                  for c in result.rows if "default schedule" in c)}
+    if 1 in ead and 8 in ead:
+        lines += ["", f"P4: EAD aggregate tok/s at batch 8 / batch 1 = {ead[8]:.1f} / {ead[1]:.1f} = "
+                      f"{ead[8] / ead[1]:.2f}x (target >= 4)."]
+    if result.step_cost_by_rows:
+        for role, table in result.step_cost_by_rows.items():
+            chunks = list(next(iter(table.values())))
+            lines += ["", f"{role}: forward seconds by rows x new positions (ms per row-position in brackets)", "",
+                      "| rows | " + " | ".join(f"chunk {c}" for c in chunks) + " |",
+                      "| --- |" + " --- |" * len(chunks)]
+            for rows, costs in table.items():
+                cells = [f"{costs[c]:.3f} ({1000 * costs[c] / (int(rows) * int(c)):.1f})" for c in chunks]
+                lines.append(f"| {rows} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

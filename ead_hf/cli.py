@@ -79,6 +79,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--reps", type=int, default=3)
     bench.add_argument("--dtype", default="auto")
     bench.add_argument("--no-assisted", action="store_true", help="skip HF assisted generation")
+    bench.add_argument("--rows-sweep", default="", help="also time each model's forward for these row counts, "
+                       "e.g. 1,2,4,8,16,32,64 (chunks 1, 4, 16 after 64 cached positions)")
     bench.add_argument("--data", type=Path, default=None, help="MATH-500 JSONL (prompts)")
     bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
 
@@ -137,9 +139,11 @@ def _bench(args: argparse.Namespace) -> int:
     result = run_bench(loaded.small, loaded.large, loaded.tokenizer, threshold=threshold,
                        batch_sizes=[int(b) for b in args.batch_sizes.split(",")], new_tokens=args.new_tokens,
                        reps=args.reps, assisted=not args.no_assisted, data=args.data,
+                       rows_sweep=[int(r) for r in args.rows_sweep.split(",")] if args.rows_sweep else (),
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps({"machine": result.machine, "rows": result.rows}, indent=2))
+    (args.out / "bench.json").write_text(json.dumps({"machine": result.machine, "rows": result.rows,
+                                                          "step_cost_by_rows": result.step_cost_by_rows}, indent=2))
     table = f"# ead-hf bench: {args.pair}, threshold {threshold:g} bits, {args.new_tokens} new tokens\n\n" + markdown(result)
     (args.out / "bench.md").write_text(table)
     print(table, end="")

@@ -31,17 +31,22 @@ def problems_file(tmp_path_factory):
 def test_run_bench_reports_every_configuration(problems_file):
     small, large = tiny_pair("qwen2", seed=0)
     result = run_bench(small, large, tiny_tokenizer(), threshold=5.0, batch_sizes=(1, 2), new_tokens=4, reps=1,
-                       data=problems_file, progress=lambda line: None)
+                       data=problems_file, rows_sweep=(1, 3), progress=lambda line: None)
     configs = [(row["batch"], row["config"]) for row in result.rows]
     assert (1, "assisted (HF)") in configs and (2, "assisted (HF)") not in configs
     for batch in (1, 2):
-        for name in ("small generate", "EAD +inf", "large generate", "EAD -inf", "EAD 5", "checks"):
+        for name in ("small generate", "EAD +inf", "large generate", "EAD -inf", "EAD 5 (batch)", "checks"):
             assert (batch, name) in configs
+    assert (2, "EAD 5 (group)") in configs and (1, "EAD 5 (group)") not in configs  # one row never waits
     checks = [row for row in result.rows if row["config"] == "checks"]
     assert all(math.isfinite(row["P1 EAD / ideal"]) and row["P1 EAD / ideal"] > 0 for row in checks)
     assert result.machine["copy_bandwidth_gbs"] > 0
     table = markdown(result)
     assert "| 1 | assisted (HF) |" in table and "P1 EAD/ideal" in table
+    assert "| 2 | group (default) |" in table and "| 1 | batch (default) |" in table
+    assert set(result.step_cost_by_rows["large"]) == {1, 3}
+    assert all(seconds > 0 for costs in result.step_cost_by_rows["small"].values() for seconds in costs.values())
+    assert "| 3 | " in table.split("large: forward seconds")[1]
 
 
 def test_bench_command_writes_files(problems_file, tmp_path):
