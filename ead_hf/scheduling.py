@@ -31,8 +31,9 @@ SCHEDULES = ("auto", "batch", "group")
 
 # Keep the running model while (rows it serves) * GROUP_PATIENCE >= (rows waiting for the other model).
 # Chosen by simulation on the N=48 MATH-500 routing statistics with the batch-8 forward costs measured on the
-# default pair (evaluation/schedule_sim.py): patience 1 (plain majority) 1.17x large-only, 2: 1.10x,
-# 4: 1.06x, 8: 1.21x; whole-batch 1.20x.
+# default pair (evaluation/schedule_sim.py, EAD at 0.625 bits): patience 1 (plain majority) 1.15x large-only,
+# 2: 1.10x, 4: 1.06x, 8: 1.21x; whole-batch 1.20x. Too little patience switches often (each switch is a
+# catch-up forward over every row); too much lets the waiting rows pile up into a long tail.
 GROUP_PATIENCE = 4
 
 # Processors that read the generated length from input_ids.shape, where rows that waited are shorter (the
