@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import DynamicCache, LogitsProcessorList
+from transformers import DynamicCache
 
 from .compat import cache_argument_name
 from .config import EADConfig
 from .eval.data import build_prompts, default_data_path, load_math
 from .generator import EADGenerator
-from .scheduling import resolve_schedule
 
 __all__ = ["run_bench", "copy_bandwidth_gbs", "forward_cost_table"]
 
@@ -179,7 +178,7 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                     outputs[name] = fn()
                     times[name].append(time.perf_counter() - start)
         medians = {name: statistics.median(values) for name, values in times.items()}
-        default_schedule = resolve_schedule("auto", batch_size, LogitsProcessorList(), True)
+        default_schedule = EADConfig.__dataclass_fields__["schedule"].default
         default = _ead_name(threshold, default_schedule)
         share = float(outputs[default].ead_stats.large_share.mean())
         ideal = {schedule: sum(_ideal_seconds(outputs[_ead_name(threshold, schedule)].ead_forwards[role], tables[role])

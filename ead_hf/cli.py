@@ -64,6 +64,8 @@ def _build_parser() -> argparse.ArgumentParser:
     math_run.add_argument("--random-share", type=float, default=None,
                           help="large share for the random control (default: the first EAD threshold's measured share)")
     math_run.add_argument("--speculative-limit", type=int, default=None, help="run speculative on the first K problems")
+    math_run.add_argument("--schedule", choices=("batch", "group"), default="batch",
+                          help="how a batch shares the two models (EADConfig.schedule); changes cost, not answers")
     math_run.add_argument("--window", type=int, default=5)
     math_run.add_argument("--min-dwell", type=int, default=10)
     math_run.add_argument("--seed", type=int, default=0)
@@ -122,7 +124,8 @@ def _eval(args: argparse.Namespace) -> int:
         pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()], thresholds=thresholds,
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
-        speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed)
+        speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
+        schedule=args.schedule)
     if table:
         print(table, end="")
     return 0

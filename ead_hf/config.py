@@ -28,9 +28,9 @@ class EADConfig:
     large model with probability ``large_probability`` (entropy is ignored; ``threshold`` is unused), drawn
     from a generator seeded with ``seed`` so that sampling draws are not disturbed.
 
-    ``schedule`` says how the rows of a batch share the two models (see `ead_hf.scheduling`): ``"group"``
-    runs one model per step and lets the other rows wait, ``"batch"`` runs every model some row needs on
-    the whole batch, ``"auto"`` picks per batch size. Under greedy decoding it changes cost, not output.
+    ``schedule`` says how the rows of a batch share the two models (see `ead_hf.scheduling`): ``"batch"``
+    (default) runs every model some row needs on the whole batch, ``"group"`` runs one model per step and
+    lets the other rows wait. Under greedy decoding it changes cost, not output.
     """
 
     threshold: float
@@ -40,7 +40,7 @@ class EADConfig:
     policy: Literal["entropy", "random"] = "entropy"
     large_probability: float | None = None
     seed: int = 0
-    schedule: Literal["auto", "batch", "group"] = "auto"
+    schedule: Literal["batch", "group"] = "batch"
 
     def __post_init__(self) -> None:
         threshold = self.threshold
@@ -68,8 +68,8 @@ class EADConfig:
             object.__setattr__(self, "large_probability", float(p))
         elif self.large_probability is not None:
             raise ValueError("EADConfig.large_probability is only used with policy='random'; remove it or set policy")
-        if self.schedule not in ("auto", "batch", "group"):
-            raise ValueError(f"EADConfig.schedule must be 'auto', 'batch' or 'group', got {self.schedule!r}")
+        if self.schedule not in ("batch", "group"):
+            raise ValueError(f"EADConfig.schedule must be 'batch' or 'group', got {self.schedule!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"EADConfig.seed must be an int, got {type(self.seed).__name__}")
 

@@ -18,9 +18,10 @@ NO_TOKEN = -1  # `model_choices` value at positions after a row finished (paddin
 class EADStats:
     """Per-row counts of one EAD generation; every field is a LongTensor of shape (batch,).
 
-    Catch-up tokens are generated tokens a model read beyond the one token a decoding step reads,
-    i.e. what it had missed while the other model was writing (prompt tokens are not counted).
-    Finished rows keep being read while other rows go on, so catch-up counts include them.
+    Catch-up tokens are generated positions a model read beyond the one position a decoding step reads,
+    i.e. what it had missed while the other model was writing (prompt tokens are not counted). They are
+    counted for the whole batch, in columns of the models' input: under the grouped schedule a column where a
+    row waited (a masked hole) is read too, and finished rows keep being read while other rows go on.
     """
 
     small_tokens: torch.Tensor

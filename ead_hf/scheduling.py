@@ -9,7 +9,13 @@ nearly the same for 1 row as for 8 on a CPU (weight reads dominate), so the sche
   column is a masked hole in both caches; positions come from position_ids, so holes cost no correctness).
   The model that is running keeps running while it serves at least 1/`GROUP_PATIENCE` as many rows as wait
   for the other one, so switches, and the catch-up forwards they cost, stay rare.
-- ``"auto"`` (default): ``"batch"`` at batch size 1 (the two are the same there) and ``"group"`` above.
+
+``"batch"`` is the default: on the default pair at batch 8 on the 2-core CPU it measured 1.37x large-only
+against 1.40x for ``"group"`` (`ead-hf bench`, 128 new tokens; evaluation/results/<pair>/bench/). Grouping
+ran 253 forwards of one model for 128 tokens per row against 246 for whole-batch (128 small + 118 large):
+the rows' phases are too unaligned for waiting to pay, and each switch costs a catch-up over every row,
+which on this CPU is compute-bound (3-6 ms per row-position for the 1.5B model). ``"group"`` stays
+available for regimes where those costs differ (it is exact, tested against the same reference).
 
 Under greedy decoding a row's tokens and model choices do not depend on the schedule (each token is still
 produced by the row's active model from the row's own context); under sampling the random stream is shared
@@ -26,8 +32,8 @@ from .output import LARGE, SMALL
 
 __all__ = ["SCHEDULES", "GROUP_PATIENCE", "resolve_schedule", "choose_lane"]
 
-Schedule = Literal["auto", "batch", "group"]
-SCHEDULES = ("auto", "batch", "group")
+Schedule = Literal["batch", "group"]
+SCHEDULES = ("batch", "group")
 
 # Keep the running model while (rows it serves) * GROUP_PATIENCE >= (rows waiting for the other model).
 # Chosen by simulation on the N=48 MATH-500 routing statistics with the batch-8 forward costs measured on the
@@ -51,21 +57,15 @@ def _length_dependent(logits_processor: LogitsProcessorList) -> list[str]:
 def resolve_schedule(
     schedule: Schedule, batch_size: int, logits_processor: LogitsProcessorList, has_pad_token: bool
 ) -> Literal["batch", "group"]:
-    """The schedule a run uses; an explicit ``"group"`` that cannot work is an error, ``"auto"`` falls back."""
+    """The schedule a run uses: ``"group"`` where it cannot work is an error that names the cause."""
     blockers = []
     if batch_size > 1:
         blockers += [f"{name} (it measures length as input_ids.shape[-1])" for name in _length_dependent(logits_processor)]
         if not has_pad_token:
             blockers.append("no pad_token_id to fill rows that finish early (set generation_config.pad_token_id)")
-    if schedule == "group":
-        if blockers:
-            raise ValueError(
-                "EADConfig.schedule='group' cannot be used here: " + "; ".join(blockers) + ". Use schedule='batch'."
-            )
-        return "group"
-    if schedule == "batch" or batch_size == 1 or blockers:
-        return "batch"
-    return "group"
+    if schedule == "group" and blockers:
+        raise ValueError("EADConfig.schedule='group' cannot be used here: " + "; ".join(blockers) + ". Use schedule='batch'.")
+    return schedule
 
 
 def choose_lane(current: int, rows_small: int, rows_large: int) -> int:

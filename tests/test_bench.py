@@ -43,7 +43,7 @@ def test_run_bench_reports_every_configuration(problems_file):
     assert result.machine["copy_bandwidth_gbs"] > 0
     table = markdown(result)
     assert "| 1 | assisted (HF) |" in table and "P1 EAD/ideal" in table
-    assert "| 2 | group (default) |" in table and "| 1 | batch (default) |" in table
+    assert "| 2 | batch (default) |" in table and "| 2 | group |" in table and "| 1 | batch (default) |" in table
     assert set(result.step_cost_by_rows["large"]) == {1, 3}
     assert all(seconds > 0 for costs in result.step_cost_by_rows["small"].values() for seconds in costs.values())
     assert "| 3 | " in table.split("large: forward seconds")[1]

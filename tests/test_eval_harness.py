@@ -250,3 +250,36 @@ def test_eval_argument_errors(problems_file, tmp_path, capsys):
     assert "needs --thresholds" in capsys.readouterr().err
     assert cli_main(["eval", "report", str(tmp_path / "nothing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_growing_a_run_keeps_one_random_control_and_the_schedule(problems_file, tmp_path):
+    """The control's p is matched once and kept in run.json: growing the run changes the EAD share a little,
+    which must not start a second control at a slightly different p."""
+    out = tmp_path / "grow-random"
+    base = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--batch-size", "3",
+            "--max-new-tokens", "6", "--dtype", "fp32", "--methods", "ead,random", "--thresholds", "5.3",
+            "--min-dwell", "1", "--window", "1", "--out", str(out)]
+    assert cli_main([*base, "--limit", "4"]) == 0
+    manifest = json.loads((out / "run.json").read_text())
+    probability = manifest["random_large_probability"]
+    assert manifest["settings"]["schedule"] == "batch"
+    assert cli_main([*base, "--limit", "9"]) == 0
+    methods = {r["method"] for r in read_records(out)}
+    assert methods == {"ead@5.3", f"random@p={probability:.4f}"}
+    ead = [r for r in read_records(out) if r["method"] == "ead@5.3"]
+    share = sum(r["large_tokens"] for r in ead) / sum(r["large_tokens"] + r["small_tokens"] for r in ead)
+    assert round(random_probability_for_share(share, 1), 4) != probability, "the grown share should differ"
+    assert all(r["config"]["schedule"] == "batch" for r in read_records(out))
+    assert cli_main([*base, "--limit", "9", "--schedule", "group"]) == 2  # another schedule is another run
+
+
+def test_a_legacy_run_folder_resumes_with_the_batch_schedule(problems_file, tmp_path):
+    out = tmp_path / "legacy"
+    base = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--limit", "3", "--batch-size",
+            "3", "--max-new-tokens", "4", "--dtype", "fp32", "--methods", "small", "--out", str(out)]
+    assert cli_main(base) == 0
+    manifest = json.loads((out / "run.json").read_text())
+    del manifest["settings"]["schedule"]  # written before schedules existed: those runs ran whole batches
+    (out / "run.json").write_text(json.dumps(manifest))
+    assert cli_main([*base, "--schedule", "group"]) == 2
+    assert cli_main(base) == 0

@@ -20,12 +20,10 @@ def test_choose_lane_keeps_the_running_model_until_it_serves_too_few_rows():
 
 def test_resolve_schedule():
     plain = LogitsProcessorList([TemperatureLogitsWarper(0.7)])
-    assert resolve_schedule("auto", 1, plain, True) == "batch"
-    assert resolve_schedule("auto", 4, plain, True) == "group"
     assert resolve_schedule("batch", 4, plain, True) == "batch"
+    assert resolve_schedule("group", 4, plain, True) == "group"
     decay = LogitsProcessorList([ExponentialDecayLengthPenalty((5, 1.5), 2, 3)])
-    assert resolve_schedule("auto", 4, decay, True) == "batch"  # falls back where grouping cannot work
-    assert resolve_schedule("auto", 4, plain, False) == "batch"
+    assert resolve_schedule("batch", 4, decay, False) == "batch"
     with pytest.raises(ValueError, match="ExponentialDecayLengthPenalty.*schedule='batch'"):
         resolve_schedule("group", 4, decay, True)
     with pytest.raises(ValueError, match="pad_token_id"):
@@ -34,13 +32,13 @@ def test_resolve_schedule():
 
 
 def test_schedule_is_validated_and_round_trips():
-    with pytest.raises(ValueError, match="EADConfig.schedule must be 'auto', 'batch' or 'group'"):
+    with pytest.raises(ValueError, match="EADConfig.schedule must be 'batch' or 'group'"):
         EADConfig(threshold=1.0, schedule="rows")
     config = EADConfig(threshold=1.0, schedule="group")
     assert EADConfig.from_dict(config.to_dict()) == config
     legacy = config.to_dict()
     del legacy["schedule"]  # records and recipes written before the field existed
-    assert EADConfig.from_dict(legacy).schedule == "auto"
+    assert EADConfig.from_dict(legacy).schedule == "batch"
 
 
 def _median_entropy(small, large, batch):

@@ -33,16 +33,17 @@ class Method:
             return f"random@p={self.large_probability:.4f}"
         return self.kind
 
-    def ead_config(self, window: int, min_dwell: int, seed: int = 0) -> EADConfig | None:
+    def ead_config(self, window: int, min_dwell: int, seed: int = 0, schedule: str = "batch") -> EADConfig | None:
+        common = dict(window=window, min_dwell=min_dwell, schedule=schedule)
         if self.kind == "small":
-            return EADConfig(threshold=float("inf"), window=window, min_dwell=min_dwell)
+            return EADConfig(threshold=float("inf"), **common)
         if self.kind == "large":
-            return EADConfig(threshold=float("-inf"), window=window, min_dwell=min_dwell, start="large")
+            return EADConfig(threshold=float("-inf"), start="large", **common)
         if self.kind == "ead":
-            return EADConfig(threshold=self.threshold, window=window, min_dwell=min_dwell)
+            return EADConfig(threshold=self.threshold, **common)
         if self.kind == "random":
-            return EADConfig(threshold=0.0, window=window, min_dwell=min_dwell, policy="random",
-                             large_probability=self.large_probability, seed=seed)
+            return EADConfig(threshold=0.0, policy="random", large_probability=self.large_probability, seed=seed,
+                             **common)
         return None
 
 
@@ -113,6 +114,7 @@ class EvalSettings:
     window: int = 5
     min_dwell: int = 10
     seed: int = 0
+    schedule: str = "batch"  # how a batch shares the models (EADConfig.schedule): changes cost, not answers
 
 
 def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
@@ -151,7 +153,7 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
     remaining = [p for p in problems if not store.is_done(method.key, p["id"])]
     todo = [batch for index, batch in enumerate(_batches(remaining, batch_size)) if index % world_size == rank]
     mine = -(-len(problems) // batch_size) // world_size
-    config = method.ead_config(settings.window, settings.min_dwell, settings.seed)
+    config = method.ead_config(settings.window, settings.min_dwell, settings.seed, settings.schedule)
     shapes = {"small": ModelShape.of(small), "large": ModelShape.of(large)}
     tokenizer.padding_side = "left"
     bar = tqdm(todo, desc=f"{method.key} (rank {rank})" if world_size > 1 else method.key, disable=not progress,

@@ -34,6 +34,23 @@ def _measured_share(directory: Path, method_key: str) -> float | None:
     return sum(r["large_tokens"] for r in rows) / tokens if tokens else None
 
 
+def _random_probability(directory: Path, random_share: float | None, threshold: float, min_dwell: int) -> float:
+    """p of the random control, matched once to the EAD run's share and kept in run.json: a resumed or grown
+    run keeps the same control instead of starting another one at a slightly different p."""
+    path = directory / "run.json"
+    manifest = json.loads(path.read_text())
+    if random_share is None and "random_large_probability" in manifest:
+        return manifest["random_large_probability"]
+    share = random_share if random_share is not None else _measured_share(directory, Method("ead", threshold=threshold).key)
+    if share is None or not 0 < share < 1:
+        raise ValueError(f"cannot match the EAD run's large share ({share}); give --random-share explicitly")
+    probability = round(random_probability_for_share(share, min_dwell), 4)
+    if random_share is None:
+        manifest["random_large_probability"] = probability
+        path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return probability
+
+
 def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, split: str, limit, data: str) -> None:
     """A run folder holds one configuration; only --limit may change (a larger one grows the run)."""
     manifest = {
@@ -44,6 +61,9 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, s
     path = directory / "run.json"
     if path.is_file():
         previous = json.loads(path.read_text())
+        previous["settings"].setdefault("schedule", "batch")  # runs from before schedules ran whole batches
+        if "random_large_probability" in previous:
+            manifest["random_large_probability"] = previous["random_large_probability"]
         differing = sorted(k for k in ("pair", "settings", "split", "data") if previous.get(k) != manifest[k])
         if differing:
             raise ValueError(f"{directory} holds a run with other {', '.join(differing)}: "
@@ -57,7 +77,7 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, s
 def run_math_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Path, limit: int | None,
                   batch_size: int, max_new_tokens: int, dtype: str, split: str = "test", data: Path | None = None,
                   random_share: float | None = None, speculative_limit: int | None = None, window: int = 5,
-                  min_dwell: int = 10, seed: int = 0, progress: bool = True) -> str | None:
+                  min_dwell: int = 10, seed: int = 0, schedule: str = "batch", progress: bool = True) -> str | None:
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("--batch-size and --max-new-tokens must be >= 1")
     state, rank, world = _distributed()
@@ -65,7 +85,7 @@ def run_math_eval(*, pair: str, methods: list[str], thresholds: list[float], out
     problems = [dict(row) for row in dataset]
     loaded = load_pair(pair, dtype=dtype, progress=progress and rank == 0)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, window=window, min_dwell=min_dwell, seed=seed)
+                            batch_size=batch_size, window=window, min_dwell=min_dwell, seed=seed, schedule=schedule)
     out = Path(out)
     store = RecordStore(out, rank, world)
     if rank == 0:
@@ -80,11 +100,7 @@ def run_math_eval(*, pair: str, methods: list[str], thresholds: list[float], out
     for method in plan:
         if method.kind == "random":
             state.wait_for_everyone()
-            share = random_share if random_share is not None else _measured_share(
-                out, Method("ead", threshold=thresholds[0]).key)
-            if share is None or not 0 < share < 1:
-                raise ValueError(f"cannot match the EAD run's large share ({share}); give --random-share explicitly")
-            method = Method("random", large_probability=round(random_probability_for_share(share, min_dwell), 4))
+            method = Method("random", large_probability=_random_probability(out, random_share, thresholds[0], min_dwell))
             store = RecordStore(out, rank, world)  # other ranks' EAD records are now on disk
         subset = problems[:speculative_limit] if method.kind == "speculative" and speculative_limit else problems
         run_method(method, loaded.small, loaded.large, loaded.tokenizer, subset, settings, store, rank=rank,
