@@ -138,6 +138,9 @@ def _positions(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> 
     return positions.masked_fill(attention_mask == 0, 0)
 
 
+_GROWTH = 64  # columns added to the per-row buffers at a time
+
+
 class GeneratedRows:
     """Each row's generated tokens and trace, stored at the row's own positions.
 
@@ -156,17 +159,23 @@ class GeneratedRows:
         self.steps = prompt.new_zeros((batch, 0))  # the step that produced each token (indexes per-step outputs)
         self.count = prompt.new_zeros(batch)
         self.longest = 0  # host copy of count.max()
-        self.next_longest = 1  # count.max() after the coming step (known from the routing synchronisation)
+        # Known from the routing synchronisation before each step: count.max() after it, and whether every row
+        # writes in it. While every row has written every step (lockstep) the view needs no reindexing.
+        self.next_longest = 1
+        self.next_all_write = True
+        self.lockstep = True
 
     def record(self, step: int, tokens: torch.Tensor, choices: torch.Tensor, entropies: torch.Tensor,
                advancing: torch.Tensor) -> None:
         """Write the token of every advancing row at that row's next position."""
-        if self.choices.shape[1] < self.next_longest:  # room for one more token per row
-            self.tokens, self.choices, self.entropies, self.steps = (
-                torch.cat([buffer, buffer.new_full((buffer.shape[0], 1), value)], dim=1)
-                for buffer, value in ((self.tokens, self.fill), (self.choices, NO_TOKEN),
-                                      (self.entropies, float("nan")), (self.steps, step))
+        if self.choices.shape[1] < self.next_longest:  # grow by a block, not a column per step
+            width = self.choices.shape[1]
+            positions = torch.arange(width, width + _GROWTH, device=self.count.device).expand(self.count.shape[0], -1)
+            self.tokens, self.choices, self.entropies = (
+                torch.cat([buffer, buffer.new_full((buffer.shape[0], _GROWTH), value)], dim=1)
+                for buffer, value in ((self.tokens, self.fill), (self.choices, NO_TOKEN), (self.entropies, float("nan")))
             )
+            self.steps = torch.cat([self.steps, positions], dim=1)  # unwritten: step k for position k, as generate()
         at = self.count.clamp(max=self.choices.shape[1] - 1)[:, None]  # rows that do not write rewrite a value
         for buffer, values, offset in ((self.tokens, tokens, self.prompt_width), (self.choices, choices, 0),
                                        (self.entropies, entropies, 0), (self.steps, torch.full_like(self.count, step), 0)):
@@ -174,11 +183,12 @@ class GeneratedRows:
             buffer.scatter_(1, at + offset, torch.where(advancing, values.to(buffer.dtype), current)[:, None])
         self.count += advancing
         self.longest = self.next_longest
+        self.lockstep = self.lockstep and self.next_all_write
 
     def view(self) -> torch.Tensor:
         """Sequences with each row's last token in the last column (rows that waited get more left fill)."""
         width = self.prompt_width + self.longest
-        if self.longest == 0:
+        if self.lockstep:
             return self.tokens[:, :width]
         shift = (self.longest - self.count)[:, None]
         index = torch.arange(width, device=self.tokens.device)[None, :] - shift
@@ -189,7 +199,7 @@ class GeneratedRows:
 
     def per_position(self, per_step: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Per-step (batch, vocab) outputs regrouped per generated position, as generate() returns scores."""
-        steps = self.steps[:, : self.longest].tolist()
+        steps = self.steps[:, : self.longest].clamp(max=len(per_step) - 1).tolist()
         out = []
         for k in range(self.longest):
             producing = [row_steps[k] for row_steps in steps]
@@ -343,10 +353,12 @@ def ead_decoding(
             runs = {current}
             advancing = wants[current]
             rows.next_longest = max(rows.longest, (top_large if current == LARGE else top_small) + 1)
+            rows.next_all_write = (rows_large if current == LARGE else rows_small) == batch_size
         else:
             runs = {lane_id for lane_id, wanted in ((SMALL, rows_small), (LARGE, rows_large)) if wanted}
             advancing = unfinished
             rows.next_longest = max(rows.longest, max(top_small, top_large) + 1)
+            rows.next_all_write = rows_small + rows_large == batch_size
 
     if streamer is not None:
         streamer.end()
