@@ -1,8 +1,9 @@
 """Simulate how the rows of a batch share the two models, to choose the grouped schedule's patience.
 
-Per-row routing traces are rebuilt from MATH-500 EAD records (each row's small/large token counts and switch
-count; phases alternate from the small model, every phase but the last at least `min_dwell` long, lengths
-drawn at random), grouped 8 per batch in record order. Each schedule is replayed with the forward costs per
+Per-row routing traces come from MATH-500 EAD records: their "routing" runs where recorded, otherwise rebuilt
+from each row's small/large token counts and switch count (phases alternate from the small model, every
+phase but the last at least `min_dwell` long, lengths drawn at random: an assumption the batch-8 benchmark
+did not bear out, see README Benchmarking); rows are grouped 8 per batch in record order. Each schedule is replayed with the forward costs per
 chunk length that `ead-hf bench` measured at batch 8 (a catch-up of k columns costs the measured k-column
 forward), and reported as time relative to large-only decoding of the longest row. No model runs here.
 
@@ -33,6 +34,8 @@ def forward_cost(chunk_costs: dict) -> callable:
 
 
 def trace(record: dict, rng: random.Random, min_dwell: int = 10) -> list[int]:
+    if record.get("routing"):  # the real trace, recorded by runs made after schedules were added
+        return [model for model, length in record["routing"] for _ in range(length)]
     phases = [SMALL if i % 2 == 0 else LARGE for i in range(record["switches"] + 1)]
     lengths = [0] * len(phases)
     for lane, total in ((SMALL, record["small_tokens"]), (LARGE, record["large_tokens"])):

@@ -269,6 +269,11 @@ def test_growing_a_run_keeps_one_random_control_and_the_schedule(problems_file, 
     ead = [r for r in read_records(out) if r["method"] == "ead@5.3"]
     share = sum(r["large_tokens"] for r in ead) / sum(r["large_tokens"] + r["small_tokens"] for r in ead)
     assert round(random_probability_for_share(share, 1), 4) != probability, "the grown share should differ"
+    for record in ead:  # the routing trace agrees with the counts
+        assert sum(n for model, n in record["routing"] if model == 1) == record["large_tokens"]
+        assert sum(n for model, n in record["routing"] if model == 0) == record["small_tokens"]
+        assert len(record["routing"]) - 1 == record["switches"]
+        assert all(a[0] != b[0] for a, b in zip(record["routing"], record["routing"][1:]))
     assert all(r["config"]["schedule"] == "batch" for r in read_records(out))
     assert cli_main([*base, "--limit", "9", "--schedule", "group"]) == 2  # another schedule is another run
 

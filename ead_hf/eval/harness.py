@@ -144,6 +144,18 @@ def generate_batch(small, large, tokenizer, config: EADConfig | None, batch: lis
     return out, completions
 
 
+def _runs(choices: torch.Tensor) -> list[list[int]]:
+    """A row's model choices as [model, length] runs (0 small, 1 large): the routing trace, compactly, for
+    replaying batch schedules offline (evaluation/schedule_sim.py)."""
+    runs: list[list[int]] = []
+    for choice in choices[choices >= 0].tolist():
+        if runs and runs[-1][0] == choice:
+            runs[-1][1] += 1
+        else:
+            runs.append([choice, 1])
+    return runs
+
+
 def run_method(method: Method, small, large, tokenizer, problems: list[dict], settings: EvalSettings,
                store: RecordStore, *, rank: int = 0, world_size: int = 1, progress: bool = True) -> int:
     """Evaluate one method on the problems this process owns; returns the number of batches computed."""
@@ -180,6 +192,7 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
                              "batch_size": batch_size},
                 "completion": completions[row][0], "extracted": scores["extracted"][row], "gold": problem["answer"],
                 "correct": bool(scores["correct"][row]), **stats,
+                "routing": _runs(out.model_choices[row]) if out is not None else None,
                 "flops_small": flops["small"] if flops else None, "flops_large": flops["large"] if flops else None,
                 "batch_wall_s": wall, "wall_s": wall / len(batch),
             })
