@@ -252,9 +252,8 @@ def markdown(result: BenchResult) -> str:
                 default = " (default)" if row["default schedule"].endswith(f"({schedule})") else ""
                 lines.append(f"| {row['batch']} | {schedule}{default} | {row['P1 by schedule'][schedule]:.3f} | "
                              f"{p3:.3f} | {forwards['small']} / {forwards['large']} |")
-    ead = {row["batch"]: row["tok_s"] for row in result.rows
-           if any(c["config"] == "checks" and c["default schedule"] == row["config"] and c["batch"] == row["batch"]
-                  for c in result.rows if "default schedule" in c)}
+    default_config = {row["batch"]: row["default schedule"] for row in result.rows if "default schedule" in row}
+    ead = {row["batch"]: row["tok_s"] for row in result.rows if default_config.get(row["batch"]) == row["config"]}
     if 1 in ead and 8 in ead:
         lines += ["", f"P4: EAD aggregate tok/s at batch 8 / batch 1 = {ead[8]:.1f} / {ead[1]:.1f} = "
                       f"{ead[8] / ead[1]:.2f}x (target >= 4)."]

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from .scheduling import SCHEDULES
+
 __all__ = ["EADConfig"]
 
 _STARTS = ("small", "large")
@@ -68,7 +70,7 @@ class EADConfig:
             object.__setattr__(self, "large_probability", float(p))
         elif self.large_probability is not None:
             raise ValueError("EADConfig.large_probability is only used with policy='random'; remove it or set policy")
-        if self.schedule not in ("batch", "group"):
+        if self.schedule not in SCHEDULES:
             raise ValueError(f"EADConfig.schedule must be 'batch' or 'group', got {self.schedule!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"EADConfig.seed must be an int, got {type(self.seed).__name__}")
