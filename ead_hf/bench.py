@@ -28,6 +28,7 @@ from .compat import cache_argument_name
 from .config import EADConfig
 from .eval.data import build_prompts, default_data_path, load_math
 from .generator import EADGenerator
+from .scheduling import SCHEDULES
 
 __all__ = ["run_bench", "copy_bandwidth_gbs", "forward_cost_table"]
 
@@ -113,13 +114,13 @@ def step_cost_by_rows(model, rows=(1, 2, 4, 8, 16, 32, 64), chunks=(1, 4, 16), c
     return table
 
 
-def _ideal_seconds(forward_log: list[tuple[int, int]], table: dict) -> float:
+def _ideal_seconds(forward_log: list[tuple[int, int, int]], table: dict) -> float:
     """Cost of the forwards actually run, by chunk length: a first forward (nothing cached) is the measured
     prefill scaled by its length; other chunks are interpolated (extrapolated linearly past the largest)."""
     chunks = {k: v for k, v in table.items() if isinstance(k, int)}
     largest = max(chunks)
     total = 0.0
-    for past, new in forward_log:
+    for past, new, _ in forward_log:
         if past == 0 and "prefill" in table:
             total += table["prefill"] * new / table["prefill_length"]
         elif new in chunks:
@@ -142,7 +143,7 @@ class BenchResult:
 
 def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), new_tokens: int = 64,
               reps: int = 3, assisted: bool = True, data: Path | None = None, rows_sweep=(),
-              progress=print) -> BenchResult:
+              schedules=SCHEDULES, progress=print) -> BenchResult:
     problems = [row["problem"] for row in load_math(data or default_data_path("test"))]
     tokenizer.padding_side = "left"
     result = BenchResult(machine={
@@ -162,8 +163,10 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
             "EAD -inf": lambda: EADGenerator(small, large, EADConfig(threshold=float("-inf"), start="large")).generate(
                 **inputs, **kwargs),
         }
-        schedules = ("batch",) if batch_size == 1 else ("batch", "group")  # one row: the two are the same
-        for schedule in schedules:
+        default_schedule = EADConfig.__dataclass_fields__["schedule"].default
+        # one row: every schedule is "batch"; the default is always measured (P1/P3 read it)
+        run_schedules = [default_schedule] + [s for s in schedules if batch_size > 1 and s != default_schedule]
+        for schedule in run_schedules:
             configs[_ead_name(threshold, schedule)] = functools.partial(
                 EADGenerator(small, large, EADConfig(threshold=threshold, schedule=schedule)).generate,
                 **inputs, return_dict_in_generate=True, **kwargs)
@@ -178,11 +181,11 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                     outputs[name] = fn()
                     times[name].append(time.perf_counter() - start)
         medians = {name: statistics.median(values) for name, values in times.items()}
-        default_schedule = EADConfig.__dataclass_fields__["schedule"].default
         default = _ead_name(threshold, default_schedule)
         share = float(outputs[default].ead_stats.large_share.mean())
+        # the chunk tables are whole-batch forwards: no ideal for row lanes, whose forwards read fewer rows
         ideal = {schedule: sum(_ideal_seconds(outputs[_ead_name(threshold, schedule)].ead_forwards[role], tables[role])
-                               for role in ("small", "large")) for schedule in schedules}
+                               for role in ("small", "large")) for schedule in run_schedules if schedule != "rows"}
         ratio_small_large = tables["small"][1] / tables["large"][1]
         for name, seconds in medians.items():
             result.rows.append({
@@ -192,11 +195,14 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
         result.rows.append({"batch": batch_size, "config": "checks", "large_share": share,
                             "default schedule": default,
                             "P1 EAD / ideal": medians[default] / ideal[default_schedule],
-                            "P1 by schedule": {s: medians[_ead_name(threshold, s)] / ideal[s] for s in schedules},
+                            "P1 by schedule": {s: medians[_ead_name(threshold, s)] / ideal[s] for s in ideal},
                             "P3 by schedule": {s: medians[_ead_name(threshold, s)] / medians["large generate"]
-                                               for s in schedules},
+                                               for s in run_schedules},
                             "forwards by schedule": {s: {role: len(outputs[_ead_name(threshold, s)].ead_forwards[role])
-                                                         for role in ("small", "large")} for s in schedules},
+                                                         for role in ("small", "large")} for s in run_schedules},
+                            "row-forwards by schedule": {  # rows read summed over forwards: what row lanes cut
+                                s: {role: sum(rows for _, _, rows in outputs[_ead_name(threshold, s)].ead_forwards[role])
+                                    for role in ("small", "large")} for s in run_schedules},
                             "P2 +inf / small": medians["EAD +inf"] / medians["small generate"],
                             "P2 -inf / large": medians["EAD -inf"] / medians["large generate"],
                             "P3 target": 1.05 * (share + (1 - share) * ratio_small_large),
@@ -244,14 +250,16 @@ def markdown(result: BenchResult) -> str:
                          f"{row['P2 +inf / small']:.3f} | {row['P2 -inf / large']:.3f} | {row['P3 EAD / large']:.3f} | "
                          f"{row['P3 target']:.3f} | {row['r small/large step']:.3f} |")
     lines += ["", "EAD by schedule (P1 = wall / ideal from its own forwards; P3 = wall / large generate):", "",
-              "| batch | schedule | P1 | P3 | forwards small / large |", "| --- | --- | --- | --- | --- |"]
+              "| batch | schedule | P1 | P3 | forwards small / large | rows read small / large |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for row in result.rows:
         if row["config"] == "checks" and "P3 by schedule" in row:
             for schedule, p3 in row["P3 by schedule"].items():
-                forwards = row["forwards by schedule"][schedule]
+                forwards, reads = row["forwards by schedule"][schedule], row["row-forwards by schedule"][schedule]
                 default = " (default)" if row["default schedule"].endswith(f"({schedule})") else ""
-                lines.append(f"| {row['batch']} | {schedule}{default} | {row['P1 by schedule'][schedule]:.3f} | "
-                             f"{p3:.3f} | {forwards['small']} / {forwards['large']} |")
+                p1 = row["P1 by schedule"].get(schedule)
+                lines.append(f"| {row['batch']} | {schedule}{default} | {'n/a' if p1 is None else f'{p1:.3f}'} | "
+                             f"{p3:.3f} | {forwards['small']} / {forwards['large']} | {reads['small']} / {reads['large']} |")
     default_config = {row["batch"]: row["default schedule"] for row in result.rows if "default schedule" in row}
     ead = {row["batch"]: row["tok_s"] for row in result.rows if default_config.get(row["batch"]) == row["config"]}
     if 1 in ead and 8 in ead:

@@ -20,6 +20,7 @@ def _threshold(text: str) -> float:
 
 def _build_parser() -> argparse.ArgumentParser:
     from .pairs import DEFAULT_PAIR
+    from .scheduling import SCHEDULES
 
     parser = argparse.ArgumentParser(prog="ead-hf", description="Entropy Adaptive Decoding with a small + large model pair")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,7 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     math_run.add_argument("--random-share", type=float, default=None,
                           help="large share for the random control (default: the first EAD threshold's measured share)")
     math_run.add_argument("--speculative-limit", type=int, default=None, help="run speculative on the first K problems")
-    math_run.add_argument("--schedule", choices=("batch", "group"), default="batch",
+    math_run.add_argument("--schedule", choices=SCHEDULES, default="batch",
                           help="how a batch shares the two models (EADConfig.schedule); changes cost, not answers")
     math_run.add_argument("--window", type=int, default=5)
     math_run.add_argument("--min-dwell", type=int, default=10)
@@ -83,6 +84,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-assisted", action="store_true", help="skip HF assisted generation")
     bench.add_argument("--rows-sweep", default="", help="also time each model's forward for these row counts, "
                        "e.g. 1,2,4,8,16,32,64 (chunks 1, 4, 16 after 64 cached positions)")
+    bench.add_argument("--schedules", default=",".join(SCHEDULES),
+                       help="EAD schedules to time at batch > 1 (EADConfig.schedule; the default is always timed)")
     bench.add_argument("--data", type=Path, default=None, help="MATH-500 JSONL (prompts)")
     bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
 
@@ -143,6 +146,7 @@ def _bench(args: argparse.Namespace) -> int:
                        batch_sizes=[int(b) for b in args.batch_sizes.split(",")], new_tokens=args.new_tokens,
                        reps=args.reps, assisted=not args.no_assisted, data=args.data,
                        rows_sweep=[int(r) for r in args.rows_sweep.split(",")] if args.rows_sweep else (),
+                       schedules=[s.strip() for s in args.schedules.split(",") if s.strip()],
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps({"machine": result.machine, "rows": result.rows,

@@ -32,7 +32,8 @@ class EADConfig:
 
     ``schedule`` says how the rows of a batch share the two models (see `ead_hf.scheduling`): ``"batch"``
     (default) runs every model some row needs on the whole batch, ``"group"`` runs one model per step and
-    lets the other rows wait. Under greedy decoding it changes cost, not output.
+    lets the other rows wait, ``"rows"`` runs each model only on the rows that chose it (row lanes). Under
+    greedy decoding it changes cost, not output.
     """
 
     threshold: float
@@ -42,7 +43,7 @@ class EADConfig:
     policy: Literal["entropy", "random"] = "entropy"
     large_probability: float | None = None
     seed: int = 0
-    schedule: Literal["batch", "group"] = "batch"
+    schedule: Literal["batch", "group", "rows"] = "batch"
 
     def __post_init__(self) -> None:
         threshold = self.threshold
@@ -71,7 +72,7 @@ class EADConfig:
         elif self.large_probability is not None:
             raise ValueError("EADConfig.large_probability is only used with policy='random'; remove it or set policy")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"EADConfig.schedule must be 'batch' or 'group', got {self.schedule!r}")
+            raise ValueError(f"EADConfig.schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {self.schedule!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"EADConfig.seed must be an int, got {type(self.seed).__name__}")
 

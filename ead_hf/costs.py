@@ -51,9 +51,9 @@ def forward_flops(shape: ModelShape, past: int, new: int, rows: int = 1, kept_lo
     return rows * (new * shape.linear_flops_per_position + attention + head)
 
 
-def generation_flops(shape: ModelShape, forward_log: list[tuple[int, int]], rows: int) -> int:
-    """Sum over a model's `ead_forwards` log (whole batch: every row is computed)."""
-    return sum(forward_flops(shape, past, new, rows) for past, new in forward_log)
+def generation_flops(shape: ModelShape, forward_log: list[tuple[int, int, int]]) -> int:
+    """Sum over a model's `ead_forwards` log of (positions cached, positions read, rows computed)."""
+    return sum(forward_flops(shape, past, new, rows) for past, new, rows in forward_log)
 
 
 def paper_cost(large_share: float, small_parameters: int, large_parameters: int) -> float:

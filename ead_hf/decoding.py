@@ -27,6 +27,7 @@ from .config import EADConfig
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
 from .pair import check_pair, input_device, shared_vocab_size
 from .routing import EntropyRouter, entropy_bits
+from .row_lanes import RowLane, row_lanes_unsupported
 from .scheduling import choose_lane, resolve_schedule
 
 __all__ = ["ead_decoding", "ModelLane", "resolve_ead_config"]
@@ -44,7 +45,7 @@ class ModelLane:
     cache: DynamicCache = field(init=False)
     seen: int = 0
     catchup_tokens: int = 0  # generated tokens read beyond one per forward (see EADStats)
-    forward_log: list[tuple[int, int]] = field(default_factory=list)  # (positions cached before, positions read)
+    forward_log: list[tuple[int, int, int]] = field(default_factory=list)  # (positions cached before, read, rows)
 
     def __post_init__(self) -> None:
         self.cache = DynamicCache(config=self.model.config)
@@ -67,7 +68,7 @@ class ModelLane:
             **self.extra,
         )
         self.catchup_tokens += max(0, end - 1 - max(start, self.prompt_length))
-        self.forward_log.append((start, end - start))
+        self.forward_log.append((start, end - start, sequence.shape[0]))
         self.seen = end
         return outputs.logits[:, -1]
 
@@ -284,13 +285,18 @@ def ead_decoding(
     device = input_ids.device
     vocab = shared_vocab_size(model, ead_small_model)
     pad_token_id = generation_config._pad_token_tensor
-    grouped = resolve_schedule(config.schedule, batch_size, logits_processor, pad_token_id is not None) == "group"
+    cache_blockers = [reason for reason in map(row_lanes_unsupported, (ead_small_model, model)) if reason]
+    schedule = resolve_schedule(config.schedule, batch_size, logits_processor, pad_token_id is not None, cache_blockers)
+    grouped, by_rows = schedule == "group", schedule == "rows"
     attention_mask = model_kwargs.get("attention_mask")  # None when generate() found no padding
     if attention_mask is None and batch_size > 1:  # rows that wait or finish leave masked holes
         attention_mask = torch.ones_like(input_ids)
     positions = _positions(attention_mask, input_ids)
     next_position = positions[:, -1] + 1
-    lanes = {SMALL: ModelLane(ead_small_model, prompt_length), LARGE: ModelLane(model, prompt_length)}
+    if by_rows:
+        lanes = {SMALL: RowLane(ead_small_model, prompt_length, batch_size), LARGE: RowLane(model, prompt_length, batch_size)}
+    else:
+        lanes = {SMALL: ModelLane(ead_small_model, prompt_length), LARGE: ModelLane(model, prompt_length)}
     router = EntropyRouter(config, batch_size, device)
     fill = int(pad_token_id) if pad_token_id is not None else 0
     want_scores = generation_config.return_dict_in_generate and generation_config.output_scores
@@ -305,19 +311,26 @@ def ead_decoding(
     advancing = unfinished
     scores, raw_logits = [], []
     current = LARGE if config.starts_large else SMALL
-    runs = {current}
+    runs = {current: list(range(batch_size))}  # the models this step runs, and (row lanes) on which rows
     if streamer is not None:
         streamer.put(input_ids.cpu())
 
     for step in itertools.count():
-        step_logits = {
-            lane_id: lanes[lane_id].read(grid, attention_mask, positions).to(device=device, dtype=torch.float32)[:, :vocab]
-            for lane_id in sorted(runs)
-        }
-        if len(step_logits) == 2:
-            logits = torch.where(router.active[:, None], step_logits[LARGE], step_logits[SMALL])
+        if by_rows:  # each model on its own rows; finished rows read nothing (their logits stay 0, unused)
+            logits = torch.zeros((batch_size, vocab), device=device, dtype=torch.float32)
+            for lane_id, lane_rows in runs.items():
+                lane_logits = lanes[lane_id].read(grid, attention_mask, positions, lane_rows)
+                logits.index_copy_(0, torch.tensor(lane_rows, device=device),
+                                   lane_logits.to(device=device, dtype=torch.float32)[:, :vocab])
         else:
-            (logits,) = step_logits.values()
+            step_logits = {
+                lane_id: lanes[lane_id].read(grid, attention_mask, positions).to(device=device, dtype=torch.float32)[:, :vocab]
+                for lane_id in sorted(runs)
+            }
+            if len(step_logits) == 2:
+                logits = torch.where(router.active[:, None], step_logits[LARGE], step_logits[SMALL])
+            else:
+                (logits,) = step_logits.values()
         entropy = entropy_bits(logits)
         next_scores = logits_processor(rows.view(), logits)
         next_tokens = _pick_token(next_scores, generation_config.do_sample)
@@ -340,22 +353,27 @@ def ead_decoding(
             streamer.put(next_tokens.cpu())
 
         unfinished = unfinished & ~_stopped_rows(stopping_criteria, rows, next_scores)
-        # The one host synchronisation per step: how many live rows want each model, and the longest of them.
+        # The one host synchronisation per step: how many live rows want each model, and the longest of them
+        # (row lanes: also which rows want which model).
         wants = {SMALL: unfinished & ~router.active, LARGE: unfinished & router.active}
-        rows_small, rows_large, top_small, top_large = torch.stack(
+        synced = torch.stack(
             [wants[SMALL].sum(), wants[LARGE].sum(),
              rows.count.masked_fill(~wants[SMALL], -1).max(), rows.count.masked_fill(~wants[LARGE], -1).max()]
-        ).tolist()
+        )
+        if by_rows:
+            synced = torch.cat([synced, wants[SMALL].long() * (SMALL + 1) + wants[LARGE].long() * (LARGE + 1)])
+        rows_small, rows_large, top_small, top_large, *row_wants = synced.tolist()
         if rows_small + rows_large == 0:
             break
         if grouped:
             current = choose_lane(current, rows_small, rows_large)
-            runs = {current}
+            runs = {current: list(range(batch_size))}
             advancing = wants[current]
             rows.next_longest = max(rows.longest, (top_large if current == LARGE else top_small) + 1)
             rows.next_all_write = (rows_large if current == LARGE else rows_small) == batch_size
         else:
-            runs = {lane_id for lane_id, wanted in ((SMALL, rows_small), (LARGE, rows_large)) if wanted}
+            runs = {lane_id: [row for row, want in enumerate(row_wants) if want == lane_id + 1] if by_rows
+                    else list(range(batch_size)) for lane_id, wanted in ((SMALL, rows_small), (LARGE, rows_large)) if wanted}
             advancing = unfinished
             rows.next_longest = max(rows.longest, max(top_small, top_large) + 1)
             rows.next_all_write = rows_small + rows_large == batch_size

@@ -32,8 +32,8 @@ from .output import LARGE, SMALL
 
 __all__ = ["SCHEDULES", "GROUP_PATIENCE", "resolve_schedule", "choose_lane"]
 
-Schedule = Literal["batch", "group"]
-SCHEDULES = ("batch", "group")
+Schedule = Literal["batch", "group", "rows"]
+SCHEDULES = ("batch", "group", "rows")
 
 # Keep the running model while (rows it serves) * GROUP_PATIENCE >= (rows waiting for the other model).
 # Chosen by simulation on the N=48 MATH-500 routing statistics with the batch-8 forward costs measured on the
@@ -55,16 +55,23 @@ def _length_dependent(logits_processor: LogitsProcessorList) -> list[str]:
 
 
 def resolve_schedule(
-    schedule: Schedule, batch_size: int, logits_processor: LogitsProcessorList, has_pad_token: bool
-) -> Literal["batch", "group"]:
-    """The schedule a run uses: ``"group"`` where it cannot work is an error that names the cause."""
-    blockers = []
-    if batch_size > 1:
-        blockers += [f"{name} (it measures length as input_ids.shape[-1])" for name in _length_dependent(logits_processor)]
-        if not has_pad_token:
-            blockers.append("no pad_token_id to fill rows that finish early (set generation_config.pad_token_id)")
-    if schedule == "group" and blockers:
-        raise ValueError("EADConfig.schedule='group' cannot be used here: " + "; ".join(blockers) + ". Use schedule='batch'.")
+    schedule: Schedule,
+    batch_size: int,
+    logits_processor: LogitsProcessorList,
+    has_pad_token: bool,
+    cache_blockers: list[str] = (),
+) -> Schedule:
+    """The schedule a run uses. With one row every schedule is ``"batch"``; a schedule that cannot work here is
+    an error naming the cause (`cache_blockers`: why the models' caches cannot be split by rows)."""
+    if batch_size == 1:
+        return "batch"
+    blockers = {"batch": [], "group": [], "rows": list(cache_blockers)}
+    blockers["group"] += [f"{name} (it measures length as input_ids.shape[-1])" for name in _length_dependent(logits_processor)]
+    if not has_pad_token:
+        blockers["group"].append("no pad_token_id to fill rows that finish early (set generation_config.pad_token_id)")
+    if blockers[schedule]:
+        raise ValueError(f"EADConfig.schedule={schedule!r} cannot be used here: " + "; ".join(blockers[schedule])
+                         + ". Use schedule='batch'.")
     return schedule
 
 

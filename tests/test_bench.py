@@ -14,10 +14,10 @@ from ead_hf.testing import tiny_pair, tiny_tokenizer
 def test_ideal_time_from_the_forward_log():
     table = {1: 1.0, 2: 1.5, 4: 2.0, 8: 3.0, 16: 5.0, 32: 9.0}
     # a 40-position prefill (extrapolated from 32), one decode step, one 3-position catch-up (interpolated)
-    assert _ideal_seconds([(0, 40), (40, 1), (41, 3)], table) == pytest.approx(9.0 * 40 / 32 + 1.0 + 1.75)
+    assert _ideal_seconds([(0, 40, 1), (40, 1, 1), (41, 3, 1)], table) == pytest.approx(9.0 * 40 / 32 + 1.0 + 1.75)
     # with a measured prompt prefill, first forwards scale from it instead (a catch-up prefill of 45 positions)
     table.update({"prefill": 4.0, "prefill_length": 40})
-    assert _ideal_seconds([(0, 45), (45, 1), (46, 40)], table) == pytest.approx(4.0 * 45 / 40 + 1.0 + 9.0 * 40 / 32)
+    assert _ideal_seconds([(0, 45, 1), (45, 1, 1), (46, 40, 1)], table) == pytest.approx(4.0 * 45 / 40 + 1.0 + 9.0 * 40 / 32)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,8 @@ def test_run_bench_reports_every_configuration(problems_file):
     for batch in (1, 2):
         for name in ("small generate", "EAD +inf", "large generate", "EAD -inf", "EAD 5 (batch)", "checks"):
             assert (batch, name) in configs
-    assert (2, "EAD 5 (group)") in configs and (1, "EAD 5 (group)") not in configs  # one row never waits
+    for schedule in ("group", "rows"):  # one row: every schedule is "batch"
+        assert (2, f"EAD 5 ({schedule})") in configs and (1, f"EAD 5 ({schedule})") not in configs
     checks = [row for row in result.rows if row["config"] == "checks"]
     assert all(math.isfinite(row["P1 EAD / ideal"]) and row["P1 EAD / ideal"] > 0 for row in checks)
     assert result.machine["copy_bandwidth_gbs"] > 0

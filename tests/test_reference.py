@@ -6,6 +6,7 @@ import torch
 from ead_hf import EADConfig, EADGenerator
 from ead_hf.decoding import ModelLane
 from ead_hf.output import NO_TOKEN
+from ead_hf.scheduling import SCHEDULES
 
 from .reference import reference_ead, unpadded_prompts
 
@@ -46,7 +47,7 @@ def _assert_matches_reference(small, large, batch, config, eos_token_ids=()):
     return out, rows
 
 
-@pytest.mark.parametrize("schedule", ["batch", "group"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("window,min_dwell,start", [(5, 10, "small"), (1, 1, "large"), (3, 4, "small"), (8, 0, "large")])
 def test_mixed_thresholds_match_reference(pair, batch, window, min_dwell, start, schedule):
     small, large = pair
@@ -60,7 +61,7 @@ def test_mixed_thresholds_match_reference(pair, batch, window, min_dwell, start,
     assert max(used) > 0, "thresholds near the median entropy should make rows switch models"
 
 
-@pytest.mark.parametrize("schedule", ["batch", "group"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
 def test_rows_finishing_at_different_times(qwen_pair, batch, schedule):
     small, large = qwen_pair
     config = EADConfig(threshold=_median_entropy(EADGenerator(small, large, EADConfig(threshold=0.0)), batch),
@@ -89,7 +90,7 @@ def test_catch_up_logits_equal_from_scratch_forward(qwen_pair, batch):
     full_mask = torch.cat([mask, torch.ones_like(extra)], dim=1)
     full_positions = torch.cat([positions, positions[:, -1:] + torch.arange(1, 8)], dim=1)
     caught_up = lane.read(full_ids, full_mask, full_positions)
-    assert lane.catchup_tokens == 6 and lane.forward_log == [(0, ids.shape[1]), (ids.shape[1], 7)]
+    assert lane.catchup_tokens == 6 and lane.forward_log == [(0, ids.shape[1], 3), (ids.shape[1], 7, 3)]
     assert lane.seen == full_ids.shape[1]
     with torch.no_grad():
         scratch = small(full_ids, attention_mask=full_mask, position_ids=full_positions).logits[:, -1]

@@ -28,12 +28,16 @@ def test_resolve_schedule():
         resolve_schedule("group", 4, decay, True)
     with pytest.raises(ValueError, match="pad_token_id"):
         resolve_schedule("group", 4, plain, False)
-    assert resolve_schedule("group", 1, decay, False) == "group"  # one row never waits
+    assert resolve_schedule("group", 1, decay, False) == "batch"  # one row: every schedule is the same
+    assert resolve_schedule("rows", 4, decay, False) == "rows"
+    with pytest.raises(ValueError, match="schedule='rows'.*sliding"):
+        resolve_schedule("rows", 4, plain, True, ["sliding layers"])
+    assert resolve_schedule("rows", 1, plain, True, ["sliding layers"]) == "batch"
 
 
 def test_schedule_is_validated_and_round_trips():
-    with pytest.raises(ValueError, match="EADConfig.schedule must be 'batch' or 'group'"):
-        EADConfig(threshold=1.0, schedule="rows")
+    with pytest.raises(ValueError, match="EADConfig.schedule must be one of 'batch', 'group', 'rows'"):
+        EADConfig(threshold=1.0, schedule="lanes")
     config = EADConfig(threshold=1.0, schedule="group")
     assert EADConfig.from_dict(config.to_dict()) == config
     legacy = config.to_dict()

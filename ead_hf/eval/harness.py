@@ -176,7 +176,7 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
         wall = time.perf_counter() - start
         flops = None
         if out is not None:
-            flops = {role: generation_flops(shapes[role], out.ead_forwards[role], rows=len(batch)) / len(batch)
+            flops = {role: generation_flops(shapes[role], out.ead_forwards[role]) / len(batch)
                      for role in ("small", "large")}
         scores = score([text for text, _ in completions], [p["answer"] for p in batch])
         records = []

@@ -1,0 +1,71 @@
+"""Row lanes: a model run on subsets of the rows, with per-row catch-up, against from-scratch forwards."""
+
+import itertools
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from ead_hf import EADConfig, EADGenerator
+from ead_hf.output import NO_TOKEN
+from ead_hf.row_lanes import RowLane
+
+from .reference import unpadded_prompts
+
+
+def _alone(model, tokens: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([tokens])).logits[0, -1]
+
+
+def test_subsets_and_catch_up_equal_from_scratch_forwards(qwen_pair, batch):
+    small, _ = qwen_pair
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    lane = RowLane(small, prompt_length=ids.shape[1], batch_size=3)
+    lane.read(ids, mask, positions, [0, 1, 2])  # prefill
+    grid, grid_mask, grid_positions = ids, mask, positions
+    reads = [[0, 2], [0], [0, 2], [1], [0, 1, 2], [2]]  # row 1 skips 3 steps, then catches up on 4 columns
+    for step, rows in enumerate(reads):
+        column = torch.randint(4, 100, (3, 1), generator=torch.Generator().manual_seed(step))
+        grid = torch.cat([grid, column], dim=1)
+        grid_mask = torch.cat([grid_mask, torch.ones_like(column)], dim=1)
+        grid_positions = torch.cat([grid_positions, grid_positions[:, -1:] + 1], dim=1)
+        logits = lane.read(grid, grid_mask, grid_positions, rows)
+        full = unpadded_prompts({"input_ids": grid, "attention_mask": grid_mask})
+        for position, row in enumerate(rows):
+            torch.testing.assert_close(logits[position], _alone(small, full[row]), atol=1e-10, rtol=1e-10)
+    assert lane.seen == [grid.shape[1] - 1, grid.shape[1] - 1, grid.shape[1]]
+    # each forward reads from the earliest unread column of its rows (row 2 at step 2: 2, row 1 at step 3: 4)
+    assert [(read, rows) for _, read, rows in lane.forward_log] == [(ids.shape[1], 3), (1, 2), (1, 1), (2, 2), (4, 1),
+                                                                      (2, 3), (1, 1)]
+    assert [cached for cached, _, _ in lane.forward_log] == [0] + list(itertools.accumulate(
+        read for _, read, _ in lane.forward_log))[:-1], "slots grow by the window width for every row"
+    # generated tokens read beyond one per row and forward: step 2 row 2 (1), step 3 row 1 (3), step 4 rows 0, 2
+    assert lane.catchup_tokens == 1 + 3 + 1 + 1
+
+
+def test_row_lanes_read_fewer_rows_than_whole_batch(qwen_pair, batch):
+    small, large = qwen_pair
+    probe = EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(
+        **batch, max_new_tokens=16, do_sample=False, return_dict_in_generate=True)
+    config = dict(threshold=float(probe.entropies.nanmedian()), window=2, min_dwell=1)
+    outs = {schedule: EADGenerator(small, large, EADConfig(**config, schedule=schedule)).generate(
+        **batch, max_new_tokens=16, do_sample=False, return_dict_in_generate=True) for schedule in ("batch", "rows")}
+    assert torch.equal(outs["rows"].sequences, outs["batch"].sequences)
+    live = outs["batch"].model_choices != NO_TOKEN
+    assert 0 < (outs["batch"].model_choices[live] == 1).float().mean() < 1, "rows should disagree"
+    row_reads = {s: sum(rows for log in out.ead_forwards.values() for _, _, rows in log) for s, out in outs.items()}
+    assert row_reads["rows"] < row_reads["batch"]
+    # each step reads every live row once, with the model that writes its next token; finished rows not at all
+    assert row_reads["rows"] == int(live.sum())
+
+
+def test_sliding_window_models_are_refused(tokenizer):
+    config = Qwen2Config(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=64, use_sliding_window=True, sliding_window=8,
+                         max_window_layers=0, pad_token_id=0)
+    small, large = Qwen2ForCausalLM(config), Qwen2ForCausalLM(config)
+    inputs = tokenizer(["ab", "abcd"], return_tensors="pt", padding=True)
+    with pytest.raises(ValueError, match="schedule='rows'.*DynamicSlidingWindowLayer"):
+        EADGenerator(small, large, EADConfig(threshold=1.0, schedule="rows")).generate(**inputs, max_new_tokens=2)
