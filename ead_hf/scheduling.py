@@ -9,6 +9,9 @@ nearly the same for 1 row as for 8 on a CPU (weight reads dominate), so the sche
   column is a masked hole in both caches; positions come from position_ids, so holes cost no correctness).
   The model that is running keeps running while it serves at least 1/`GROUP_PATIENCE` as many rows as wait
   for the other one, so switches, and the catch-up forwards they cost, stay rare.
+- ``"rows"`` (row lanes, `ead_hf.row_lanes`): each step runs each model that some live row needs, but only on
+  those rows (their KV slots gathered, the new columns written back); every live row writes a token each
+  step. A forward then costs what its rows cost, which pays once a forward's cost grows with its rows.
 
 ``"batch"`` is the default: on the default pair at batch 8 on the 2-core CPU it measured 1.37x large-only
 against 1.40x for ``"group"`` (`ead-hf bench`, 128 new tokens; evaluation/results/<pair>/bench/). Grouping

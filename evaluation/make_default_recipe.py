@@ -3,8 +3,10 @@
 The recipe itself is written by `ead-hf calibrate` (bisection on MATH train, every probe's share and
 accuracy); this adds the test-set evidence at its threshold from the committed run:
 
-    ead-hf calibrate --pair qwen2.5-coder-0.5b-1.5b --target-share 0.25 --problems 8 --max-new-tokens 160 \
-        --out ead_hf/recipes/qwen2.5-coder-0.5b-1.5b.json
+    ead-hf calibrate --pair qwen2.5-coder-0.5b-1.5b --target-share 0.25 --problems 16 --max-new-tokens 512 \
+        --dtype bfloat16 --out ead_hf/recipes/qwen2.5-coder-0.5b-1.5b.json
+    ead-hf eval math --pair qwen2.5-coder-0.5b-1.5b --methods ead --thresholds 0.5 --limit 100 --batch-size 8 \
+        --max-new-tokens 512 --dtype bfloat16 --schedule batch --out evaluation/results/qwen2.5-coder-0.5b-1.5b/math500
     python evaluation/make_default_recipe.py
 """
 
