@@ -1,7 +1,5 @@
 """Row lanes: a model run on subsets of the rows, with per-row catch-up, against from-scratch forwards."""
 
-import itertools
-
 import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -36,11 +34,14 @@ def test_subsets_and_catch_up_equal_from_scratch_forwards(qwen_pair, batch):
         for position, row in enumerate(rows):
             torch.testing.assert_close(logits[position], _alone(small, full[row]), atol=1e-10, rtol=1e-10)
     assert lane.seen == [grid.shape[1] - 1, grid.shape[1] - 1, grid.shape[1]]
-    # each forward reads from the earliest unread column of its rows (row 2 at step 2: 2, row 1 at step 3: 4)
-    assert [(read, rows) for _, read, rows in lane.forward_log] == [(ids.shape[1], 3), (1, 2), (1, 1), (2, 2), (4, 1),
-                                                                      (2, 3), (1, 1)]
-    assert [cached for cached, _, _ in lane.forward_log] == [0] + list(itertools.accumulate(
-        read for _, read, _ in lane.forward_log))[:-1], "slots grow by the window width for every row"
+    # rows that only need their newest column share a forward; rows that are behind catch up in another one,
+    # from the earliest column they have not read (row 2 at step 2: 2 columns, row 1 at step 3: 4)
+    width = ids.shape[1]
+    assert [(read, rows) for _, read, rows in lane.forward_log] == [
+        (width, 3), (1, 2), (1, 1), (1, 1), (2, 1), (4, 1), (1, 1), (2, 2), (1, 1)]
+    # a forward writes after the most slots any of its rows has used (the others get masked slots between)
+    assert [cached for cached, _, _ in lane.forward_log] == [
+        0, width, width + 1, width + 2, width + 1, width, width + 4, width + 3, width + 5]
     # generated tokens read beyond one per row and forward: step 2 row 2 (1), step 3 row 1 (3), step 4 rows 0, 2
     assert lane.catchup_tokens == 1 + 3 + 1 + 1
 
