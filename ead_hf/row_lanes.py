@@ -13,9 +13,11 @@ position_ids.
 Measured (bench, batch 8): putting catch-up rows into the same forward as the others made every row read
 the catch-up's width, and cost 3.0x large-only against 1.29x for whole-batch routing; hence two forwards.
 
-Why: on a CPU a forward of the 1.5B model costs 0.14 s for 1 row and 0.28 s for 32 (weight reads dominate
-at small batches, compute at large ones), so once a batch is big enough that rows cost, running a model on
-the few rows that want it is cheaper than running it on all of them.
+Why: a forward of the 1.5B model costs more with more rows once rows, not weight reads, dominate (0.14 s
+for 1 row, 0.28 s for 32 on the 2-core CPU), so running a model only on the rows that want it should cost
+what the token mix costs. Measured on the default pair (`ead-hf bench`, 128 tokens, τ = 0.5): it halves the
+rows each model reads, but the catch-up forwards it adds cost more than that saves: 1.29x large-only at batch
+8 (whole-batch 1.27x) and 1.42x at batch 32 (whole-batch 1.29x). Opt-in; see ead_hf.scheduling.
 """
 
 from __future__ import annotations

@@ -11,14 +11,19 @@ nearly the same for 1 row as for 8 on a CPU (weight reads dominate), so the sche
   for the other one, so switches, and the catch-up forwards they cost, stay rare.
 - ``"rows"`` (row lanes, `ead_hf.row_lanes`): each step runs each model that some live row needs, but only on
   those rows (their KV slots gathered, the new columns written back); every live row writes a token each
-  step. A forward then costs what its rows cost, which pays once a forward's cost grows with its rows.
+  step. A forward then costs what its rows cost, but rows coming back to a model catch up in forwards of
+  their own, so it runs more forwards.
 
 ``"batch"`` is the default: on the default pair at batch 8 on the 2-core CPU it measured 1.37x large-only
 against 1.40x for ``"group"`` (`ead-hf bench`, 128 new tokens; evaluation/results/<pair>/bench/). Grouping
 ran 253 forwards of one model for 128 tokens per row against 246 for whole-batch (128 small + 118 large):
 the rows' phases are too unaligned for waiting to pay, and each switch costs a catch-up over every row,
-which on this CPU is compute-bound (3-6 ms per row-position for the 1.5B model). ``"group"`` stays
-available for regimes where those costs differ (it is exact, tested against the same reference).
+which on this CPU is compute-bound (3-6 ms per row-position for the 1.5B model). ``"rows"`` measured 1.29x
+at batch 8 (whole-batch 1.27x) and 1.42x at batch 32 (whole-batch 1.29x) with τ = 0.5 (bench_schedules/): it
+halves the rows each model reads (batch 32: 2530 small + 1566 large row-reads against 4096 + 3776) but needs
+382 forwards against 246, and on this CPU a forward of a few rows costs nearly what one of all rows does.
+``"group"`` and ``"rows"`` stay available for regimes where those costs differ (both are exact, tested
+against the same reference).
 
 Under greedy decoding a row's tokens and model choices do not depend on the schedule (each token is still
 produced by the row's active model from the row's own context); under sampling the random stream is shared
