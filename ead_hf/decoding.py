@@ -285,7 +285,9 @@ def ead_decoding(
     device = input_ids.device
     vocab = shared_vocab_size(model, ead_small_model)
     pad_token_id = generation_config._pad_token_tensor
-    cache_blockers = [reason for reason in map(row_lanes_unsupported, (ead_small_model, model)) if reason]
+    # building an empty cache per model to inspect its layers is only worth it when row lanes are asked for
+    cache_blockers = ([reason for reason in map(row_lanes_unsupported, (ead_small_model, model)) if reason]
+                      if config.schedule == "rows" else [])
     schedule = resolve_schedule(config.schedule, batch_size, logits_processor, pad_token_id is not None, cache_blockers)
     grouped, by_rows = schedule == "group", schedule == "rows"
     attention_mask = model_kwargs.get("attention_mask")  # None when generate() found no padding
@@ -311,7 +313,8 @@ def ead_decoding(
     advancing = unfinished
     scores, raw_logits = [], []
     current = LARGE if config.starts_large else SMALL
-    runs = {current: list(range(batch_size))}  # the models this step runs, and (row lanes) on which rows
+    all_rows = list(range(batch_size))
+    runs = {current: all_rows}  # the models this step runs, and (row lanes) on which rows
     if streamer is not None:
         streamer.put(input_ids.cpu())
 
@@ -367,13 +370,14 @@ def ead_decoding(
             break
         if grouped:
             current = choose_lane(current, rows_small, rows_large)
-            runs = {current: list(range(batch_size))}
+            runs = {current: all_rows}
             advancing = wants[current]
             rows.next_longest = max(rows.longest, (top_large if current == LARGE else top_small) + 1)
             rows.next_all_write = (rows_large if current == LARGE else rows_small) == batch_size
         else:
-            runs = {lane_id: [row for row, want in enumerate(row_wants) if want == lane_id + 1] if by_rows
-                    else list(range(batch_size)) for lane_id, wanted in ((SMALL, rows_small), (LARGE, rows_large)) if wanted}
+            runs = {lane_id: all_rows for lane_id, wanted in ((SMALL, rows_small), (LARGE, rows_large)) if wanted}
+            if by_rows:
+                runs = {lane_id: [row for row, want in enumerate(row_wants) if want == lane_id + 1] for lane_id in runs}
             advancing = unfinished
             rows.next_longest = max(rows.longest, max(top_small, top_large) + 1)
             rows.next_all_write = rows_small + rows_large == batch_size

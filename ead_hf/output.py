@@ -69,11 +69,11 @@ class EADGenerateOutput(GenerateDecoderOnlyOutput):
     entropies: FloatTensor (batch, new tokens): entropy in bits of the producing model's raw
         distribution over the shared vocabulary; NaN after the row finished.
     ead_stats: per-row counts, see `EADStats`.
-    ead_forwards: every forward each model ran, as (positions already cached, positions read), for the
-        whole batch (all rows are read, finished or not): what compute accounting needs.
+    ead_forwards: every forward each model ran, as (positions already cached, positions read, rows read):
+        what compute accounting needs. "batch"/"group" read every row, finished or not; "rows" only its own.
     """
 
     model_choices: torch.LongTensor | None = None
     entropies: torch.FloatTensor | None = None
     ead_stats: EADStats | None = None
-    ead_forwards: dict[str, list[tuple[int, int]]] | None = None
+    ead_forwards: dict[str, list[tuple[int, int, int]]] | None = None
