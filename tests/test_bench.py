@@ -1,23 +1,46 @@
-"""`ead-hf bench` machinery on the tiny pair (numbers here mean nothing; the structure and the ideal-time
-arithmetic are what is tested)."""
+"""`ead-hf bench` machinery on the tiny pair (numbers here mean nothing; the structure, the forward clock and
+the ideal-time arithmetic are what is tested)."""
 
 import json
 import math
 
 import pytest
 
-from ead_hf.bench import _ideal_seconds, markdown, run_bench
+import torch
+
+from ead_hf import EADConfig, EADGenerator
+from ead_hf.bench import ForwardClock, decode_step_seconds, ideal_seconds, markdown, run_bench
 from ead_hf.cli import main as cli_main
 from ead_hf.testing import tiny_pair, tiny_tokenizer
 
 
-def test_ideal_time_from_the_forward_log():
-    table = {1: 1.0, 2: 1.5, 4: 2.0, 8: 3.0, 16: 5.0, 32: 9.0}
-    # a 40-position prefill (extrapolated from 32), one decode step, one 3-position catch-up (interpolated)
-    assert _ideal_seconds([(0, 40, 1), (40, 1, 1), (41, 3, 1)], table) == pytest.approx(9.0 * 40 / 32 + 1.0 + 1.75)
-    # with a measured prompt prefill, first forwards scale from it instead (a catch-up prefill of 45 positions)
-    table.update({"prefill": 4.0, "prefill_length": 40})
-    assert _ideal_seconds([(0, 45, 1), (45, 1, 1), (46, 40, 1)], table) == pytest.approx(4.0 * 45 / 40 + 1.0 + 9.0 * 40 / 32)
+def test_ideal_prices_whole_batch_decode_steps_and_keeps_other_forwards_as_measured():
+    records = [("small", 40, 2, 3.0), ("small", 1, 2, 0.9), ("large", 41, 2, 7.0), ("large", 1, 2, 2.5),
+               ("large", 1, 1, 1.7), ("small", 3, 2, 1.2)]
+    # decode steps of the whole batch at the plain-generate price; prefill, catch-up and a one-row forward as timed
+    assert ideal_seconds(records, {"small": 1.0, "large": 2.0}, batch=2) == pytest.approx(3.0 + 1.0 + 7.0 + 2.0 + 1.7 + 1.2)
+    assert decode_step_seconds(records, "large") == pytest.approx((2.5 + 1.7) / 2)
+
+
+def test_forward_clock_sees_every_forward_generate_and_ead_run():
+    small, large = tiny_pair("llama", seed=1)
+    ids = torch.randint(3, 100, (2, 6))
+    with torch.inference_mode(), ForwardClock({"small": small, "large": large}) as clock:
+        large.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, min_new_tokens=4,
+                       do_sample=False, pad_token_id=0)
+        plain = clock.take()
+        out = EADGenerator(small, large, EADConfig(threshold=0.0, window=1, min_dwell=1)).generate(
+            input_ids=ids, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0,
+            return_dict_in_generate=True)
+        ead = clock.take()
+    assert [(role, positions, rows) for role, positions, rows, _ in plain] == [("large", 6, 2)] + [("large", 1, 2)] * 3
+    assert all(seconds > 0 for *_, seconds in plain + ead)
+    # the hooks see exactly the forwards EAD logs, model by model
+    for role in ("small", "large"):
+        assert [(positions, rows) for who, positions, rows, _ in ead if who == role] == \
+            [(new, rows) for _, new, rows in out.ead_forwards[role]]
+    assert {role for role, *_ in ead} == {"small", "large"}
+    assert not small._forward_hooks and not large._forward_pre_hooks  # removed on exit
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +66,10 @@ def test_run_bench_reports_every_configuration(problems_file):
     assert all(math.isfinite(row["P1 EAD / ideal"]) and row["P1 EAD / ideal"] > 0 for row in checks)
     assert result.machine["copy_bandwidth_gbs"] > 0
     table = markdown(result)
-    assert "| 1 | assisted (HF) |" in table and "P1 EAD/ideal" in table
+    assert "| 1 | assisted (HF) |" in table and "P1 EAD/ideal" in table and "| 2 | large | " in table
+    for row in result.rows:
+        if row["config"] != "checks":  # the clock saw forwards in every configuration, inside its wall time
+            assert 0 < row["forward_s"] <= row["median_s"]
     assert "| 2 | batch (default) |" in table and "| 2 | group |" in table and "| 1 | batch (default) |" in table
     assert set(result.step_cost_by_rows["large"]) == {1, 3}
     assert all(seconds > 0 for costs in result.step_cost_by_rows["small"].values() for seconds in costs.values())
