@@ -1,0 +1,92 @@
+"""The EAD loop synchronises with the host once per step (the routing decision), whatever the schedule.
+
+On an accelerator every call that brings a tensor's value to Python (`.tolist()`, `.item()`, `bool(t)`,
+`int(t)`, `nonzero`, `.cpu()` ...) waits for the device. A `TorchFunctionMode` sees each of them on CPU as
+well, so the count is checked here without a GPU. Forwards are left out (the models' own code is not
+ours); plain `generate` is the yardstick: it also syncs once a step, for its stop check.
+"""
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from ead_hf import EADConfig, EADGenerator
+from ead_hf.scheduling import SCHEDULES
+
+_SYNCING = {"tolist", "item", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy",
+            "masked_select", "unique", "__array__"}
+
+
+class HostSyncCounter(TorchFunctionMode):
+    """Counts tensor-to-host reads outside the forwards of `models`."""
+
+    def __init__(self, *models) -> None:
+        super().__init__()
+        self.count = 0
+        self.in_forward = 0
+        self.handles = []
+        for model in models:
+            self.handles.append(model.register_forward_pre_hook(lambda *_: self._enter()))
+            self.handles.append(model.register_forward_hook(lambda *_: self._leave()))
+
+    def _enter(self):
+        self.in_forward += 1
+
+    def _leave(self):
+        self.in_forward -= 1
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if not self.in_forward and getattr(func, "__name__", "") in _SYNCING:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        return super().__exit__(*exc)
+
+
+def _syncs(call, *models) -> tuple[int, object]:
+    with HostSyncCounter(*models) as counter:
+        out = call()
+    return counter.count, out
+
+
+def _steps(out, schedule: str, new_tokens: int) -> int:
+    """Loop iterations: one per token, except under "group", where rows wait and each step is one forward."""
+    return sum(map(len, out.ead_forwards.values())) if schedule == "group" else new_tokens
+
+
+def _inputs(tokenizer, batch):
+    return tokenizer(["The sum of 12 and", "x = 3; y ="][:batch], return_tensors="pt", padding=True)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_one_host_sync_per_step(qwen_pair, tokenizer, schedule):
+    small, large = qwen_pair
+    inputs = _inputs(tokenizer, 2)
+    probe = EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(
+        **inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True)
+    # threshold at the median entropy: rows switch models, so every schedule does its real work
+    config = EADConfig(threshold=float(probe.entropies.nanmedian()), window=2, min_dwell=1, schedule=schedule)
+
+    def ead(steps):
+        return lambda: EADGenerator(small, large, config).generate(
+            **inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            return_dict_in_generate=True)
+
+    (short, short_out), (long, long_out) = _syncs(ead(4), small, large), _syncs(ead(12), small, large)
+    assert long - short == _steps(long_out, schedule, 12) - _steps(short_out, schedule, 4)
+    assert 0 < long_out.ead_stats.large_share.mean() < 1  # both models ran: the count covers switching steps
+
+
+def test_plain_generate_syncs_once_per_step_too(qwen_pair, tokenizer):
+    """The yardstick, and a check that the counter sees syncs at all."""
+    _, large = qwen_pair
+    inputs = _inputs(tokenizer, 2)
+
+    def plain(steps):
+        return lambda: large.generate(**inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+                                      pad_token_id=tokenizer.pad_token_id)
+
+    assert _syncs(plain(12), large)[0] - _syncs(plain(4), large)[0] >= 12 - 4
