@@ -7,7 +7,6 @@ ours); plain `generate` is the yardstick: it also syncs once a step, for its sto
 """
 
 import pytest
-import torch
 from torch.overrides import TorchFunctionMode
 
 from ead_hf import EADConfig, EADGenerator

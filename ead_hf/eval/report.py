@@ -40,6 +40,12 @@ class MethodSummary:
     wall_s: float
 
 
+def large_token_share(records: list[dict]) -> float | None:
+    """Share of the generated tokens the large model wrote over `records` (None when there are none)."""
+    tokens = sum(r["small_tokens"] + r["large_tokens"] for r in records)
+    return sum(r["large_tokens"] for r in records) / tokens if tokens else None
+
+
 def summarise(records: list[dict], small_parameters: int, large_parameters: int) -> list[MethodSummary]:
     """One summary per method, each compared with large-only on the problems both have finished."""
     by_method: dict[str, dict[str, dict]] = defaultdict(dict)
@@ -56,8 +62,7 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
         correct = sum(r["correct"] for r in mine)
         accuracy = correct / len(ids)
         low, high = wilson_interval(correct, len(ids))
-        tokens = sum(r["small_tokens"] + r["large_tokens"] for r in mine)
-        share = sum(r["large_tokens"] for r in mine) / tokens if tokens else 0.0
+        share = large_token_share(mine) or 0.0
         real_cost = None
         if base and all(r["flops_large"] is not None for r in mine):
             spent = sum(r["flops_small"] + r["flops_large"] for r in mine)

@@ -16,7 +16,7 @@ from .data import default_data_path, load_math, stratified_subset
 from .harness import (EvalSettings, Method, generate_batch, parse_methods, random_probability_for_share,
                       run_method, score)
 from .records import RecordStore, read_records
-from .report import write_report
+from .report import large_token_share, write_report
 
 __all__ = ["run_math_eval", "report_run", "calibrate_pair"]
 
@@ -28,12 +28,6 @@ def _distributed() -> tuple[object, int, int]:
     return state, state.process_index, state.num_processes
 
 
-def _measured_share(directory: Path, method_key: str) -> float | None:
-    rows = [r for r in read_records(directory) if r["method"] == method_key]
-    tokens = sum(r["small_tokens"] + r["large_tokens"] for r in rows)
-    return sum(r["large_tokens"] for r in rows) / tokens if tokens else None
-
-
 def _random_probability(directory: Path, random_share: float | None, threshold: float, min_dwell: int) -> float:
     """p of the random control, matched once to the EAD run's share and kept in run.json: a resumed or grown
     run keeps the same control instead of starting another one at a slightly different p."""
@@ -41,7 +35,8 @@ def _random_probability(directory: Path, random_share: float | None, threshold: 
     manifest = json.loads(path.read_text())
     if random_share is None and "random_large_probability" in manifest:
         return manifest["random_large_probability"]
-    share = random_share if random_share is not None else _measured_share(directory, Method("ead", threshold=threshold).key)
+    share = random_share if random_share is not None else large_token_share(
+        [r for r in read_records(directory) if r["method"] == Method("ead", threshold=threshold).key])
     if share is None or not 0 < share < 1:
         raise ValueError(f"cannot match the EAD run's large share ({share}); give --random-share explicitly")
     probability = round(random_probability_for_share(share, min_dwell), 4)
