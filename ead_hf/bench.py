@@ -10,8 +10,9 @@ ratios, never single absolute times. Measured:
 - the time each configuration spends inside model forwards (`ForwardClock`, forward hooks) and outside them;
 - P1 overhead: EAD wall time over the "ideal": each decode step EAD ran at the per-step decode cost of
   that model's plain `generate` in the same run, plus its prefills and catch-up chunks at their measured
-  time. The isolated chunk table is reported too, but it is not the yardstick: a forward timed alone at a
-  fixed context underestimates the steps of a real run (its context grows), by 5-9% for plain generate.
+  time. The isolated chunk table is reported too, but it is not the yardstick: a forward timed alone, a few
+  times at a fixed context, missed the steps of real runs by several percent either way (plain generate took
+  0.95-1.13 of what that table predicts for it across two runs), more than the 5% P1 allows.
 """
 
 from __future__ import annotations

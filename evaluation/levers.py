@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", default="", help="run only the configurations whose name contains this text "
+                        "(with their baselines), e.g. 'large generate' to rerun one model's cache levers")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     loaded = load_pair(args.pair, dtype="bfloat16", progress=False)
@@ -94,7 +96,11 @@ def main() -> None:
             f"EAD {threshold:g}, inference_mode": (
                 f"EAD {threshold:g}", lambda: _with(torch.inference_mode(), ead.generate, inputs, common)),
         }
+        configs = {name: entry for name, entry in configs.items()
+                   if args.only in name or any(args.only in other for other, (base, _) in configs.items() if base == name)}
         for role, model in (("small", small), ("large", large)):  # compile warm-up, outside the medians
+            if not any(name.startswith(f"{role} generate, static cache + compile") for name in configs):
+                continue
             start = time.perf_counter()
             model.generate(**inputs, **common, **compiled)
             lines_note = f"batch {batch_size}: {role} first compiled generate (compiles) {time.perf_counter() - start:.1f} s"
