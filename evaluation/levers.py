@@ -4,6 +4,7 @@
         --out evaluation/results/qwen2.5-coder-0.5b-1.5b/levers.md
 
 Levers (issue 5), each a change from what ead_hf does today:
+- EAD with a `StaticCache` per model instead of a `DynamicCache`;
 - static cache, and static cache + `torch.compile` (transformers' own auto-compile, forced on for CPU), for
   plain `generate` of each model: if a compiled single-token step does not beat the eager one here, it
   cannot pay inside EAD either, whose steps are the same forwards;
@@ -22,9 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import CompileConfig
+from transformers import CompileConfig, StaticCache
 
 from ead_hf import EADConfig, EADGenerator
+from ead_hf.decoding import ModelLane
 from ead_hf.eval.data import build_prompts, default_data_path, load_math
 from ead_hf.pairs import DEFAULT_PAIR, get_pair, load_pair
 
@@ -37,6 +39,22 @@ def threads(count: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def static_lane_caches(max_cache_len: int):
+    """EAD with a `StaticCache` per model instead of a `DynamicCache` (preallocated, written in place)."""
+    original = ModelLane.__post_init__
+
+    def post_init(lane):
+        original(lane)
+        lane.cache = StaticCache(config=lane.model.config, max_cache_len=lane.prompt_length + max_cache_len)
+
+    ModelLane.__post_init__ = post_init
+    try:
+        yield
+    finally:
+        ModelLane.__post_init__ = original
 
 
 @contextlib.contextmanager
@@ -93,6 +111,8 @@ def main() -> None:
             f"EAD {threshold:g}, 1 thread": (f"EAD {threshold:g}", lambda: _with(threads(1), ead.generate, inputs, common)),
             f"EAD {threshold:g}, logits for every position": (
                 f"EAD {threshold:g}", lambda: _with(all_position_logits(small, large), ead.generate, inputs, common)),
+            f"EAD {threshold:g}, static caches": (
+                f"EAD {threshold:g}", lambda: _with(static_lane_caches(args.new_tokens + 1), ead.generate, inputs, common)),
             f"EAD {threshold:g}, inference_mode": (
                 f"EAD {threshold:g}", lambda: _with(torch.inference_mode(), ead.generate, inputs, common)),
         }
