@@ -14,14 +14,15 @@ nearly the same for 1 row as for 8 on a CPU (weight reads dominate), so the sche
   step. A forward then costs what its rows cost, but rows coming back to a model catch up in forwards of
   their own, so it runs more forwards.
 
-``"batch"`` is the default: on the default pair at batch 8 on the 2-core CPU it measured 1.37x large-only
-against 1.40x for ``"group"`` (`ead-hf bench`, 128 new tokens; evaluation/results/<pair>/bench/). Grouping
-ran 253 forwards of one model for 128 tokens per row against 246 for whole-batch (128 small + 118 large):
-the rows' phases are too unaligned for waiting to pay, and each switch costs a catch-up over every row,
-which on this CPU is compute-bound (3-6 ms per row-position for the 1.5B model). ``"rows"`` measured 1.29x
-at batch 8 (whole-batch 1.27x) and 1.42x at batch 32 (whole-batch 1.29x) with τ = 0.5 (bench_schedules/): it
-halves the rows each model reads (batch 32: 2530 small + 1566 large row-reads against 4096 + 3776) but needs
-382 forwards against 246, and on this CPU a forward of a few rows costs nearly what one of all rows does.
+``"batch"`` is the default: on the default pair (τ = 0.5, 128 new tokens, 2-core CPU; evaluation/results/<pair>/
+bench/ and bench_batch32/) it measured 1.33x large-only at batch 8 against 1.54x for ``"group"``, and 1.31x at
+batch 32 against 1.68x. Grouping ran 283 forwards of one model for 128 tokens per row at batch 8 (215 small +
+68 large) against 240 for whole-batch (128 small + 112 large): the rows' phases are too unaligned for waiting
+to pay, and each switch costs a catch-up over every row, which on this CPU is compute-bound (3-6 ms per
+row-position for the 1.5B model). ``"rows"`` measured 1.29x at batch 8 (whole-batch 1.27x) and 1.42x at batch
+32 (whole-batch 1.29x) in another run (bench_schedules/): it halves the rows each model reads (batch 32: 2530
+small + 1566 large row-reads against 4096 + 3776) but needs 382 forwards against 246, and on this CPU a forward
+of a few rows costs nearly what one of all rows does.
 ``"group"`` and ``"rows"`` stay available for regimes where those costs differ (both are exact, tested
 against the same reference).
 
