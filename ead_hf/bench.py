@@ -143,8 +143,9 @@ class ForwardClock:
 
             def after(module, args, kwargs, output, role=role, started=started, sync=sync):
                 sync()
-                ids = kwargs.get("input_ids", args[0] if args else None)
-                self.records.append((role, ids.shape[1], ids.shape[0], time.perf_counter() - started.pop()))
+                inputs = next(t for t in (kwargs.get("input_ids"), kwargs.get("inputs_embeds"), *args[:1])
+                              if t is not None)  # (rows, positions[, hidden])
+                self.records.append((role, inputs.shape[1], inputs.shape[0], time.perf_counter() - started.pop()))
 
             self._handles += [model.register_forward_pre_hook(before, with_kwargs=True),
                               model.register_forward_hook(after, with_kwargs=True)]

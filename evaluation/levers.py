@@ -123,9 +123,9 @@ def main() -> None:
                 continue
             start = time.perf_counter()
             model.generate(**inputs, **common, **compiled)
-            lines_note = f"batch {batch_size}: {role} first compiled generate (compiles) {time.perf_counter() - start:.1f} s"
-            print(lines_note, flush=True)
-            lines.append(f"| {batch_size} | ({lines_note.split(': ', 1)[1]}) | | |")
+            note = f"{role} first compiled generate (compiles) {time.perf_counter() - start:.1f} s"
+            print(f"batch {batch_size}: {note}", flush=True)
+            lines.append(f"| {batch_size} | ({note}) | | |")
         times = {name: [] for name in configs}
         for _ in range(args.reps):
             for name, (_, call) in configs.items():

@@ -5,7 +5,6 @@ import json
 import math
 
 import pytest
-
 import torch
 
 from ead_hf import EADConfig, EADGenerator
