@@ -19,6 +19,7 @@ def _threshold(text: str) -> float:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from .eval.data import BENCHMARKS
     from .pairs import DEFAULT_PAIR
     from .scheduling import SCHEDULES
 
@@ -48,31 +49,43 @@ def _build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("pairs", help="list known model pairs and whether each is installed and cached")
 
-    evaluate = commands.add_parser("eval", help="MATH evaluation: run methods, or report a run folder")
+    evaluate = commands.add_parser("eval", help="MATH / GSM8K evaluation: run methods, report a run folder, "
+                                   "choose a token budget")
     eval_commands = evaluate.add_subparsers(dest="eval_command", required=True)
-    math_run = eval_commands.add_parser("math", help="run methods on MATH problems, resumable (rerun the same command)")
-    math_run.add_argument("--pair", default=DEFAULT_PAIR)
-    math_run.add_argument("--methods", default="small,large,ead,random",
-                          help="comma-separated: small, large, ead, random, speculative")
-    math_run.add_argument("--thresholds", default="", help="comma-separated EAD thresholds in bits")
-    math_run.add_argument("--recipe", help="add the recipe's threshold to --thresholds (first, so random matches it)")
-    math_run.add_argument("--limit", type=int, default=None, help="stratified subset size (level x subject, fixed seed)")
-    math_run.add_argument("--batch-size", type=int, default=8)
-    math_run.add_argument("--max-new-tokens", type=int, default=512)
-    math_run.add_argument("--dtype", default="auto")
-    math_run.add_argument("--split", choices=["test", "train"], default="test", help="test = MATH-500 (report here)")
-    math_run.add_argument("--data", type=Path, default=None, help="JSONL file instead of ../shared/data")
-    math_run.add_argument("--random-share", type=float, default=None,
-                          help="large share for the random control (default: the first EAD threshold's measured share)")
-    math_run.add_argument("--speculative-limit", type=int, default=None, help="run speculative on the first K problems")
-    math_run.add_argument("--schedule", choices=SCHEDULES, default="batch",
-                          help="how a batch shares the two models (EADConfig.schedule); changes cost, not answers")
-    math_run.add_argument("--window", type=int, default=5)
-    math_run.add_argument("--min-dwell", type=int, default=10)
-    math_run.add_argument("--seed", type=int, default=0)
-    math_run.add_argument("--out", type=Path, required=True)
+    for name, spec in BENCHMARKS.items():
+        run = eval_commands.add_parser(name, help=f"run methods on {spec.title['test']} (or --split train), "
+                                       "resumable (rerun the same command)")
+        run.add_argument("--pair", default=DEFAULT_PAIR)
+        run.add_argument("--methods", default="small,large,ead,random",
+                         help="comma-separated: small, large, ead, random, speculative")
+        run.add_argument("--thresholds", default="", help="comma-separated EAD thresholds in bits")
+        run.add_argument("--recipe", help="add the recipe's threshold to --thresholds (first)")
+        run.add_argument("--limit", type=int, default=None,
+                         help="seeded subset size (stratified by level x subject where the benchmark has them)")
+        run.add_argument("--batch-size", type=int, default=8)
+        run.add_argument("--max-new-tokens", type=int, default=512)
+        run.add_argument("--dtype", default="auto")
+        run.add_argument("--split", choices=sorted(spec.files), default="test",
+                         help=f"test = {spec.title['test']} (report here); train = tune here")
+        run.add_argument("--data", type=Path, default=None, help="a JSONL file instead of the shipped data")
+        run.add_argument("--random-share", type=float, default=None,
+                         help="one random control at this large share (default: one control per EAD threshold, "
+                         "at that threshold's measured share)")
+        run.add_argument("--speculative-limit", type=int, default=None, help="run speculative on the first K problems")
+        run.add_argument("--schedule", choices=SCHEDULES, default="batch",
+                         help="how a batch shares the two models (EADConfig.schedule); changes cost, not answers")
+        run.add_argument("--window", type=int, default=5)
+        run.add_argument("--min-dwell", type=int, default=10)
+        run.add_argument("--seed", type=int, default=0)
+        run.add_argument("--out", type=Path, required=True)
     report = eval_commands.add_parser("report", help="write report.md and pareto.png for a run folder")
     report.add_argument("directory", type=Path)
+    budget = eval_commands.add_parser("budget", help="choose --max-new-tokens from a run at a generous budget "
+                                      "(writes budget.md / budget.json in the run folder)")
+    budget.add_argument("directory", type=Path)
+    budget.add_argument("--method", default="large")
+    budget.add_argument("--max-cut", type=float, default=0.05, help="fraction allowed to be cut while progressing")
+    budget.add_argument("--step", type=int, default=32, help="candidate budgets are multiples of this")
 
     bench = commands.add_parser("bench", help="benchmark EAD against plain generate and assisted generation")
     bench.add_argument("--pair", default=DEFAULT_PAIR)
@@ -89,10 +102,11 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", type=Path, default=None, help="MATH-500 JSONL (prompts)")
     bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
 
-    calibrate = commands.add_parser("calibrate", help="choose the threshold for a target large share on MATH train")
+    calibrate = commands.add_parser("calibrate", help="choose the threshold for a target large share on a train split")
     calibrate.add_argument("--pair", default=DEFAULT_PAIR)
+    calibrate.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="math", help="whose train split")
     calibrate.add_argument("--target-share", type=float, default=0.25)
-    calibrate.add_argument("--problems", type=int, default=16, help="MATH train problems (stratified, fixed seed)")
+    calibrate.add_argument("--problems", type=int, default=16, help="train problems (seeded subset)")
     calibrate.add_argument("--max-new-tokens", type=int, default=256)
     calibrate.add_argument("--batch-size", type=int, default=8)
     calibrate.add_argument("--iterations", type=int, default=6)
@@ -113,18 +127,23 @@ def _floats(text: str, name: str) -> list[float]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .eval.run import report_run, run_math_eval
+    from .eval.run import report_run, run_eval
 
     if args.eval_command == "report":
         print(report_run(args.directory), end="")
+        return 0
+    if args.eval_command == "budget":
+        from .eval.budget import write_budget
+
+        print(write_budget(args.directory, args.method, args.max_cut, args.step), end="")
         return 0
     thresholds = _floats(args.thresholds, "--thresholds")
     if args.recipe:
         from .recipes import load_recipe
 
         thresholds = [load_recipe(args.recipe).ead_config.threshold] + thresholds
-    table = run_math_eval(
-        pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()], thresholds=thresholds,
+    table = run_eval(
+        benchmark=args.eval_command, pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()], thresholds=thresholds,
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
@@ -163,9 +182,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     recipe = calibrate_pair(pair=args.pair, target_share=args.target_share, problems=args.problems,
                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
                             out=args.out, data=args.data, iterations=args.iterations, window=args.window,
-                            min_dwell=args.min_dwell, seed=args.seed)
+                            min_dwell=args.min_dwell, seed=args.seed, benchmark=args.benchmark)
     print(f"threshold {recipe.config['threshold']} bits: large share {recipe.calibration['share']:.3f}, "
-          f"accuracy {recipe.calibration['accuracy']:.3f} on {recipe.calibration['problems']} MATH train problems; "
+          f"accuracy {recipe.calibration['accuracy']:.3f} on {recipe.calibration['problems']} "
+          f"{recipe.calibration['data']} problems; "
           f"wrote {args.out}")
     return 0
 

@@ -144,7 +144,8 @@ def test_calibrate_command_on_the_tiny_pair_writes_a_recipe(problems_file, tmp_p
 def _record(method, kind, pid, correct, small, large, flops_s, flops_l, wall, threshold=None):
     return {"method": method, "kind": kind, "problem_id": pid, "correct": correct, "small_tokens": small,
             "large_tokens": large, "flops_small": flops_s, "flops_large": flops_l, "wall_s": wall,
-            "config": {"threshold": threshold} if threshold is not None else None}
+            "config": {"threshold": threshold} if threshold is not None else None,
+            "completion": "", "settings": {"max_new_tokens": 10}}
 
 
 def test_report_from_fixture_records(tmp_path):
@@ -164,6 +165,9 @@ def test_report_from_fixture_records(tmp_path):
     assert summaries["small"].retention == pytest.approx(0.5) and summaries["large"].time_ratio == 1.0
     table = markdown_table(list(summaries.values()))
     assert "| ead@1 | 1.000 | 2 | 100.0% [" in table and table.count("\n") == 5
+    # every fixture completion used all 10 allowed tokens: cut by the budget, not looping
+    assert all((s.budget_cut, s.looping, s.progressing) == (2, 0, 2) for s in summaries.values())
+    assert table.count("| 2 | 0 | 2 |") == 3
     pareto_plot(list(summaries.values()), tmp_path / "p.png", "fixture")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -262,7 +266,7 @@ def test_growing_a_run_keeps_one_random_control_and_the_schedule(problems_file, 
             "--min-dwell", "1", "--window", "1", "--out", str(out)]
     assert cli_main([*base, "--limit", "4"]) == 0
     manifest = json.loads((out / "run.json").read_text())
-    probability = manifest["random_large_probability"]
+    probability = manifest["random_controls"]["ead@5.3"]
     assert manifest["settings"]["schedule"] == "batch"
     assert cli_main([*base, "--limit", "9"]) == 0
     methods = {r["method"] for r in read_records(out)}
@@ -289,3 +293,63 @@ def test_a_legacy_run_folder_resumes_with_the_batch_schedule(problems_file, tmp_
     (out / "run.json").write_text(json.dumps(manifest))
     assert cli_main([*base, "--schedule", "group"]) == 2
     assert cli_main(base) == 0
+
+
+def test_each_threshold_gets_its_own_random_control_and_paired_rows(problems_file, tmp_path):
+    out = tmp_path / "controls"
+    args = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--batch-size", "3", "--limit", "6",
+            "--max-new-tokens", "6", "--dtype", "fp32", "--methods", "small,large,ead,random", "--thresholds",
+            "5.3,5.5", "--min-dwell", "1", "--window", "1", "--out", str(out)]
+    assert cli_main(args) == 0
+    records = read_records(out)
+    controls = json.loads((out / "run.json").read_text())["random_controls"]
+    assert set(controls) == {"ead@5.3", "ead@5.5"}
+    for ead_key, probability in controls.items():
+        ead = [r for r in records if r["method"] == ead_key]
+        share = sum(r["large_tokens"] for r in ead) / sum(r["large_tokens"] + r["small_tokens"] for r in ead)
+        assert probability == round(random_probability_for_share(share, 1), 4)
+        control = [r for r in records if r["kind"] == "random" and r["control_for"] == ead_key]
+        assert len(control) == 6 and control[0]["method"] == f"random@p={probability:.4f}"
+    for record in records:  # how each completion ended
+        assert record["finish"] in ("eos", "budget")
+        assert record["new_tokens"] == record["small_tokens"] + record["large_tokens"]
+        assert (record["finish"] == "budget") == (record["new_tokens"] == 6)
+        assert record["looping"] is False or record["finish"] == "budget"
+    report = (out / "report.md").read_text()
+    assert "| cut by budget | of which looping | cut while progressing |" in report
+    for ead_key, probability in controls.items():
+        for other in (f"random@p={probability:.4f}", "small", "large"):
+            assert f"| {ead_key} | {other} | 6 |" in report
+
+
+def test_a_legacy_single_control_is_kept_for_the_first_threshold(problems_file, tmp_path):
+    out = tmp_path / "legacy-control"
+    base = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--batch-size", "3", "--limit", "3",
+            "--max-new-tokens", "4", "--dtype", "fp32", "--methods", "ead", "--thresholds", "5.3", "--min-dwell", "1",
+            "--window", "1", "--out", str(out)]
+    assert cli_main(base) == 0
+    manifest = json.loads((out / "run.json").read_text())
+    del manifest["benchmark"]  # a run from before GSM8K, with one control matched to its first threshold
+    manifest["random_large_probability"] = 0.1234
+    (out / "run.json").write_text(json.dumps(manifest))
+    base[base.index("ead")] = "ead,random"
+    assert cli_main(base) == 0
+    assert json.loads((out / "run.json").read_text())["random_controls"] == {"ead@5.3": 0.1234}
+    assert {r["method"] for r in read_records(out)} == {"ead@5.3", "random@p=0.1234"}
+
+
+def test_gsm8k_from_the_shipped_data_and_a_budget_from_its_run(tmp_path):
+    out = tmp_path / "gsm8k"
+    args = ["eval", "gsm8k", "--pair", "tiny-random", "--split", "train", "--limit", "4", "--batch-size", "2",
+            "--max-new-tokens", "5", "--dtype", "fp32", "--methods", "large", "--out", str(out)]
+    assert cli_main(args) == 0
+    manifest = json.loads((out / "run.json").read_text())
+    assert (manifest["benchmark"], manifest["split"], manifest["data"]) == ("gsm8k", "train", "default:train")
+    assert (out / "report.md").read_text().startswith("# tiny-random on GSM8K train")
+    records = read_records(out)
+    assert len(records) == 4 and all(r["problem_id"].startswith("gsm8k/train/") for r in records)
+    assert cli_main(["eval", "budget", str(out), "--step", "2"]) == 0
+    budget = json.loads((out / "budget.json").read_text())
+    assert budget["n"] == 4 and budget["generous_budget"] == 5 and set(budget["cut_progressing"]) == {"2", "4", "5"}
+    math_args = [a if a != "gsm8k" else "math" for a in args]
+    assert cli_main(math_args) == 2  # the folder holds a GSM8K run: a MATH run there is refused

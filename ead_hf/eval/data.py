@@ -1,58 +1,103 @@
-"""MATH problems through `datasets`, with a deterministic stratified subset and one schema for both splits."""
+"""Benchmark problems (MATH, GSM8K) through `datasets`, one schema for every benchmark and split, and a
+deterministic stratified subset.
+
+The four files ship inside the package (`benchmark_data/`, gzipped, MIT licensed), so `ead-hf eval` works
+for a pip user with no checkout around it; `--data FILE` takes any JSONL of the same benchmark's fields.
+"""
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from .answers import last_boxed
 
-__all__ = ["load_math", "stratified_order", "stratified_subset", "default_data_path", "INSTRUCTION", "build_prompts"]
+__all__ = ["BENCHMARKS", "Benchmark", "get_benchmark", "load_problems", "load_math", "stratified_order",
+           "stratified_subset", "default_data_path", "INSTRUCTION", "build_prompts"]
 
 INSTRUCTION = ("Solve the following math problem. Reason step by step, and put your final answer within "
                "\\boxed{}.")
 
-
-def default_data_path(split: str) -> Path:
-    """`../shared/data/...` next to a checkout (this workplace's layout); override with --data."""
-    root = Path(__file__).resolve().parents[3] / "shared" / "data"
-    if split == "test":
-        return root / "math500" / "test.jsonl"
-    if split == "train":
-        return root / "math" / "train.jsonl"
-    raise ValueError(f"split must be 'test' (MATH-500) or 'train' (MATH train), got {split!r}")
+_SHIPPED = Path(__file__).parent / "benchmark_data"
 
 
-def _normalise(row: dict, index: int) -> dict:
+def _math_row(row: dict, index: int) -> dict:
     """MATH-500 rows have answer/subject/int level/unique_id; train rows have type/'Level N'/solution only."""
     answer = row.get("answer") or last_boxed(row["solution"])
-    level = row.get("level")
-    level = int(str(level).removeprefix("Level ").strip()) if str(level).removeprefix("Level ").strip().isdigit() else 0
+    level = str(row.get("level")).removeprefix("Level ").strip()
     return {
         "id": row.get("unique_id") or f"train/{index:05d}",
         "problem": row["problem"],
         "answer": answer,
         "subject": row.get("subject") or row.get("type") or "unknown",
-        "level": level,
+        "level": int(level) if level.isdigit() else 0,
     }
 
 
-def load_math(path: str | Path):
+def _gsm8k_row(row: dict, index: int) -> dict:
+    """GSM8K rows: question, worked answer ending '#### N', final_answer (N without thousands commas)."""
+    final = row.get("final_answer") or row["answer"].rsplit("####", 1)[-1].strip().replace(",", "")
+    return {"id": row.get("unique_id") or f"gsm8k/{index:05d}", "problem": row["question"], "answer": final,
+            "subject": "gsm8k", "level": 0}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark: its shipped files per split and how a raw row becomes {id, problem, answer, subject, level}."""
+
+    name: str
+    title: dict  # split -> name in reports
+    files: dict  # split -> shipped file name
+    normalise: object
+
+    def data_path(self, split: str) -> Path:
+        if split not in self.files:
+            raise ValueError(f"split must be one of {sorted(self.files)} for {self.name}, got {split!r}")
+        return _SHIPPED / self.files[split]
+
+
+BENCHMARKS = {
+    "math": Benchmark("math", {"test": "MATH-500", "train": "MATH train"},
+                      {"test": "math500_test.jsonl.gz", "train": "math_train.jsonl.gz"}, _math_row),
+    "gsm8k": Benchmark("gsm8k", {"test": "GSM8K test", "train": "GSM8K train"},
+                       {"test": "gsm8k_test.jsonl.gz", "train": "gsm8k_train.jsonl.gz"}, _gsm8k_row),
+}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    if name not in BENCHMARKS:
+        raise ValueError(f"benchmark must be one of {', '.join(BENCHMARKS)}, got {name!r}")
+    return BENCHMARKS[name]
+
+
+def default_data_path(split: str, benchmark: str = "math") -> Path:
+    """The file shipped in the package for a benchmark's split (test: report on it; train: tune on it)."""
+    return get_benchmark(benchmark).data_path(split)
+
+
+def load_problems(path: str | Path, benchmark: str = "math"):
     """A `datasets.Dataset` of {id, problem, answer, subject, level}; rows without a final answer dropped."""
     from datasets import load_dataset
 
-    path = Path(path)
+    spec, path = get_benchmark(benchmark), Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MATH data not found at {path}; pass --data PATH to the JSONL file")
+        raise FileNotFoundError(f"{spec.name} data not found at {path}; pass --data PATH to a JSONL file")
     raw = load_dataset("json", data_files=str(path), split="train")
-    dataset = raw.map(_normalise, with_indices=True, remove_columns=raw.column_names)
+    dataset = raw.map(spec.normalise, with_indices=True, remove_columns=raw.column_names)
     return dataset.filter(lambda row: row["answer"] is not None)
+
+
+def load_math(path: str | Path):
+    """MATH problems (see `load_problems`)."""
+    return load_problems(path, "math")
 
 
 def stratified_order(dataset, seed: int = 0) -> list[int]:
     """All row indices in a seeded order whose every prefix is spread over (level, subject) strata in
-    proportion to their sizes: position n goes to the stratum furthest below its share of n."""
+    proportion to their sizes: position n goes to the stratum furthest below its share of n.
+    With one stratum (GSM8K) this is a seeded shuffle."""
     strata: dict[tuple, list[int]] = defaultdict(list)
     for index, (level, subject) in enumerate(zip(dataset["level"], dataset["subject"])):
         strata[(level, subject)].append(index)

@@ -13,6 +13,7 @@ from ..costs import ModelShape, generation_flops
 from ..generator import EADGenerator
 from .data import build_prompts
 from .records import RecordStore
+from .truncation import finish_reason, is_looping
 
 __all__ = ["Method", "parse_methods", "random_probability_for_share", "run_method", "EvalSettings", "score", "generate_batch"]
 
@@ -24,6 +25,7 @@ class Method:
     kind: str  # small | large | ead | random | speculative
     threshold: float | None = None
     large_probability: float | None = None
+    control_for: str | None = None  # random: the key of the EAD run whose measured share it matches
 
     @property
     def key(self) -> str:
@@ -50,20 +52,27 @@ class Method:
 KINDS = ("small", "large", "ead", "random", "speculative")
 
 
-def parse_methods(methods: list[str], thresholds: list[float], random_probabilities: list[float]) -> list[Method]:
+def parse_methods(methods: list[str], thresholds: list[float], random_share: float | None = None) -> list[Method]:
+    """The runs to make, in order. `random` becomes one control per EAD threshold, placed right after the EAD
+    run whose measured share it matches (its p is only known then: `large_probability` stays None here), or a
+    single control at `random_share` when that is given."""
     unknown = sorted(set(methods) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(KINDS)}")
     if "ead" in methods and not thresholds:
         raise ValueError("method 'ead' needs --thresholds (bits), e.g. --thresholds 0.5,1,2")
-    if "random" in methods and not random_probabilities:
-        raise ValueError("method 'random' needs a share to match: --random-share or an EAD run to match")
+    if "random" in methods and random_share is None and not ("ead" in methods and thresholds):
+        raise ValueError("method 'random' needs a share to match: --random-share, or method 'ead' with --thresholds")
     plan = []
     for kind in methods:
         if kind == "ead":
-            plan += [Method("ead", threshold=t) for t in thresholds]
+            for threshold in thresholds:
+                plan.append(Method("ead", threshold=threshold))
+                if "random" in methods and random_share is None:
+                    plan.append(Method("random", threshold=threshold, control_for=plan[-1].key))
         elif kind == "random":
-            plan += [Method("random", large_probability=p) for p in random_probabilities]
+            if random_share is not None:
+                plan.append(Method("random"))
         else:
             plan.append(Method(kind))
     return plan
@@ -124,7 +133,8 @@ def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
 
 
 def generate_batch(small, large, tokenizer, config: EADConfig | None, batch: list[dict], max_new_tokens: int):
-    """Greedy answers to a batch of problems: (EAD output or None, [(completion text, new tokens)]).
+    """Greedy answers to a batch of problems: (EAD output or None, [(completion text, new tokens, finish)]),
+    finish being 'eos' or 'budget' (`truncation.finish_reason`).
 
     `config=None` means speculative decoding (HF assisted generation: exact large-model output)."""
     inputs = tokenizer(build_prompts(tokenizer, [p["problem"] for p in batch]), return_tensors="pt", padding=True)
@@ -136,11 +146,14 @@ def generate_batch(small, large, tokenizer, config: EADConfig | None, batch: lis
             out = EADGenerator(small, large, config).generate(**inputs, return_dict_in_generate=True, **kwargs)
             sequences = out.sequences
     width = inputs["input_ids"].shape[1]
+    eos = large.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     completions = []
     for row in range(len(batch)):
         new_ids = sequences[row, width:]
         new_ids = new_ids[new_ids != tokenizer.pad_token_id] if out is None else new_ids[out.model_choices[row] >= 0]
-        completions.append((tokenizer.decode(new_ids, skip_special_tokens=True), int(new_ids.numel())))
+        completions.append((tokenizer.decode(new_ids, skip_special_tokens=True), int(new_ids.numel()),
+                            finish_reason(new_ids.tolist(), eos, max_new_tokens)))
     return out, completions
 
 
@@ -178,19 +191,22 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
         if out is not None:
             flops = {role: generation_flops(shapes[role], out.ead_forwards[role]) / len(batch)
                      for role in ("small", "large")}
-        scores = score([text for text, _ in completions], [p["answer"] for p in batch])
+        scores = score([text for text, *_ in completions], [p["answer"] for p in batch])
         records = []
         for row, problem in enumerate(batch):
             stats = out.ead_stats.row(row) if out is not None else {
                 "small_tokens": 0, "large_tokens": completions[row][1], "switches": 0,
                 "small_catchup_tokens": 0, "large_catchup_tokens": 0}
             records.append({
-                "method": method.key, "kind": method.kind, "problem_id": problem["id"], "level": problem["level"],
+                "method": method.key, "kind": method.kind, "control_for": method.control_for,
+                "problem_id": problem["id"], "level": problem["level"],
                 "subject": problem["subject"], "batch": batch[0]["id"], "batch_rows": len(batch),
                 "config": config.to_dict() if config is not None else None,
                 "settings": {"pair": settings.pair, "dtype": settings.dtype, "max_new_tokens": settings.max_new_tokens,
                              "batch_size": batch_size},
-                "completion": completions[row][0], "extracted": scores["extracted"][row], "gold": problem["answer"],
+                "completion": completions[row][0], "new_tokens": completions[row][1], "finish": completions[row][2],
+                "looping": completions[row][2] == "budget" and is_looping(completions[row][0]),
+                "extracted": scores["extracted"][row], "gold": problem["answer"],
                 "correct": bool(scores["correct"][row]), **stats,
                 "routing": _runs(out.model_choices[row]) if out is not None else None,
                 "flops_small": flops["small"] if flops else None, "flops_large": flops["large"] if flops else None,

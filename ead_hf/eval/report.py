@@ -9,8 +9,11 @@ from pathlib import Path
 
 from ..costs import paper_cost
 from .records import read_records
+from .stats import PairedComparison, paired_comparison
+from .truncation import truncation_counts
 
-__all__ = ["MethodSummary", "summarise", "markdown_table", "pareto_plot", "write_report"]
+__all__ = ["MethodSummary", "summarise", "markdown_table", "paired_rows", "paired_table", "pareto_plot",
+           "write_report"]
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -38,6 +41,10 @@ class MethodSummary:
     real_cost: float | None  # FLOPs / large-only FLOPs on the same problems
     time_ratio: float  # wall time / large-only wall time on the same problems
     wall_s: float
+    budget_cut: int = 0  # completions that ended at the token budget ...
+    looping: int = 0  # ... of which in a repetition loop (truncation.is_looping) ...
+    progressing: int = 0  # ... and cut while still progressing
+    control_for: str | None = None  # random controls: the EAD method whose share they match
 
 
 def large_token_share(records: list[dict]) -> float | None:
@@ -70,12 +77,15 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
         base_accuracy = sum(r["correct"] for r in base) / len(ids) if base else math.nan
         wall = sum(r["wall_s"] for r in mine)
         threshold = mine[0]["config"]["threshold"] if mine[0]["kind"] == "ead" else None
+        cut = truncation_counts(mine)
         summaries.append(MethodSummary(
             method=method, kind=mine[0]["kind"], threshold=float(threshold) if threshold is not None else None,
             n=len(ids), accuracy=accuracy, ci_low=low, ci_high=high,
             retention=accuracy / base_accuracy if base and base_accuracy > 0 else math.nan,
             large_share=share, paper_cost=paper_cost(share, small_parameters, large_parameters),
             real_cost=real_cost, time_ratio=wall / sum(r["wall_s"] for r in base) if base else math.nan, wall_s=wall,
+            budget_cut=cut["budget"], looping=cut["looping"], progressing=cut["progressing"],
+            control_for=mine[0].get("control_for"),
         ))
     order = {"small": 0, "ead": 1, "random": 2, "large": 3, "speculative": 4}
     return sorted(summaries, key=lambda s: (order.get(s.kind, 9), s.threshold or 0.0, s.method))
@@ -86,13 +96,50 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def markdown_table(summaries: list[MethodSummary]) -> str:
-    lines = ["| method | τ (bits) | N | accuracy [95% CI] | retention vs large | large share | paper cost | real cost (FLOPs) | time vs large |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | τ (bits) | N | accuracy [95% CI] | retention vs large | large share | paper cost | "
+             "real cost (FLOPs) | time vs large | cut by budget | of which looping | cut while progressing |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summaries:
         lines.append(
             f"| {s.method} | {_fmt(s.threshold, 3) if s.threshold is not None else ''} | {s.n} | "
             f"{100 * s.accuracy:.1f}% [{100 * s.ci_low:.1f}, {100 * s.ci_high:.1f}] | {_fmt(s.retention, 3)} | "
-            f"{_fmt(s.large_share, 3)} | {_fmt(s.paper_cost, 3)} | {_fmt(s.real_cost, 3)} | {_fmt(s.time_ratio, 3)} |")
+            f"{_fmt(s.large_share, 3)} | {_fmt(s.paper_cost, 3)} | {_fmt(s.real_cost, 3)} | {_fmt(s.time_ratio, 3)} | "
+            f"{s.budget_cut} | {s.looping} | {s.progressing} |")
+    return "\n".join(lines) + "\n"
+
+
+def _control_of(ead: MethodSummary, summaries: list[MethodSummary]) -> MethodSummary | None:
+    """The random control run for this EAD point; for runs from before `control_for`, the nearest share."""
+    controls = [s for s in summaries if s.kind == "random"]
+    named = [s for s in controls if s.control_for == ead.method]
+    if named:
+        return named[0]
+    unnamed = [s for s in controls if s.control_for is None]
+    return min(unnamed, key=lambda s: abs(s.large_share - ead.large_share), default=None)
+
+
+def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tuple[str, str, PairedComparison]]:
+    """Every EAD point against its random control, small-only and large-only, on the problems both finished."""
+    solved: dict[str, dict[str, bool]] = defaultdict(dict)
+    for record in records:
+        solved[record["method"]].setdefault(record["problem_id"], bool(record["correct"]))
+    rows = []
+    for ead in (s for s in summaries if s.kind == "ead"):
+        control = _control_of(ead, summaries)
+        for other in ([control.method] if control else []) + ["small", "large"]:
+            common = sorted(set(solved[ead.method]) & set(solved.get(other, {})))
+            if common:
+                rows.append((ead.method, other, paired_comparison([solved[ead.method][i] for i in common],
+                                                                  [solved[other][i] for i in common])))
+    return rows
+
+
+def paired_table(rows: list[tuple[str, str, PairedComparison]]) -> str:
+    lines = ["| EAD point | against | N | difference (points) [95% CI] | EAD wins / losses | McNemar p |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for method, other, c in rows:
+        lines.append(f"| {method} | {other} | {c.n} | {100 * c.difference:+.1f} [{100 * c.ci_low:+.1f}, "
+                     f"{100 * c.ci_high:+.1f}] | {c.wins} / {c.losses} | {c.p_value:.3g} |")
     return "\n".join(lines) + "\n"
 
 
@@ -109,6 +156,9 @@ def pareto_plot(summaries: list[MethodSummary], path: Path, title: str) -> None:
         for s in ead:
             axes.annotate(f"τ={s.threshold:g}", (s.large_share, 100 * s.accuracy), textcoords="offset points",
                           xytext=(4, 4), fontsize=8)
+    for s in (s for s in summaries if s.kind == "random" and s.control_for):
+        axes.annotate(f"control of {s.control_for}", (s.large_share, 100 * s.accuracy), textcoords="offset points",
+                      xytext=(4, -10), fontsize=7, color="tab:red")
     for kind, marker, colour, label in (("random", "x", "tab:red", "random routing (same dwell)"),
                                         ("small", "s", "tab:green", "small alone"),
                                         ("large", "D", "tab:purple", "large alone")):
@@ -134,10 +184,16 @@ def pareto_plot(summaries: list[MethodSummary], path: Path, title: str) -> None:
 def write_report(directory: Path, small_parameters: int, large_parameters: int, title: str) -> str:
     """report.md and pareto.png in the run folder, from every complete record there."""
     directory = Path(directory)
-    summaries = summarise(read_records(directory), small_parameters, large_parameters)
+    records = read_records(directory)
+    summaries = summarise(records, small_parameters, large_parameters)
     if not summaries:
         raise ValueError(f"no complete records in {directory}")
     table = markdown_table(summaries)
+    paired = paired_rows(records, summaries)
+    if paired:
+        table += ("\nPaired on the same problems (difference = EAD accuracy minus the other's; seeded bootstrap over "
+                  "problems, 10,000 resamples; exact McNemar test on the discordant problems):\n\n"
+                  + paired_table(paired))
     (directory / "report.md").write_text(f"# {title}\n\n{table}", encoding="utf-8")
     pareto_plot(summaries, directory / "pareto.png", title)
     return table

@@ -1,4 +1,4 @@
-"""The `ead-hf eval math`, `ead-hf eval report` and `ead-hf calibrate` jobs."""
+"""The `ead-hf eval math|gsm8k`, `ead-hf eval report` and `ead-hf calibrate` jobs."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from ..calibration import calibrate_threshold
 from ..config import EADConfig
 from ..pairs import get_pair, load_pair
 from ..recipes import Recipe
-from .data import default_data_path, load_math, stratified_subset
+from .data import default_data_path, get_benchmark, load_problems, stratified_subset
 from .harness import (EvalSettings, Method, generate_batch, parse_methods, random_probability_for_share,
                       run_method, score)
 from .records import RecordStore, read_records
 from .report import large_token_share, write_report
 
-__all__ = ["run_math_eval", "report_run", "calibrate_pair"]
+__all__ = ["run_eval", "report_run", "calibrate_pair"]
 
 
 def _distributed() -> tuple[object, int, int]:
@@ -29,37 +29,46 @@ def _distributed() -> tuple[object, int, int]:
 
 
 def _random_probability(directory: Path, random_share: float | None, threshold: float, min_dwell: int) -> float:
-    """p of the random control, matched once to the EAD run's share and kept in run.json: a resumed or grown
-    run keeps the same control instead of starting another one at a slightly different p."""
+    """p of the random control of the EAD run at `threshold`, matched once to that run's measured share and kept
+    in run.json (`random_controls`): a resumed or grown run keeps the same control instead of starting another
+    one at a slightly different p. An explicit `random_share` is used as given and not stored."""
+    key = Method("ead", threshold=threshold).key
     path = directory / "run.json"
     manifest = json.loads(path.read_text())
-    if random_share is None and "random_large_probability" in manifest:
-        return manifest["random_large_probability"]
+    controls = manifest.setdefault("random_controls", {})
+    if random_share is None and key in controls:
+        return controls[key]
     share = random_share if random_share is not None else large_token_share(
-        [r for r in read_records(directory) if r["method"] == Method("ead", threshold=threshold).key])
+        [r for r in read_records(directory) if r["method"] == key])
     if share is None or not 0 < share < 1:
-        raise ValueError(f"cannot match the EAD run's large share ({share}); give --random-share explicitly")
+        raise ValueError(f"cannot match the large share of {key} ({share}); give --random-share explicitly")
     probability = round(random_probability_for_share(share, min_dwell), 4)
     if random_share is None:
-        manifest["random_large_probability"] = probability
+        controls[key] = probability
         path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return probability
 
 
-def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, split: str, limit, data: str) -> None:
+def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, benchmark: str, split: str, limit,
+                              data: str, first_threshold: float | None) -> None:
     """A run folder holds one configuration; only --limit may change (a larger one grows the run)."""
     manifest = {
         "pair": loaded.pair.name, "small_parameters": sum(p.numel() for p in loaded.small.parameters()),
         "large_parameters": sum(p.numel() for p in loaded.large.parameters()), "settings": asdict(settings),
-        "split": split, "data": data, "limit": limit,
+        "benchmark": benchmark, "split": split, "data": data, "limit": limit,
     }
     path = directory / "run.json"
     if path.is_file():
         previous = json.loads(path.read_text())
         previous["settings"].setdefault("schedule", "batch")  # runs from before schedules ran whole batches
-        if "random_large_probability" in previous:
-            manifest["random_large_probability"] = previous["random_large_probability"]
-        differing = sorted(k for k in ("pair", "settings", "split", "data") if previous.get(k) != manifest[k])
+        previous.setdefault("benchmark", "math")  # runs from before GSM8K were MATH runs
+        manifest["random_controls"] = previous.get("random_controls", {})
+        if "random_large_probability" in previous and first_threshold is not None:
+            # runs from before one control per threshold matched their single control to the first threshold
+            manifest["random_controls"].setdefault(Method("ead", threshold=first_threshold).key,
+                                                   previous["random_large_probability"])
+        differing = sorted(k for k in ("pair", "settings", "benchmark", "split", "data")
+                           if previous.get(k) != manifest[k])
         if differing:
             raise ValueError(f"{directory} holds a run with other {', '.join(differing)}: "
                              f"{ {k: previous.get(k) for k in differing} }. Rerun with the same settings to resume "
@@ -69,14 +78,17 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, s
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
-def run_math_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Path, limit: int | None,
-                  batch_size: int, max_new_tokens: int, dtype: str, split: str = "test", data: Path | None = None,
-                  random_share: float | None = None, speculative_limit: int | None = None, window: int = 5,
-                  min_dwell: int = 10, seed: int = 0, schedule: str = "batch", progress: bool = True) -> str | None:
+def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Path, limit: int | None,
+             batch_size: int, max_new_tokens: int, dtype: str, benchmark: str = "math", split: str = "test",
+             data: Path | None = None, random_share: float | None = None, speculative_limit: int | None = None,
+             window: int = 5, min_dwell: int = 10, seed: int = 0, schedule: str = "batch",
+             progress: bool = True) -> str | None:
+    """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report."""
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("--batch-size and --max-new-tokens must be >= 1")
+    plan = parse_methods(methods, thresholds, random_share)
     state, rank, world = _distributed()
-    dataset = stratified_subset(load_math(data or default_data_path(split)), limit, seed)
+    dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
     problems = [dict(row) for row in dataset]
     loaded = load_pair(pair, dtype=dtype, progress=progress and rank == 0)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
@@ -84,19 +96,15 @@ def run_math_eval(*, pair: str, methods: list[str], thresholds: list[float], out
     out = Path(out)
     store = RecordStore(out, rank, world)
     if rank == 0:
-        _check_and_write_manifest(out, loaded, settings, split, limit, str(Path(data)) if data else f"default:{split}")
+        _check_and_write_manifest(out, loaded, settings, benchmark, split, limit,
+                                  str(Path(data)) if data else f"default:{split}", thresholds[0] if thresholds else None)
     state.wait_for_everyone()
-    plan = parse_methods([m for m in methods if m != "random"], thresholds, [])
-    if "random" in methods:  # right after the EAD run it matches, so a partial run already has the control
-        matched = next((i for i, m in enumerate(plan) if m.kind == "ead"), None)
-        if random_share is None and matched is None:
-            raise ValueError("random needs --random-share, or an EAD threshold whose measured share it matches")
-        plan.insert(len(plan) if matched is None else matched + 1, Method("random"))
     for method in plan:
         if method.kind == "random":
-            state.wait_for_everyone()
-            method = Method("random", large_probability=_random_probability(out, random_share, thresholds[0], min_dwell))
-            store = RecordStore(out, rank, world)  # other ranks' EAD records are now on disk
+            state.wait_for_everyone()  # the EAD records it matches are on disk, from every rank
+            probability = _random_probability(out, random_share, method.threshold, min_dwell)
+            method = Method("random", large_probability=probability, control_for=method.control_for)
+            store = RecordStore(out, rank, world)
         subset = problems[:speculative_limit] if method.kind == "speculative" and speculative_limit else problems
         run_method(method, loaded.small, loaded.large, loaded.tokenizer, subset, settings, store, rank=rank,
                    world_size=world, progress=progress)
@@ -112,15 +120,17 @@ def report_run(directory: Path) -> str:
     if not manifest_path.is_file():
         raise ValueError(f"{directory} is not a run folder (no run.json); run `ead-hf eval math --out {directory}` first")
     manifest = json.loads(manifest_path.read_text())
-    title = f"{manifest['pair']} on MATH {'500' if manifest['split'] == 'test' else 'train'}"
+    title = f"{manifest['pair']} on {get_benchmark(manifest.get('benchmark', 'math')).title[manifest['split']]}"
     return write_report(directory, manifest["small_parameters"], manifest["large_parameters"], title)
 
 
 def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tokens: int, batch_size: int,
                    dtype: str, out: Path, data: Path | None = None, iterations: int = 6, window: int = 5,
-                   min_dwell: int = 10, seed: int = 0, low: float = 0.0, high: float = 8.0) -> Recipe:
-    """Bisection on MATH train towards `target_share`; writes a recipe with the evidence."""
-    sample = [dict(r) for r in stratified_subset(load_math(data or default_data_path("train")), problems, seed)]
+                   min_dwell: int = 10, seed: int = 0, low: float = 0.0, high: float = 8.0,
+                   benchmark: str = "math") -> Recipe:
+    """Bisection on a benchmark's train split towards `target_share`; writes a recipe with the evidence."""
+    dataset = load_problems(data or default_data_path("train", benchmark), benchmark)
+    sample = [dict(r) for r in stratified_subset(dataset, problems, seed)]
     loaded = load_pair(pair, dtype=dtype)
     tokenizer = loaded.tokenizer
     tokenizer.padding_side = "left"
@@ -132,7 +142,7 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
         for start in range(0, len(sample), batch_size):
             batch = sample[start:start + batch_size]
             output, completions = generate_batch(loaded.small, loaded.large, tokenizer, config, batch, max_new_tokens)
-            correct += sum(score([text for text, _ in completions], [p["answer"] for p in batch])["correct"])
+            correct += sum(score([text for text, *_ in completions], [p["answer"] for p in batch])["correct"])
             large_tokens += int(output.ead_stats.large_tokens.sum())
             total += int((output.ead_stats.large_tokens + output.ead_stats.small_tokens).sum())
         results[threshold] = (large_tokens / total, correct / len(sample))
@@ -148,7 +158,7 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
         pair=pair, models=models,
         config=EADConfig(threshold=result.threshold, window=window, min_dwell=min_dwell).to_dict(),
         dtype=str(loaded.dtype).removeprefix("torch."), target_share=target_share,
-        calibration={"data": "MATH train", "problems": len(sample), "seed": seed, "max_new_tokens": max_new_tokens,
+        calibration={"data": get_benchmark(benchmark).title["train"], "benchmark": benchmark, "problems": len(sample), "seed": seed, "max_new_tokens": max_new_tokens,
                      "share": result.share, "accuracy": results[result.threshold][1],
                      "probes": [{"threshold": t, "share": s, "accuracy": results[t][1]} for t, s in result.probes]},
     )

@@ -1,0 +1,45 @@
+"""Paired comparisons of two methods on the same problems: accuracy difference with a seeded bootstrap 95% CI
+over problems, and the exact McNemar test on the discordant pairs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["PairedComparison", "paired_comparison", "mcnemar_exact"]
+
+
+def mcnemar_exact(wins: int, losses: int) -> float:
+    """Two-sided exact McNemar p-value: the discordant pairs as a Binomial(wins + losses, 1/2)."""
+    discordant = wins + losses
+    if discordant == 0:
+        return 1.0
+    tail = sum(math.comb(discordant, i) for i in range(min(wins, losses) + 1)) / 2 ** discordant
+    return min(1.0, 2 * tail)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    n: int
+    difference: float  # accuracy(a) - accuracy(b), as a fraction
+    ci_low: float
+    ci_high: float
+    wins: int  # a right, b wrong
+    losses: int  # a wrong, b right
+    p_value: float  # exact McNemar
+
+
+def paired_comparison(a: list[bool], b: list[bool], *, resamples: int = 10_000, seed: int = 0) -> PairedComparison:
+    """`a[i]`, `b[i]`: whether each method solved problem i. Percentile bootstrap over problems (seeded)."""
+    import numpy as np
+
+    if len(a) != len(b):
+        raise ValueError(f"a and b must score the same problems, got {len(a)} and {len(b)} items")
+    if not a:
+        raise ValueError("no problems to compare")
+    delta = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    draws = np.random.default_rng(seed).integers(0, len(delta), size=(resamples, len(delta)))
+    low, high = np.percentile(delta[draws].mean(axis=1), [2.5, 97.5])
+    wins, losses = int((delta > 0).sum()), int((delta < 0).sum())
+    return PairedComparison(n=len(delta), difference=float(delta.mean()), ci_low=float(low), ci_high=float(high),
+                            wins=wins, losses=losses, p_value=mcnemar_exact(wins, losses))
