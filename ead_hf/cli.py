@@ -74,6 +74,9 @@ def _build_parser() -> argparse.ArgumentParser:
         run.add_argument("--speculative-limit", type=int, default=None, help="run speculative on the first K problems")
         run.add_argument("--schedule", choices=SCHEDULES, default="batch",
                          help="how a batch shares the two models (EADConfig.schedule); changes cost, not answers")
+        run.add_argument("--stop-loops", action="store_true",
+                         help="end a row caught in an exact repetition loop instead of running it to the budget "
+                         "(same for every method of the run; reported as finish 'loop')")
         run.add_argument("--window", type=int, default=5)
         run.add_argument("--min-dwell", type=int, default=10)
         run.add_argument("--seed", type=int, default=0)
@@ -115,6 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--window", type=int, default=5)
     calibrate.add_argument("--min-dwell", type=int, default=10)
     calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--stop-loops", action="store_true", help="as for ead-hf eval (use the evaluation's setting)")
     calibrate.add_argument("--out", type=Path, required=True, help="recipe JSON to write")
     return parser
 
@@ -147,7 +151,7 @@ def _eval(args: argparse.Namespace) -> int:
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
-        schedule=args.schedule)
+        schedule=args.schedule, stop_loops=args.stop_loops)
     if table:
         print(table, end="")
     return 0
@@ -182,7 +186,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     recipe = calibrate_pair(pair=args.pair, target_share=args.target_share, problems=args.problems,
                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
                             out=args.out, data=args.data, iterations=args.iterations, window=args.window,
-                            min_dwell=args.min_dwell, seed=args.seed, benchmark=args.benchmark)
+                            min_dwell=args.min_dwell, seed=args.seed, benchmark=args.benchmark,
+                            stop_loops=args.stop_loops)
     print(f"threshold {recipe.config['threshold']} bits: large share {recipe.calibration['share']:.3f}, "
           f"accuracy {recipe.calibration['accuracy']:.3f} on {recipe.calibration['problems']} "
           f"{recipe.calibration['data']} problems; "

@@ -168,3 +168,84 @@ def test_paired_comparison():
     with pytest.raises(ValueError, match="same problems"):
         paired_comparison(a, b[:-1])
     assert math.isclose(c.p_value, mcnemar_exact(5, 1))
+
+
+# --- loop stop ----------------------------------------------------------------------------------------------
+
+def _ends_in_loop_reference(tokens, max_period, repeats, min_span):
+    """Brute force: some period p whose last max(repeats*p, min_span) tokens repeat with period p."""
+    for p in range(1, max_period + 1):
+        span = max(repeats * p, min_span)
+        if span <= len(tokens) and all(tokens[-span + i] == tokens[-span + i + p] for i in range(span - p)):
+            return True
+    return False
+
+
+def test_repetition_loop_stop_matches_a_brute_force_reference():
+    import random
+
+    import torch
+
+    from ead_hf.eval.truncation import RepetitionLoopStop
+
+    rng = random.Random(0)
+    rows = []
+    for _ in range(200):
+        body = [rng.randrange(5) for _ in range(rng.randrange(0, 30))]
+        cycle = [rng.randrange(5) for _ in range(rng.randrange(1, 9))]
+        loop = (cycle * 20)[: rng.randrange(0, 40)]
+        rows.append(body + loop)
+    width = max(len(r) for r in rows)
+    prompt = 3
+    criterion = RepetitionLoopStop(prompt, max_period=8, repeats=3, min_span=10)
+    for row in rows:  # rows left-padded with a prompt of 3 tokens; each judged alone, at its own length
+        ids = torch.tensor([[7, 8, 9] + row])
+        expected = _ends_in_loop_reference(row, 8, 3, 10)
+        assert bool(criterion(ids, None)[0]) is expected, row
+    batch = torch.tensor([[7, 8, 9] + [0] * (width - len(r)) + r for r in rows])
+    assert criterion(batch, None).shape == (len(rows),)
+    with pytest.raises(ValueError, match="max_period"):
+        RepetitionLoopStop(0, max_period=0)
+
+
+def test_repetition_loop_stop_inside_ead_and_plain_generate():
+    """A processor forces rows 0 and 2 into a 3-token cycle after 5 tokens: the criterion stops exactly those,
+    as soon as the cycle spans min_span tokens, under EAD and plain generate alike."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
+
+    from ead_hf import EADConfig, EADGenerator
+    from ead_hf.eval.truncation import RepetitionLoopStop
+    from ead_hf.testing import tiny_pair, tiny_tokenizer
+
+    class ForceCycle(LogitsProcessor):
+        def __init__(self, prompt_length):
+            self.prompt_length = prompt_length
+
+        def __call__(self, input_ids, scores):
+            step = input_ids.shape[1] - self.prompt_length
+            if step >= 5:
+                forced = torch.full_like(scores, -float("inf"))
+                forced[:, 10 + step % 3] = 0
+                scores = torch.where(torch.tensor([True, False, True])[:, None], forced, scores)
+            return scores
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.padding_side = "left"
+    small, large = tiny_pair("qwen2", seed=0)
+    inputs = tokenizer(["What is 1 + 1?", "Name a colour.", "Count to ten:"], return_tensors="pt", padding=True)
+    width = inputs["input_ids"].shape[1]
+    kwargs = dict(max_new_tokens=60, do_sample=False, pad_token_id=0,
+                  logits_processor=LogitsProcessorList([ForceCycle(width)]))
+    stop = StoppingCriteriaList([RepetitionLoopStop(width, max_period=8, repeats=3, min_span=12)])
+    runs = {
+        "ead": lambda **kw: EADGenerator(small, large, EADConfig(threshold=5.3, min_dwell=1)).generate(**inputs, **kw),
+        "plain": lambda **kw: small.generate(**inputs, **kw),
+    }
+    for name, run in runs.items():
+        free, stopped = run(**kwargs), run(stopping_criteria=stop, **kwargs)
+        lengths = (stopped[:, width:] != 0).sum(dim=1).tolist()
+        assert lengths[0] == lengths[2] == 5 + 12, name  # cycle starts at token 6, stopped once it spans 12
+        assert torch.equal(stopped[0, width:width + 17], free[0, width:width + 17])
+        row1 = free[1, width:]
+        assert torch.equal(stopped[1, width:width + len(row1)][:stopped.shape[1] - width], row1[:stopped.shape[1] - width])

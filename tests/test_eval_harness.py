@@ -353,3 +353,60 @@ def test_gsm8k_from_the_shipped_data_and_a_budget_from_its_run(tmp_path):
     assert budget["n"] == 4 and budget["generous_budget"] == 5 and set(budget["cut_progressing"]) == {"2", "4", "5"}
     math_args = [a if a != "gsm8k" else "math" for a in args]
     assert cli_main(math_args) == 2  # the folder holds a GSM8K run: a MATH run there is refused
+
+
+def _answers(directory):
+    keep = ("method", "problem_id", "completion", "new_tokens", "finish", "looping", "extracted", "correct",
+            "small_tokens", "large_tokens", "switches", "routing")
+    return {(r["method"], r["problem_id"]): {k: r[k] for k in keep} for r in read_records(directory)}
+
+
+def test_greedy_records_do_not_depend_on_the_batch_size(problems_file, tmp_path):
+    """Batch size is an evaluation-throughput lever: answers, routing and counts must not move with it."""
+    runs = {}
+    for batch_size in (2, 5):
+        out = tmp_path / f"b{batch_size}"
+        assert cli_main(["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--limit", "10",
+                         "--batch-size", str(batch_size), "--max-new-tokens", "12", "--dtype", "fp32", "--methods",
+                         "small,large,ead", "--thresholds", "5.3", "--min-dwell", "2", "--window", "2",
+                         "--out", str(out)]) == 0
+        runs[batch_size] = _answers(out)
+    assert len(runs[2]) == 30 and runs[2] == runs[5]
+    assert any(r["large_tokens"] and r["small_tokens"] for r in runs[2].values())  # EAD really mixed the models
+
+
+def test_loop_stop_only_shortens_the_rows_it_stops(problems_file, tmp_path, monkeypatch):
+    """The plumbing of --stop-loops: rows the criterion stops are recorded as finish 'loop' with a prefix of
+    their unstopped completion; every other record is unchanged. (Tiny random models do not loop, so a stand-in
+    criterion stops rows whose 10th generated token is odd; the real criterion is tested in test_benchmarks.)"""
+    import ead_hf.eval.harness as harness
+
+    class OddTenthToken:
+        def __init__(self, prompt_length):
+            self.prompt_length = prompt_length
+
+        def __call__(self, input_ids, scores, **kwargs):
+            generated = input_ids[:, self.prompt_length:]
+            if generated.shape[1] < 10:
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+            return generated[:, 9] % 2 == 1
+
+    monkeypatch.setattr(harness, "RepetitionLoopStop", OddTenthToken)
+    runs = {}
+    for lever in ("", "--stop-loops"):
+        out = tmp_path / (lever or "plain")
+        args = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--limit", "8", "--batch-size",
+                "4", "--max-new-tokens", "30", "--dtype", "fp32", "--methods", "small,ead", "--thresholds", "5.3",
+                "--out", str(out)]
+        assert cli_main(args + ([lever] if lever else [])) == 0
+        runs[lever] = _answers(out)
+    stopped = [key for key, r in runs["--stop-loops"].items() if r["finish"] == "loop"]
+    assert stopped and len(stopped) < len(runs[""])
+    for key, record in runs["--stop-loops"].items():
+        plain = runs[""][key]
+        if record["finish"] == "loop":
+            assert record["new_tokens"] == 10 < plain["new_tokens"] and plain["completion"].startswith(record["completion"])
+        else:
+            assert record == plain
+    report = (tmp_path / "--stop-loops" / "report.md").read_text()
+    assert "| cut by budget |" in report

@@ -36,7 +36,7 @@ def _new_tokens(record: dict) -> int:
 def _ended(record: dict) -> bool:
     """Ended before the budget cut it (records from before `finish`: fewer tokens than the budget)."""
     if "finish" in record:
-        return record["finish"] != "budget"
+        return record["finish"] not in ("budget", "loop")
     return _new_tokens(record) < record["settings"]["max_new_tokens"]
 
 

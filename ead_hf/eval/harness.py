@@ -7,13 +7,14 @@ import time
 from dataclasses import dataclass
 
 import torch
+from transformers import StoppingCriteriaList
 
 from ..config import EADConfig
 from ..costs import ModelShape, generation_flops
 from ..generator import EADGenerator
 from .data import build_prompts
 from .records import RecordStore
-from .truncation import finish_reason, is_looping
+from .truncation import RepetitionLoopStop, finish_reason, is_looping
 
 __all__ = ["Method", "parse_methods", "random_probability_for_share", "run_method", "EvalSettings", "score", "generate_batch"]
 
@@ -124,6 +125,7 @@ class EvalSettings:
     min_dwell: int = 10
     seed: int = 0
     schedule: str = "batch"  # how a batch shares the models (EADConfig.schedule): changes cost, not answers
+    stop_loops: bool = False  # end rows caught in an exact repetition loop (truncation.RepetitionLoopStop)
 
 
 def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
@@ -132,13 +134,16 @@ def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
     return [problems[i:i + batch_size] for i in range(0, len(problems), batch_size)]
 
 
-def generate_batch(small, large, tokenizer, config: EADConfig | None, batch: list[dict], max_new_tokens: int):
+def generate_batch(small, large, tokenizer, config: EADConfig | None, batch: list[dict], max_new_tokens: int,
+                   stop_loops: bool = False):
     """Greedy answers to a batch of problems: (EAD output or None, [(completion text, new tokens, finish)]),
-    finish being 'eos' or 'budget' (`truncation.finish_reason`).
+    finish being 'eos', 'budget' or (with `stop_loops`) 'loop'.
 
     `config=None` means speculative decoding (HF assisted generation: exact large-model output)."""
     inputs = tokenizer(build_prompts(tokenizer, [p["problem"] for p in batch]), return_tensors="pt", padding=True)
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
+    if stop_loops:
+        kwargs["stopping_criteria"] = StoppingCriteriaList([RepetitionLoopStop(inputs["input_ids"].shape[1])])
     with torch.inference_mode():
         if config is None:
             out, sequences = None, large.generate(**inputs, assistant_model=small, **kwargs)
@@ -152,8 +157,9 @@ def generate_batch(small, large, tokenizer, config: EADConfig | None, batch: lis
     for row in range(len(batch)):
         new_ids = sequences[row, width:]
         new_ids = new_ids[new_ids != tokenizer.pad_token_id] if out is None else new_ids[out.model_choices[row] >= 0]
+        finish = finish_reason(new_ids.tolist(), eos, max_new_tokens)
         completions.append((tokenizer.decode(new_ids, skip_special_tokens=True), int(new_ids.numel()),
-                            finish_reason(new_ids.tolist(), eos, max_new_tokens)))
+                            "loop" if finish == "stop" else finish))
     return out, completions
 
 
@@ -185,7 +191,8 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
                unit="batch", initial=max(0, mine - len(todo)), total=max(mine, len(todo)))
     for batch in bar:
         start = time.perf_counter()
-        out, completions = generate_batch(small, large, tokenizer, config, batch, settings.max_new_tokens)
+        out, completions = generate_batch(small, large, tokenizer, config, batch, settings.max_new_tokens,
+                                          settings.stop_loops)
         wall = time.perf_counter() - start
         flops = None
         if out is not None:
@@ -203,7 +210,7 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
                 "subject": problem["subject"], "batch": batch[0]["id"], "batch_rows": len(batch),
                 "config": config.to_dict() if config is not None else None,
                 "settings": {"pair": settings.pair, "dtype": settings.dtype, "max_new_tokens": settings.max_new_tokens,
-                             "batch_size": batch_size},
+                             "batch_size": batch_size, "stop_loops": settings.stop_loops},
                 "completion": completions[row][0], "new_tokens": completions[row][1], "finish": completions[row][2],
                 "looping": completions[row][2] == "budget" and is_looping(completions[row][0]),
                 "extracted": scores["extracted"][row], "gold": problem["answer"],

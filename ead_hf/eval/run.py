@@ -61,6 +61,7 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
     if path.is_file():
         previous = json.loads(path.read_text())
         previous["settings"].setdefault("schedule", "batch")  # runs from before schedules ran whole batches
+        previous["settings"].setdefault("stop_loops", False)  # runs from before the loop stop let loops run
         previous.setdefault("benchmark", "math")  # runs from before GSM8K were MATH runs
         manifest["random_controls"] = previous.get("random_controls", {})
         if "random_large_probability" in previous and first_threshold is not None:
@@ -81,7 +82,7 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
 def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Path, limit: int | None,
              batch_size: int, max_new_tokens: int, dtype: str, benchmark: str = "math", split: str = "test",
              data: Path | None = None, random_share: float | None = None, speculative_limit: int | None = None,
-             window: int = 5, min_dwell: int = 10, seed: int = 0, schedule: str = "batch",
+             window: int = 5, min_dwell: int = 10, seed: int = 0, schedule: str = "batch", stop_loops: bool = False,
              progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report."""
     if batch_size < 1 or max_new_tokens < 1:
@@ -92,7 +93,8 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
     problems = [dict(row) for row in dataset]
     loaded = load_pair(pair, dtype=dtype, progress=progress and rank == 0)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, window=window, min_dwell=min_dwell, seed=seed, schedule=schedule)
+                            batch_size=batch_size, window=window, min_dwell=min_dwell, seed=seed, schedule=schedule,
+                            stop_loops=stop_loops)
     out = Path(out)
     store = RecordStore(out, rank, world)
     if rank == 0:
@@ -127,7 +129,7 @@ def report_run(directory: Path) -> str:
 def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tokens: int, batch_size: int,
                    dtype: str, out: Path, data: Path | None = None, iterations: int = 6, window: int = 5,
                    min_dwell: int = 10, seed: int = 0, low: float = 0.0, high: float = 8.0,
-                   benchmark: str = "math") -> Recipe:
+                   benchmark: str = "math", stop_loops: bool = False) -> Recipe:
     """Bisection on a benchmark's train split towards `target_share`; writes a recipe with the evidence."""
     dataset = load_problems(data or default_data_path("train", benchmark), benchmark)
     sample = [dict(r) for r in stratified_subset(dataset, problems, seed)]
@@ -141,7 +143,8 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
         large_tokens = total = correct = 0
         for start in range(0, len(sample), batch_size):
             batch = sample[start:start + batch_size]
-            output, completions = generate_batch(loaded.small, loaded.large, tokenizer, config, batch, max_new_tokens)
+            output, completions = generate_batch(loaded.small, loaded.large, tokenizer, config, batch, max_new_tokens,
+                                                 stop_loops)
             correct += sum(score([text for text, *_ in completions], [p["answer"] for p in batch])["correct"])
             large_tokens += int(output.ead_stats.large_tokens.sum())
             total += int((output.ead_stats.large_tokens + output.ead_stats.small_tokens).sum())
@@ -158,7 +161,7 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
         pair=pair, models=models,
         config=EADConfig(threshold=result.threshold, window=window, min_dwell=min_dwell).to_dict(),
         dtype=str(loaded.dtype).removeprefix("torch."), target_share=target_share,
-        calibration={"data": get_benchmark(benchmark).title["train"], "benchmark": benchmark, "problems": len(sample), "seed": seed, "max_new_tokens": max_new_tokens,
+        calibration={"data": get_benchmark(benchmark).title["train"], "benchmark": benchmark, "stop_loops": stop_loops, "problems": len(sample), "seed": seed, "max_new_tokens": max_new_tokens,
                      "share": result.share, "accuracy": results[result.threshold][1],
                      "probes": [{"threshold": t, "share": s, "accuracy": results[t][1]} for t, s in result.probes]},
     )
