@@ -77,6 +77,9 @@ def _build_parser() -> argparse.ArgumentParser:
         run.add_argument("--stop-loops", action="store_true",
                          help="end a row caught in an exact repetition loop instead of running it to the budget "
                          "(same for every method of the run; reported as finish 'loop')")
+        run.add_argument("--continuous", action="store_true",
+                         help="continuous batching: --batch-size rows, each refilled with the next problem as soon "
+                         "as its answer ends (not for speculative, which runs one problem at a time)")
         run.add_argument("--window", type=int, default=5)
         run.add_argument("--min-dwell", type=int, default=10)
         run.add_argument("--seed", type=int, default=0)
@@ -151,7 +154,7 @@ def _eval(args: argparse.Namespace) -> int:
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
-        schedule=args.schedule, stop_loops=args.stop_loops)
+        schedule=args.schedule, stop_loops=args.stop_loops, continuous=args.continuous)
     if table:
         print(table, end="")
     return 0

@@ -387,8 +387,9 @@ def ead_decoding(
     if not generation_config.return_dict_in_generate:
         return rows.sequences()
     model_choices = rows.choices[:, : rows.longest]
-    catchup = {
-        lane_id: torch.full((batch_size,), lane.catchup_tokens, dtype=torch.long, device=device)
+    catchup = {  # row lanes count each row's own catch-up; whole-batch forwards read the same columns for every row
+        lane_id: (torch.tensor(lane.row_catchup, dtype=torch.long, device=device) if by_rows
+                  else torch.full((batch_size,), lane.catchup_tokens, dtype=torch.long, device=device))
         for lane_id, lane in lanes.items()
     }
     return EADGenerateOutput(

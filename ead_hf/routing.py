@@ -41,6 +41,13 @@ class EntropyRouter:
         self.dwell = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.active = torch.full((batch_size,), config.starts_large, dtype=torch.bool, device=device)
 
+    def reset(self, rows: torch.Tensor) -> None:
+        """Start the rows selected by the boolean mask `rows` afresh (a new prompt in continuous batching)."""
+        self.window = torch.where(rows[:, None], torch.zeros_like(self.window), self.window)
+        self.filled = torch.where(rows, torch.zeros_like(self.filled), self.filled)
+        self.dwell = torch.where(rows, torch.zeros_like(self.dwell), self.dwell)
+        self.active = torch.where(rows, torch.full_like(self.active, self.config.starts_large), self.active)
+
     def mean_entropy(self) -> torch.Tensor:
         """Mean of the last `window` entropies of each row (fewer at the start; 0 before any)."""
         return self.window.sum(dim=1) / self.filled.clamp(min=1, max=self.config.window)

@@ -47,7 +47,6 @@ class RowLane:
 
     def __init__(self, model: PreTrainedModel, prompt_length: int, batch_size: int) -> None:
         self.model = model
-        self.prompt_length = prompt_length
         self.device = input_device(model)
         self.cache_argument = cache_argument_name(model)
         self.extra = {"logits_to_keep": 1} if model._supports_logits_to_keep() else {}
@@ -56,8 +55,22 @@ class RowLane:
         self.mask: torch.Tensor | None = None  # (batch, capacity): 1 where a slot holds a key the row may attend
         self.filled = [0] * batch_size  # slots each row has used (slots above are masked, never written)
         self.seen = [0] * batch_size  # grid columns each row has read
-        self.catchup_tokens = 0  # generated tokens read beyond one per row and forward (see EADStats)
+        self.generation_start = [prompt_length] * batch_size  # grid column of each row's first generated token
+        self.row_catchup = [0] * batch_size  # generated tokens each row read beyond one per forward (see EADStats)
+        self.row_forwards: list[list[tuple[int, int]]] = [[] for _ in range(batch_size)]  # (slots cached, read)
         self.forward_log: list[tuple[int, int, int]] = []  # (slots cached before, columns read, rows)
+
+    @property
+    def catchup_tokens(self) -> int:
+        return sum(self.row_catchup)
+
+    def reset_row(self, row: int, prompt_start: int, generation_start: int) -> None:
+        """Start `row` afresh on a new prompt at grid columns prompt_start..generation_start-1 (continuous
+        batching): its slots are masked and its per-row counts cleared; its next read is the prompt's prefill."""
+        self.seen[row], self.filled[row], self.generation_start[row] = prompt_start, 0, generation_start
+        self.row_catchup[row], self.row_forwards[row] = 0, []
+        if self.mask is not None:
+            self.mask[row] = 0
 
     def read(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
              rows: list[int]) -> torch.Tensor:
@@ -110,8 +123,9 @@ class RowLane:
         )
         self.forward_log.append((cached, width, len(rows)))
         self._store(cache, new_mask, index, cached, width)
-        self.catchup_tokens += sum(max(0, end - 1 - max(self.seen[row], self.prompt_length)) for row in rows)
         for row in rows:
+            self.row_catchup[row] += max(0, end - 1 - max(self.seen[row], self.generation_start[row]))
+            self.row_forwards[row].append((cached, width))
             self.seen[row], self.filled[row] = end, cached + width
         return outputs.logits[:, -1]
 

@@ -361,17 +361,21 @@ def _answers(directory):
     return {(r["method"], r["problem_id"]): {k: r[k] for k in keep} for r in read_records(directory)}
 
 
-def test_greedy_records_do_not_depend_on_the_batch_size(problems_file, tmp_path):
-    """Batch size is an evaluation-throughput lever: answers, routing and counts must not move with it."""
+def test_greedy_records_do_not_depend_on_the_batching_lever(problems_file, tmp_path):
+    """Batch size and continuous batching are evaluation-throughput levers: answers, routing and counts must
+    not move with them."""
     runs = {}
-    for batch_size in (2, 5):
+    for batch_size, lever in ((2, []), (5, []), (3, ["--continuous"])):
         out = tmp_path / f"b{batch_size}"
         assert cli_main(["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--limit", "10",
                          "--batch-size", str(batch_size), "--max-new-tokens", "12", "--dtype", "fp32", "--methods",
                          "small,large,ead", "--thresholds", "5.3", "--min-dwell", "2", "--window", "2",
-                         "--out", str(out)]) == 0
+                         "--out", str(out), *lever]) == 0
         runs[batch_size] = _answers(out)
-    assert len(runs[2]) == 30 and runs[2] == runs[5]
+    assert len(runs[2]) == 30 and runs[2] == runs[5] == runs[3]
+    continuous = read_records(tmp_path / "b3")
+    assert all(r["settings"]["continuous"] and r["batch_rows"] == 1 and r["flops_small"] + r["flops_large"] > 0
+               for r in continuous)
     assert any(r["large_tokens"] and r["small_tokens"] for r in runs[2].values())  # EAD really mixed the models
 
 

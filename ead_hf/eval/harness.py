@@ -10,7 +10,9 @@ import torch
 from transformers import StoppingCriteriaList
 
 from ..config import EADConfig
-from ..costs import ModelShape, generation_flops
+from ..continuous import continuous_ead
+from ..costs import ModelShape, forward_flops, generation_flops
+from ..output import EADStats
 from ..generator import EADGenerator
 from .data import build_prompts
 from .records import RecordStore
@@ -126,6 +128,7 @@ class EvalSettings:
     seed: int = 0
     schedule: str = "batch"  # how a batch shares the models (EADConfig.schedule): changes cost, not answers
     stop_loops: bool = False  # end rows caught in an exact repetition loop (truncation.RepetitionLoopStop)
+    continuous: bool = False  # refill finished rows with the next problem (ead_hf.continuous); batch_size = rows
 
 
 def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
@@ -175,20 +178,54 @@ def _runs(choices: torch.Tensor) -> list[list[int]]:
     return runs
 
 
+def _record(method: Method, config: EADConfig | None, settings: EvalSettings, batch_size: int, problem: dict,
+            batch: list[dict], completion: tuple[str, int, str], scored: tuple[str | None, bool], stats: dict,
+            routing: list | None, flops: dict | None, wall: float) -> dict:
+    """One problem's record: what ran, what it wrote and how it ended, whether it is right, what it cost."""
+    text, new_tokens, finish = completion
+    return {
+        "method": method.key, "kind": method.kind, "control_for": method.control_for,
+        "problem_id": problem["id"], "level": problem["level"], "subject": problem["subject"],
+        "batch": batch[0]["id"], "batch_rows": len(batch),
+        "config": config.to_dict() if config is not None else None,
+        "settings": {"pair": settings.pair, "dtype": settings.dtype, "max_new_tokens": settings.max_new_tokens,
+                     "batch_size": batch_size, "stop_loops": settings.stop_loops, "continuous": settings.continuous},
+        "completion": text, "new_tokens": new_tokens, "finish": finish,
+        "looping": finish == "budget" and is_looping(text),
+        "extracted": scored[0], "gold": problem["answer"], "correct": bool(scored[1]), **stats,
+        "routing": routing,
+        "flops_small": flops["small"] if flops else None, "flops_large": flops["large"] if flops else None,
+        "batch_wall_s": wall, "wall_s": wall / len(batch),
+    }
+
+
 def run_method(method: Method, small, large, tokenizer, problems: list[dict], settings: EvalSettings,
                store: RecordStore, *, rank: int = 0, world_size: int = 1, progress: bool = True) -> int:
-    """Evaluate one method on the problems this process owns; returns the number of batches computed."""
+    """Evaluate one method on the problems this process owns; returns the number of batches computed
+    (continuous batching: problems)."""
     from tqdm.auto import tqdm
 
     batch_size = 1 if method.kind == "speculative" else settings.batch_size
     remaining = [p for p in problems if not store.is_done(method.key, p["id"])]
-    todo = [batch for index, batch in enumerate(_batches(remaining, batch_size)) if index % world_size == rank]
-    mine = -(-len(problems) // batch_size) // world_size
     config = method.ead_config(settings.window, settings.min_dwell, settings.seed, settings.schedule)
     shapes = {"small": ModelShape.of(small), "large": ModelShape.of(large)}
+    desc = f"{method.key} (rank {rank})" if world_size > 1 else method.key
+    if settings.continuous and config is not None:
+        todo = remaining[rank::world_size]
+        bar = tqdm(total=len(todo), desc=desc, disable=not progress, unit="problem")
+        for problem, completion, stats, routing, flops, wall in _continuous(small, large, tokenizer, config, todo,
+                                                                           settings, shapes):
+            scores = score([completion[0]], [problem["answer"]])
+            store.append_batch([_record(method, config, settings, batch_size, problem, [problem], completion,
+                                        (scores["extracted"][0], scores["correct"][0]), stats, routing, flops, wall)])
+            bar.update()
+        bar.close()
+        return len(todo)
+    todo = [batch for index, batch in enumerate(_batches(remaining, batch_size)) if index % world_size == rank]
+    mine = -(-len(problems) // batch_size) // world_size
     tokenizer.padding_side = "left"
-    bar = tqdm(todo, desc=f"{method.key} (rank {rank})" if world_size > 1 else method.key, disable=not progress,
-               unit="batch", initial=max(0, mine - len(todo)), total=max(mine, len(todo)))
+    bar = tqdm(todo, desc=desc, disable=not progress, unit="batch", initial=max(0, mine - len(todo)),
+               total=max(mine, len(todo)))
     for batch in bar:
         start = time.perf_counter()
         out, completions = generate_batch(small, large, tokenizer, config, batch, settings.max_new_tokens,
@@ -204,20 +241,30 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
             stats = out.ead_stats.row(row) if out is not None else {
                 "small_tokens": 0, "large_tokens": completions[row][1], "switches": 0,
                 "small_catchup_tokens": 0, "large_catchup_tokens": 0}
-            records.append({
-                "method": method.key, "kind": method.kind, "control_for": method.control_for,
-                "problem_id": problem["id"], "level": problem["level"],
-                "subject": problem["subject"], "batch": batch[0]["id"], "batch_rows": len(batch),
-                "config": config.to_dict() if config is not None else None,
-                "settings": {"pair": settings.pair, "dtype": settings.dtype, "max_new_tokens": settings.max_new_tokens,
-                             "batch_size": batch_size, "stop_loops": settings.stop_loops},
-                "completion": completions[row][0], "new_tokens": completions[row][1], "finish": completions[row][2],
-                "looping": completions[row][2] == "budget" and is_looping(completions[row][0]),
-                "extracted": scores["extracted"][row], "gold": problem["answer"],
-                "correct": bool(scores["correct"][row]), **stats,
-                "routing": _runs(out.model_choices[row]) if out is not None else None,
-                "flops_small": flops["small"] if flops else None, "flops_large": flops["large"] if flops else None,
-                "batch_wall_s": wall, "wall_s": wall / len(batch),
-            })
+            records.append(_record(method, config, settings, batch_size, problem, batch, completions[row],
+                                   (scores["extracted"][row], scores["correct"][row]), stats,
+                                   _runs(out.model_choices[row]) if out is not None else None, flops, wall))
         store.append_batch(records)
     return len(todo)
+
+
+def _continuous(small, large, tokenizer, config: EADConfig, problems: list[dict], settings: EvalSettings, shapes):
+    """Continuous batching (`ead_hf.continuous`): each problem as it finishes, with its completion (text, new
+    tokens, finish), counts, routing runs, FLOPs of the forwards it was in, and the seconds since the previous
+    one finished (they add up to the run's time)."""
+    prompts = [tokenizer(text)["input_ids"] for text in build_prompts(tokenizer, [p["problem"] for p in problems])]
+    eos = large.generation_config.eos_token_id
+    last = time.perf_counter()
+    with torch.inference_mode():
+        for row in continuous_ead(small, large, config, prompts, max_new_tokens=settings.max_new_tokens,
+                                  batch_size=settings.batch_size, eos_token_ids=eos if isinstance(eos, list) else [eos],
+                                  pad_token_id=tokenizer.pad_token_id, stop_loops=settings.stop_loops):
+            now = time.perf_counter()
+            choices = torch.tensor([row.choices])
+            stats = EADStats.from_choices(choices, torch.tensor([row.catchup["small"]]),
+                                          torch.tensor([row.catchup["large"]])).row(0)
+            flops = {role: sum(forward_flops(shapes[role], cached, read) for cached, read in row.forwards[role])
+                     for role in ("small", "large")}
+            completion = (tokenizer.decode(row.tokens, skip_special_tokens=True), len(row.tokens), row.finish)
+            yield problems[row.index], completion, stats, _runs(choices[0]), flops, now - last
+            last = now

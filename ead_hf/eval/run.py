@@ -62,6 +62,7 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
         previous = json.loads(path.read_text())
         previous["settings"].setdefault("schedule", "batch")  # runs from before schedules ran whole batches
         previous["settings"].setdefault("stop_loops", False)  # runs from before the loop stop let loops run
+        previous["settings"].setdefault("continuous", False)  # and ran fixed batches
         previous.setdefault("benchmark", "math")  # runs from before GSM8K were MATH runs
         manifest["random_controls"] = previous.get("random_controls", {})
         if "random_large_probability" in previous and first_threshold is not None:
@@ -83,7 +84,7 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
              batch_size: int, max_new_tokens: int, dtype: str, benchmark: str = "math", split: str = "test",
              data: Path | None = None, random_share: float | None = None, speculative_limit: int | None = None,
              window: int = 5, min_dwell: int = 10, seed: int = 0, schedule: str = "batch", stop_loops: bool = False,
-             progress: bool = True) -> str | None:
+             continuous: bool = False, progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report."""
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("--batch-size and --max-new-tokens must be >= 1")
@@ -94,7 +95,7 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
     loaded = load_pair(pair, dtype=dtype, progress=progress and rank == 0)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
                             batch_size=batch_size, window=window, min_dwell=min_dwell, seed=seed, schedule=schedule,
-                            stop_loops=stop_loops)
+                            stop_loops=stop_loops, continuous=continuous)
     out = Path(out)
     store = RecordStore(out, rank, world)
     if rank == 0:

@@ -21,6 +21,8 @@ from collections import Counter
 import torch
 from transformers import StoppingCriteria
 
+from ..continuous import ends_in_loop
+
 __all__ = ["TAIL_WORDS", "NGRAM", "REPEATS", "is_looping", "finish_reason", "truncation_counts",
            "RepetitionLoopStop"]
 
@@ -56,17 +58,10 @@ class RepetitionLoopStop(StoppingCriteria):
         self.prompt_length, self.max_period, self.repeats, self.min_span = prompt_length, max_period, repeats, min_span
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        generated = input_ids[:, self.prompt_length:]
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for period in range(1, self.max_period + 1):
-            span = max(self.repeats * period, self.min_span)
-            if span > generated.shape[1]:
-                if self.repeats * period > generated.shape[1]:
-                    break
-                continue
-            tail = generated[:, -span:]
-            done |= (tail[:, period:] == tail[:, :-period]).all(dim=1)
-        return done
+        generated = input_ids.shape[1] - self.prompt_length
+        return ends_in_loop(input_ids[:, self.prompt_length:], torch.full((input_ids.shape[0],), generated,
+                                                                          device=input_ids.device),
+                            self.max_period, self.repeats, self.min_span)
 
 
 def truncation_counts(records: list[dict]) -> dict[str, int]:

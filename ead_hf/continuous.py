@@ -1,0 +1,136 @@
+"""Continuous batching: a queue of prompts decoded greedily with EAD in a fixed number of row slots.
+
+A fixed batch runs until its longest answer ends, so most rows idle for most of the steps when answer lengths
+vary (GSM8K: 140-570 tokens in one batch of 16). Here a row whose answer ended takes the next prompt at once.
+
+Each model runs only on the rows that chose it (`RowLane`: KV slots per row). A new prompt is written into the
+last P columns of its row of the shared token grid (earlier columns of that row masked, positions 0..P-1), its
+slots in both models are masked and its router state reset; its first read is the prompt's prefill, in the
+forward of the rows that are behind. Greedy decoding, no logits processors: what the evaluation runs. Each
+prompt's tokens and model choices equal `ead_decoding` on that prompt alone (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from .config import EADConfig
+from .output import LARGE, NO_TOKEN, SMALL
+from .pair import check_pair, shared_vocab_size
+from .routing import EntropyRouter, entropy_bits
+from .row_lanes import RowLane, row_lanes_unsupported
+
+__all__ = ["FinishedRow", "continuous_ead", "ends_in_loop"]
+
+
+def ends_in_loop(tokens: torch.Tensor, generated: torch.Tensor, max_period: int = 64, repeats: int = 3,
+                 min_span: int = 48) -> torch.Tensor:
+    """Per row: do the last tokens form >= `repeats` back-to-back copies of a cycle of at most `max_period`
+    tokens, spanning >= `min_span` tokens, all of them generated (`generated`: each row's count)?"""
+    done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+    for period in range(1, max_period + 1):
+        span = max(repeats * period, min_span)
+        if span > tokens.shape[1]:
+            continue
+        tail = tokens[:, -span:]
+        done |= (tail[:, period:] == tail[:, :-period]).all(dim=1) & (generated >= span)
+    return done
+
+
+@dataclass
+class FinishedRow:
+    """One prompt's answer. `forwards`: per model, (slots cached, columns read) of each forward the row was in."""
+
+    index: int  # position of the prompt in the input list
+    tokens: list[int]  # new tokens, the end-of-sequence token included
+    choices: list[int]  # SMALL / LARGE per new token
+    finish: str  # "eos", "budget" or "loop"
+    catchup: dict[str, int]
+    forwards: dict[str, list[tuple[int, int]]]
+
+
+def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADConfig, prompts: list[list[int]], *,
+                   max_new_tokens: int, batch_size: int, eos_token_ids: list[int], pad_token_id: int = 0,
+                   stop_loops: bool = False) -> Iterator[FinishedRow]:
+    """Yield each prompt's `FinishedRow` as soon as it ends (not in input order)."""
+    check_pair(large, small)
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError("batch_size and max_new_tokens must be >= 1")
+    if not eos_token_ids:
+        raise ValueError("eos_token_ids must name at least one end-of-sequence id")
+    blockers = [reason for reason in map(row_lanes_unsupported, (small, large)) if reason]
+    if blockers:
+        raise ValueError(f"continuous batching needs full-attention caches: {'; '.join(blockers)}")
+    if not prompts:
+        return
+    rows = min(batch_size, len(prompts))
+    width = max(len(p) for p in prompts)
+    device = large.get_output_embeddings().weight.device
+    grid = torch.full((rows, width), pad_token_id, dtype=torch.long, device=device)
+    mask, positions = torch.zeros_like(grid), torch.zeros_like(grid)
+    choices = torch.full_like(grid, NO_TOKEN)
+    lanes = {SMALL: RowLane(small, width, rows), LARGE: RowLane(large, width, rows)}
+    router = EntropyRouter(config, rows, device)
+    vocab = shared_vocab_size(large, small)
+    eos = torch.tensor(eos_token_ids, device=device)
+    queue = iter(enumerate(prompts))
+    problem: list[int | None] = [None] * rows
+    start = [0] * rows  # grid column of each row's first new token
+    count = torch.zeros(rows, dtype=torch.long, device=device)
+
+    def place(row: int) -> None:
+        """Give `row` the next prompt, or leave it empty when none is left."""
+        index, prompt = next(queue, (None, None))
+        problem[row] = index
+        if index is None:
+            return
+        end, length = grid.shape[1], len(prompt)
+        grid[row, end - length:] = torch.tensor(prompt, device=device)
+        mask[row] = 0
+        mask[row, end - length:] = 1
+        positions[row, end - length:] = torch.arange(length, device=device)
+        for lane in lanes.values():
+            lane.reset_row(row, end - length, end)
+        start[row] = end
+        count[row] = 0
+        router.reset(torch.arange(rows, device=device) == row)
+
+    for row in range(rows):
+        place(row)
+    active = [LARGE if config.starts_large else SMALL] * rows
+    while any(index is not None for index in problem):
+        live_rows = [row for row in range(rows) if problem[row] is not None]
+        logits = torch.zeros((rows, vocab), dtype=torch.float32, device=device)
+        for lane_id, lane in lanes.items():
+            members = [row for row in live_rows if active[row] == lane_id]
+            if members:
+                read = lane.read(grid, mask, positions, members).to(device=device, dtype=torch.float32)[:, :vocab]
+                logits.index_copy_(0, torch.tensor(members, device=device), read)
+        live = torch.tensor([index is not None for index in problem], device=device)
+        entropy, tokens = entropy_bits(logits), logits.argmax(dim=-1)
+        grid = torch.cat([grid, torch.where(live, tokens, pad_token_id)[:, None]], dim=1)
+        mask = torch.cat([mask, live.long()[:, None]], dim=1)
+        positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+        choices = torch.cat([choices, torch.where(live, router.active.long(), NO_TOKEN)[:, None]], dim=1)
+        count += live
+        router.observe(entropy, live)
+        done = live & (torch.isin(tokens, eos) | (count >= max_new_tokens))
+        if stop_loops:
+            done |= live & ends_in_loop(grid, count)
+        synced = torch.cat([router.active.long(), done.long()]).tolist()  # the one host sync of the step
+        active = [LARGE if flag else SMALL for flag in synced[:rows]]
+        for row in (row for row in range(rows) if synced[rows + row]):
+            new_tokens = grid[row, start[row]:].tolist()
+            finish = "eos" if new_tokens[-1] in eos_token_ids else "budget" if len(new_tokens) >= max_new_tokens else "loop"
+            yield FinishedRow(
+                index=problem[row], tokens=new_tokens, choices=choices[row, start[row]:].tolist(), finish=finish,
+                catchup={"small": lanes[SMALL].row_catchup[row], "large": lanes[LARGE].row_catchup[row]},
+                forwards={"small": list(lanes[SMALL].row_forwards[row]), "large": list(lanes[LARGE].row_forwards[row])},
+            )
+            place(row)
+            if problem[row] is not None:
+                active[row] = LARGE if config.starts_large else SMALL

@@ -1,0 +1,72 @@
+"""Continuous batching: every prompt's answer equals the no-cache reference on that prompt alone, whatever
+else shares the batch, and its catch-up counts equal the batch-1 loop's."""
+
+import pytest
+import torch
+
+from ead_hf import EADConfig, EADGenerator
+from ead_hf.continuous import continuous_ead, ends_in_loop
+
+from .reference import reference_ead
+
+PROMPTS = ["The cat sat on", "2+2=", "Once upon a time, in a land", "Q", "Why is the sky blue?", "abc abc abc",
+           "Name three primes:", "x"]
+
+
+def _catchup(small, large, config, prompt_ids, max_new_tokens):
+    """Catch-up counts of the library's own EAD on the prompt alone (the loop's accounting, batch 1)."""
+    out = EADGenerator(small, large, config).generate(
+        input_ids=torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
+        return_dict_in_generate=True, pad_token_id=0, eos_token_id=2)
+    return out.ead_stats.row(0)
+
+
+@pytest.mark.parametrize("threshold,window,dwell", [(5.3, 2, 1), (5.5, 1, 3), (float("inf"), 5, 10),
+                                                    (float("-inf"), 5, 10)])
+def test_each_answer_equals_ead_alone(qwen_pair, tokenizer, threshold, window, dwell):
+    small, large = qwen_pair
+    config = EADConfig(threshold=threshold, window=window, min_dwell=dwell,
+                       start="large" if threshold == float("-inf") else "small")
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    finished = list(continuous_ead(small, large, config, prompts, max_new_tokens=14, batch_size=3,
+                                   eos_token_ids=[2]))
+    assert sorted(f.index for f in finished) == list(range(len(PROMPTS)))
+    mixed = False
+    for row in finished:
+        alone = reference_ead(small, large, prompts[row.index], threshold=threshold, window=window, min_dwell=dwell,
+                              start=config.start, max_new_tokens=14, eos_token_ids=(2,))
+        tokens, choices = alone.tokens, alone.choices
+        assert row.tokens == tokens and row.choices == choices, PROMPTS[row.index]
+        stats = _catchup(small, large, config, prompts[row.index], 14)
+        assert row.finish == ("eos" if tokens[-1] == 2 else "budget")
+        assert (row.catchup["small"], row.catchup["large"]) == (stats["small_catchup_tokens"], stats["large_catchup_tokens"])
+        mixed |= 0 < sum(choices) < len(choices)
+        reads = {m: sum(read for _, read in log) for m, log in row.forwards.items()}
+        # the row's forwards read its prompt once and then every token it or the other model wrote, minus the last
+        assert reads["small"] + reads["large"] >= len(prompts[row.index]) + len(tokens) - 1
+    if threshold in (5.3, 5.5):
+        assert mixed, "the thresholds should make rows use both models"
+
+
+def test_rows_refill_in_order_and_finish_out_of_order(qwen_pair, tokenizer):
+    small, large = qwen_pair
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    order = [f.index for f in continuous_ead(small, large, EADConfig(threshold=5.3, min_dwell=1), prompts,
+                                              max_new_tokens=12, batch_size=2, eos_token_ids=[2])]
+    assert sorted(order) == list(range(len(PROMPTS)))
+    assert order != sorted(order) or len(set(order)) == len(order)
+
+
+def test_argument_errors(qwen_pair):
+    small, large = qwen_pair
+    config = EADConfig(threshold=1.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        list(continuous_ead(small, large, config, [[5]], max_new_tokens=4, batch_size=0, eos_token_ids=[2]))
+    with pytest.raises(ValueError, match="eos_token_ids"):
+        list(continuous_ead(small, large, config, [[5]], max_new_tokens=4, batch_size=1, eos_token_ids=[]))
+    assert list(continuous_ead(small, large, config, [], max_new_tokens=4, batch_size=1, eos_token_ids=[2])) == []
+
+
+def test_ends_in_loop_needs_generated_tokens():
+    tokens = torch.tensor([[1, 2] * 30, [1, 2] * 30])
+    assert ends_in_loop(tokens, torch.tensor([60, 40]), min_span=48).tolist() == [True, False]
