@@ -108,7 +108,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", type=Path, default=None, help="MATH-500 JSONL (prompts)")
     bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
 
-    calibrate = commands.add_parser("calibrate", help="choose the threshold for a target large share on a train split")
+    calibrate = commands.add_parser("calibrate", help="choose the threshold for a target large share on a train "
+                                    "split; writes a recipe, or adds the benchmark's threshold to an existing one")
     calibrate.add_argument("--pair", default=DEFAULT_PAIR)
     calibrate.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="math", help="whose train split")
     calibrate.add_argument("--target-share", type=float, default=0.25)
@@ -122,6 +123,7 @@ def _build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--min-dwell", type=int, default=10)
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--stop-loops", action="store_true", help="as for ead-hf eval (use the evaluation's setting)")
+    calibrate.add_argument("--continuous", action="store_true", help="as for ead-hf eval (rows refilled as answers end)")
     calibrate.add_argument("--out", type=Path, required=True, help="recipe JSON to write")
     return parser
 
@@ -148,7 +150,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.recipe:
         from .recipes import load_recipe
 
-        thresholds = [load_recipe(args.recipe).ead_config.threshold] + thresholds
+        thresholds = [load_recipe(args.recipe).config_for(args.eval_command).threshold] + thresholds
     table = run_eval(
         benchmark=args.eval_command, pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()], thresholds=thresholds,
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
@@ -190,10 +192,10 @@ def _calibrate(args: argparse.Namespace) -> int:
                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
                             out=args.out, data=args.data, iterations=args.iterations, window=args.window,
                             min_dwell=args.min_dwell, seed=args.seed, benchmark=args.benchmark,
-                            stop_loops=args.stop_loops)
-    print(f"threshold {recipe.config['threshold']} bits: large share {recipe.calibration['share']:.3f}, "
-          f"accuracy {recipe.calibration['accuracy']:.3f} on {recipe.calibration['problems']} "
-          f"{recipe.calibration['data']} problems; "
+                            stop_loops=args.stop_loops, continuous=args.continuous)
+    evidence = recipe.benchmarks[args.benchmark]["calibration"]
+    print(f"threshold {recipe.benchmarks[args.benchmark]['threshold']} bits: large share {evidence['share']:.3f}, "
+          f"accuracy {evidence['accuracy']:.3f} on {evidence['problems']} {evidence['data']} problems; "
           f"wrote {args.out}")
     return 0
 

@@ -26,10 +26,19 @@ class Recipe:
     test: dict[str, Any] | None = None  # filled once evaluated on MATH-500: N, accuracy, share
     format: str = RECIPE_FORMAT
     notes: list[str] = field(default_factory=list)
+    # per benchmark ("math", "gsm8k"): {"threshold": bits, "calibration": evidence, "test": result}
+    benchmarks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ead_config(self) -> EADConfig:
         return EADConfig.from_dict(self.config)
+
+    def config_for(self, benchmark: str | None = None) -> EADConfig:
+        """The settings to use on `benchmark`: its own calibrated threshold where the recipe has one."""
+        entry = self.benchmarks.get(benchmark) if benchmark else None
+        if entry is None:
+            return self.ead_config
+        return EADConfig.from_dict({**self.config, "threshold": entry["threshold"]})
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -138,7 +138,25 @@ def test_calibrate_command_on_the_tiny_pair_writes_a_recipe(problems_file, tmp_p
     assert recipe.pair == "tiny-random" and recipe.target_share == 0.3 and len(probes) >= 2
     assert abs(recipe.calibration["share"] - 0.3) <= min(abs(p["share"] - 0.3) for p in probes) + 1e-12
     assert abs(recipe.calibration["share"] - 0.3) < 0.1
-    assert recipe.ead_config.threshold == recipe.config["threshold"]
+    assert recipe.ead_config.threshold == recipe.config["threshold"] == recipe.benchmarks["math"]["threshold"]
+    evidence = tmp_path / "recipe.math-calibration"
+    probe_records = read_records(evidence)
+    assert {r["method"] for r in probe_records} == {f"ead@{p['threshold']:g}" for p in probes}
+
+    # a second benchmark goes into the same recipe, with its own threshold, through continuous batching
+    gsm8k = ["calibrate", "--pair", "tiny-random", "--benchmark", "gsm8k", "--problems", "6", "--max-new-tokens", "24",
+             "--target-share", "0.5", "--iterations", "3", "--dtype", "fp32", "--continuous", "--out",
+             str(tmp_path / "recipe.json")]
+    assert cli_main(gsm8k) == 0
+    both = load_recipe(recipe_path)
+    assert both.config == recipe.config and set(both.benchmarks) == {"math", "gsm8k"}
+    assert both.config_for("gsm8k").threshold == both.benchmarks["gsm8k"]["threshold"]
+    assert both.config_for("math").threshold == recipe.config["threshold"] == both.config_for(None).threshold
+    assert both.benchmarks["gsm8k"]["calibration"]["data"] == "GSM8K train"
+    gsm8k_records = read_records(tmp_path / "recipe.gsm8k-calibration")
+    assert cli_main(gsm8k) == 0  # rerun: every probe is read back from its records, nothing recomputed
+    assert read_records(tmp_path / "recipe.gsm8k-calibration") == gsm8k_records
+    assert load_recipe(recipe_path) == both
 
 
 def _record(method, kind, pid, correct, small, large, flops_s, flops_l, wall, threshold=None):

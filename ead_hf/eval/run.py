@@ -11,10 +11,9 @@ import torch
 from ..calibration import calibrate_threshold
 from ..config import EADConfig
 from ..pairs import get_pair, load_pair
-from ..recipes import Recipe
+from ..recipes import Recipe, load_recipe
 from .data import default_data_path, get_benchmark, load_problems, stratified_subset
-from .harness import (EvalSettings, Method, generate_batch, parse_methods, random_probability_for_share,
-                      run_method, score)
+from .harness import EvalSettings, Method, parse_methods, random_probability_for_share, run_method
 from .records import RecordStore, read_records
 from .report import large_token_share, write_report
 
@@ -130,41 +129,52 @@ def report_run(directory: Path) -> str:
 def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tokens: int, batch_size: int,
                    dtype: str, out: Path, data: Path | None = None, iterations: int = 6, window: int = 5,
                    min_dwell: int = 10, seed: int = 0, low: float = 0.0, high: float = 8.0,
-                   benchmark: str = "math", stop_loops: bool = False) -> Recipe:
-    """Bisection on a benchmark's train split towards `target_share`; writes a recipe with the evidence."""
+                   benchmark: str = "math", stop_loops: bool = False, continuous: bool = False,
+                   progress: bool = True) -> Recipe:
+    """Bisection on a benchmark's train split towards `target_share`; writes (or adds the benchmark to) a recipe.
+
+    Each probe is an evaluation run (`run_method`) whose records go to `<recipe>.<benchmark>-calibration/`, so the evidence
+    is kept and an interrupted calibration resumes: probes already measured are read back, not rerun."""
+    out = Path(out)
     dataset = load_problems(data or default_data_path("train", benchmark), benchmark)
     sample = [dict(r) for r in stratified_subset(dataset, problems, seed)]
     loaded = load_pair(pair, dtype=dtype)
-    tokenizer = loaded.tokenizer
-    tokenizer.padding_side = "left"
+    settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
+                            batch_size=batch_size, window=window, min_dwell=min_dwell, seed=seed,
+                            stop_loops=stop_loops, continuous=continuous)
+    records_dir = out.parent / f"{out.stem}.{benchmark}-calibration"
+    store = RecordStore(records_dir)
+    _check_and_write_manifest(records_dir, loaded, settings, benchmark, "train", problems,
+                              str(Path(data)) if data else "default:train", None)
     results: dict[float, tuple[float, float]] = {}
 
     def measure(threshold: float) -> float:
-        config = EADConfig(threshold=threshold, window=window, min_dwell=min_dwell)
-        large_tokens = total = correct = 0
-        for start in range(0, len(sample), batch_size):
-            batch = sample[start:start + batch_size]
-            output, completions = generate_batch(loaded.small, loaded.large, tokenizer, config, batch, max_new_tokens,
-                                                 stop_loops)
-            correct += sum(score([text for text, *_ in completions], [p["answer"] for p in batch])["correct"])
-            large_tokens += int(output.ead_stats.large_tokens.sum())
-            total += int((output.ead_stats.large_tokens + output.ead_stats.small_tokens).sum())
-        results[threshold] = (large_tokens / total, correct / len(sample))
+        method = Method("ead", threshold=threshold)
+        run_method(method, loaded.small, loaded.large, loaded.tokenizer, sample, settings, store, progress=progress)
+        ids = {p["id"] for p in sample}
+        mine = [r for r in read_records(records_dir) if r["method"] == method.key and r["problem_id"] in ids]
+        results[threshold] = (large_token_share(mine), sum(r["correct"] for r in mine) / len(mine))
         print(f"threshold {threshold:.4f} bits: large share {results[threshold][0]:.3f}, "
-              f"accuracy {results[threshold][1]:.3f} on {len(sample)} train problems", flush=True)
+              f"accuracy {results[threshold][1]:.3f} on {len(mine)} train problems", flush=True)
         return results[threshold][0]
 
     result = calibrate_threshold(measure, target_share, low=low, high=high, iterations=iterations)
-    spec = get_pair(pair)
-    models = {role: ({"gguf_packages": source.requirements(), "sha256": source.sha256, "name": source.model_name}
-                     if source else {"built_in": pair}) for role, source in (("small", spec.small), ("large", spec.large))}
-    recipe = Recipe(
-        pair=pair, models=models,
-        config=EADConfig(threshold=result.threshold, window=window, min_dwell=min_dwell).to_dict(),
-        dtype=str(loaded.dtype).removeprefix("torch."), target_share=target_share,
-        calibration={"data": get_benchmark(benchmark).title["train"], "benchmark": benchmark, "stop_loops": stop_loops, "problems": len(sample), "seed": seed, "max_new_tokens": max_new_tokens,
-                     "share": result.share, "accuracy": results[result.threshold][1],
-                     "probes": [{"threshold": t, "share": s, "accuracy": results[t][1]} for t, s in result.probes]},
-    )
+    evidence = {"data": get_benchmark(benchmark).title["train"], "benchmark": benchmark, "problems": len(sample),
+                "seed": seed, "max_new_tokens": max_new_tokens, "stop_loops": stop_loops, "continuous": continuous,
+                "records": records_dir.name, "share": result.share, "accuracy": results[result.threshold][1],
+                "probes": [{"threshold": t, "share": s, "accuracy": results[t][1]} for t, s in result.probes]}
+    config = EADConfig(threshold=result.threshold, window=window, min_dwell=min_dwell)
+    if out.is_file():  # add this benchmark's threshold to an existing recipe of the pair
+        recipe = load_recipe(out)
+        if recipe.pair != pair or (recipe.ead_config.window, recipe.ead_config.min_dwell) != (window, min_dwell):
+            raise ValueError(f"{out} is a recipe for {recipe.pair} (window {recipe.ead_config.window}, dwell "
+                             f"{recipe.ead_config.min_dwell}); write this calibration to another --out")
+    else:
+        spec = get_pair(pair)
+        models = {role: ({"gguf_packages": source.requirements(), "sha256": source.sha256, "name": source.model_name}
+                         if source else {"built_in": pair}) for role, source in (("small", spec.small), ("large", spec.large))}
+        recipe = Recipe(pair=pair, models=models, config=config.to_dict(), dtype=settings.dtype,
+                        target_share=target_share, calibration=evidence)
+    recipe.benchmarks[benchmark] = {"threshold": result.threshold, "calibration": evidence}
     recipe.save(out)
     return recipe
