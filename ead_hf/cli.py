@@ -57,8 +57,10 @@ def _build_parser() -> argparse.ArgumentParser:
                                        "resumable (rerun the same command)")
         run.add_argument("--pair", default=DEFAULT_PAIR)
         run.add_argument("--methods", default="small,large,ead,random",
-                         help="comma-separated: small, large, ead, random, speculative")
+                         help="comma-separated: small, large, ead, first (decide-first EAD), random, speculative")
         run.add_argument("--thresholds", default="", help="comma-separated EAD thresholds in bits")
+        run.add_argument("--first-thresholds", default="",
+                         help="comma-separated thresholds (bits) of method 'first': EADConfig(variant='decide_first')")
         run.add_argument("--recipe", help="add the recipe's threshold to --thresholds (first)")
         run.add_argument("--limit", type=int, default=None,
                          help="seeded subset size (stratified by level x subject where the benchmark has them)")
@@ -156,7 +158,8 @@ def _eval(args: argparse.Namespace) -> int:
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
-        schedule=args.schedule, stop_loops=args.stop_loops, continuous=args.continuous)
+        schedule=args.schedule, stop_loops=args.stop_loops, continuous=args.continuous,
+        first_thresholds=_floats(args.first_thresholds, "--first-thresholds"))
     if table:
         print(table, end="")
     return 0

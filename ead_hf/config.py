@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from .scheduling import SCHEDULES
 
-__all__ = ["EADConfig"]
+__all__ = ["EADConfig", "VARIANTS"]
 
 _STARTS = ("small", "large")
+VARIANTS = ("paper", "decide_first")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class EADConfig:
     (default) runs every model some row needs on the whole batch, ``"group"`` runs one model per step and
     lets the other rows wait, ``"rows"`` runs each model only on the rows that chose it (row lanes). Under
     greedy decoding it changes cost, not output.
+
+    ``variant="decide_first"`` (not in the paper; BiLD's fallback rule) decides before committing: the small
+    model proposes every position, and where the entropy of its distribution there is ``>= threshold`` the
+    large model catches up and writes that same position instead (so the uncertain token itself goes to the
+    large model, not the ten after it). Needs ``window=1``, ``min_dwell=1``, ``start="small"``.
     """
 
     threshold: float
@@ -44,6 +50,7 @@ class EADConfig:
     large_probability: float | None = None
     seed: int = 0
     schedule: Literal["batch", "group", "rows"] = "batch"
+    variant: Literal["paper", "decide_first"] = "paper"
 
     def __post_init__(self) -> None:
         threshold = self.threshold
@@ -75,6 +82,17 @@ class EADConfig:
             raise ValueError(f"EADConfig.schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {self.schedule!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"EADConfig.seed must be an int, got {type(self.seed).__name__}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"EADConfig.variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.variant!r}")
+        if self.variant == "decide_first":
+            wrong = [f"{name}={getattr(self, name)!r} (use {fix})" for name, ok, fix in (
+                ("window", self.window == 1, "window=1"), ("min_dwell", self.min_dwell <= 1, "min_dwell=1"),
+                ("start", self.start == "small", "start='small'"), ("policy", self.policy == "entropy",
+                 "policy='entropy'; the token-level random control is policy='random' with min_dwell=1"),
+                ("schedule", self.schedule == "batch", "schedule='batch'")) if not ok]
+            if wrong:
+                raise ValueError("EADConfig.variant='decide_first' decides each position on the small model's own "
+                                 f"entropy there; it does not take {', '.join(wrong)}")
 
     @property
     def starts_large(self) -> bool:

@@ -7,7 +7,8 @@ Each model runs only on the rows that chose it (`RowLane`: KV slots per row). A 
 last P columns of its row of the shared token grid (earlier columns of that row masked, positions 0..P-1), its
 slots in both models are masked and its router state reset; its first read is the prompt's prefill, in the
 forward of the rows that are behind. Greedy decoding, no logits processors: what the evaluation runs. Each
-prompt's tokens and model choices equal `ead_decoding` on that prompt alone (tested).
+prompt's tokens and model choices equal the no-cache reference on that prompt alone (tested), for the paper's
+rule and for `variant="decide_first"`.
 """
 
 from __future__ import annotations
@@ -102,22 +103,34 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     for row in range(rows):
         place(row)
     active = [LARGE if config.starts_large else SMALL] * rows
+    decide_first = config.variant == "decide_first"
+
+    def read(logits: torch.Tensor, lane_id: int, members: list[int]) -> None:
+        if members:
+            rows_read = lanes[lane_id].read(grid, mask, positions, members)
+            logits.index_copy_(0, torch.tensor(members, device=device),
+                               rows_read.to(device=device, dtype=torch.float32)[:, :vocab])
+
     while any(index is not None for index in problem):
         live_rows = [row for row in range(rows) if problem[row] is not None]
-        logits = torch.zeros((rows, vocab), dtype=torch.float32, device=device)
-        for lane_id, lane in lanes.items():
-            members = [row for row in live_rows if active[row] == lane_id]
-            if members:
-                read = lane.read(grid, mask, positions, members).to(device=device, dtype=torch.float32)[:, :vocab]
-                logits.index_copy_(0, torch.tensor(members, device=device), read)
         live = torch.tensor([index is not None for index in problem], device=device)
+        logits = torch.zeros((rows, vocab), dtype=torch.float32, device=device)
+        if decide_first:  # the small model proposes; where it is uncertain the large model writes instead
+            read(logits, SMALL, live_rows)
+            chosen = live & (entropy_bits(logits) >= config.threshold)
+            read(logits, LARGE, [row for row, flag in enumerate(chosen.tolist()) if flag])  # second host sync
+        else:
+            for lane_id in lanes:
+                read(logits, lane_id, [row for row in live_rows if active[row] == lane_id])
+            chosen = router.active
         entropy, tokens = entropy_bits(logits), logits.argmax(dim=-1)
         grid = torch.cat([grid, torch.where(live, tokens, pad_token_id)[:, None]], dim=1)
         mask = torch.cat([mask, live.long()[:, None]], dim=1)
         positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
-        choices = torch.cat([choices, torch.where(live, router.active.long(), NO_TOKEN)[:, None]], dim=1)
+        choices = torch.cat([choices, torch.where(live, chosen.long(), NO_TOKEN)[:, None]], dim=1)
         count += live
-        router.observe(entropy, live)
+        if not decide_first:
+            router.observe(entropy, live)
         done = live & (torch.isin(tokens, eos) | (count >= max_new_tokens))
         if stop_loops:
             done |= live & ends_in_loop(grid, count)

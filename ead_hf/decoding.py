@@ -290,6 +290,7 @@ def ead_decoding(
                       if config.schedule == "rows" else [])
     schedule = resolve_schedule(config.schedule, batch_size, logits_processor, pad_token_id is not None, cache_blockers)
     grouped, by_rows = schedule == "group", schedule == "rows"
+    decide_first = config.variant == "decide_first"
     attention_mask = model_kwargs.get("attention_mask")  # None when generate() found no padding
     if attention_mask is None and batch_size > 1:  # rows that wait or finish leave masked holes
         attention_mask = torch.ones_like(input_ids)
@@ -334,16 +335,24 @@ def ead_decoding(
                 logits = torch.where(router.active[:, None], step_logits[LARGE], step_logits[SMALL])
             else:
                 (logits,) = step_logits.values()
+        chosen = router.active
+        if decide_first:  # the small model proposed; where it is uncertain the large model writes instead
+            chosen = advancing & (entropy_bits(logits) >= config.threshold)
+            if chosen.any():  # a second host synchronisation, only under this variant
+                large_logits = lanes[LARGE].read(grid, attention_mask, positions)
+                logits = torch.where(chosen[:, None], large_logits.to(device=device, dtype=torch.float32)[:, :vocab],
+                                     logits)
         entropy = entropy_bits(logits)
         next_scores = logits_processor(rows.view(), logits)
         next_tokens = _pick_token(next_scores, generation_config.do_sample)
 
-        rows.record(step, next_tokens, router.active.long(), entropy.float(), advancing)
+        rows.record(step, next_tokens, chosen.long(), entropy.float(), advancing)
         if want_scores:
             scores.append(next_scores)
         if want_logits:
             raw_logits.append(logits)
-        router.observe(entropy, live=advancing)
+        if not decide_first:  # under decide_first the router stays on the small model, which proposes every token
+            router.observe(entropy, live=advancing)
 
         # A row that did not write repeats its last token at its last position behind a masked key: the query
         # there sees exactly what the original saw, so the last column always holds each row's next-token logits.

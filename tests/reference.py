@@ -54,5 +54,30 @@ def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwe
     return row
 
 
+@torch.no_grad()
+def reference_decide_first(small, large, prompt: list[int], *, threshold, max_new_tokens, eos_token_ids=(),
+                           vocab=None) -> ReferenceRow:
+    """EAD variant "decide_first": the small model proposes each position; where the entropy of its own
+    distribution there is >= threshold, the large model writes that position instead."""
+    row = ReferenceRow()
+    sequence = list(prompt)
+    for _ in range(max_new_tokens):
+        logits = small(torch.tensor([sequence])).logits[0, -1].to(torch.float32)
+        logits = logits[:vocab] if vocab else logits
+        use_large = _entropy_bits(logits) >= threshold
+        if use_large:
+            logits = large(torch.tensor([sequence])).logits[0, -1].to(torch.float32)
+            logits = logits[:vocab] if vocab else logits
+        token = int(torch.argmax(logits))
+        row.tokens.append(token)
+        row.choices.append(int(use_large))
+        row.entropies.append(_entropy_bits(logits))
+        row.logits.append(logits)
+        sequence.append(token)
+        if token in eos_token_ids:
+            break
+    return row
+
+
 def unpadded_prompts(batch) -> list[list[int]]:
     return [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]

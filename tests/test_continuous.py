@@ -7,7 +7,7 @@ import torch
 from ead_hf import EADConfig, EADGenerator
 from ead_hf.continuous import continuous_ead, ends_in_loop
 
-from .reference import reference_ead
+from .reference import reference_decide_first, reference_ead
 
 PROMPTS = ["The cat sat on", "2+2=", "Once upon a time, in a land", "Q", "Why is the sky blue?", "abc abc abc",
            "Name three primes:", "x"]
@@ -70,3 +70,23 @@ def test_argument_errors(qwen_pair):
 def test_ends_in_loop_needs_generated_tokens():
     tokens = torch.tensor([[1, 2] * 30, [1, 2] * 30])
     assert ends_in_loop(tokens, torch.tensor([60, 40]), min_span=48).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("threshold", [5.3, 5.45])
+def test_decide_first_equals_its_reference(qwen_pair, tokenizer, threshold):
+    small, large = qwen_pair
+    config = EADConfig(threshold=threshold, window=1, min_dwell=1, variant="decide_first")
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    finished = list(continuous_ead(small, large, config, prompts, max_new_tokens=14, batch_size=3, eos_token_ids=[2]))
+    assert sorted(f.index for f in finished) == list(range(len(PROMPTS)))
+    large_tokens = 0
+    for row in finished:
+        alone = reference_decide_first(small, large, prompts[row.index], threshold=threshold, max_new_tokens=14,
+                                       eos_token_ids=(2,))
+        assert row.tokens == alone.tokens and row.choices == alone.choices, PROMPTS[row.index]
+        large_tokens += sum(row.choices)
+        # the small model reads every position (it proposes each one); the large one only when called
+        assert len(row.forwards["small"]) == len(row.tokens) and row.catchup["small"] == 0
+        assert len(row.forwards["large"]) == sum(row.choices)
+    total = sum(len(f.tokens) for f in finished)
+    assert 0 < large_tokens < total, "the threshold should send some positions to the large model"

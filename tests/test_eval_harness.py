@@ -432,3 +432,25 @@ def test_loop_stop_only_shortens_the_rows_it_stops(problems_file, tmp_path, monk
             assert record == plain
     report = (tmp_path / "--stop-loops" / "report.md").read_text()
     assert "| cut by budget |" in report
+
+
+def test_decide_first_points_get_token_level_controls(problems_file, tmp_path):
+    out = tmp_path / "first"
+    args = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--batch-size", "3", "--limit", "6",
+            "--max-new-tokens", "12", "--dtype", "fp32", "--methods", "small,ead,first,random", "--thresholds", "5.3",
+            "--first-thresholds", "5.4", "--min-dwell", "2", "--window", "2", "--out", str(out), "--continuous"]
+    assert cli_main(args) == 0
+    records = read_records(out)
+    first = [r for r in records if r["method"] == "first@5.4"]
+    assert len(first) == 6 and all(r["config"]["variant"] == "decide_first" for r in first)
+    controls = json.loads((out / "run.json").read_text())["random_controls"]
+    share = sum(r["large_tokens"] for r in first) / sum(r["large_tokens"] + r["small_tokens"] for r in first)
+    assert controls["first@5.4"] == round(share, 4)  # with dwell 1 the coin's p is the share itself
+    control = [r for r in records if r["control_for"] == "first@5.4"]
+    assert len(control) == 6 and control[0]["method"] == f"random@p={controls['first@5.4']:.4f},dwell=1"
+    assert control[0]["config"]["min_dwell"] == 1
+    ead_control = [r for r in records if r["control_for"] == "ead@5.3"]
+    assert ead_control[0]["config"]["min_dwell"] == 2
+    report = (out / "report.md").read_text()
+    assert f"| first@5.4 | random@p={controls['first@5.4']:.4f},dwell=1 | 6 |" in report
+    assert cli_main([*args[:-1], "--methods", "first"]) == 2  # another lever (no --continuous) is another run

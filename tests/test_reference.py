@@ -8,7 +8,7 @@ from ead_hf.decoding import ModelLane
 from ead_hf.output import NO_TOKEN
 from ead_hf.scheduling import SCHEDULES
 
-from .reference import reference_ead, unpadded_prompts
+from .reference import reference_decide_first, reference_ead, unpadded_prompts
 
 NEW_TOKENS = 24
 
@@ -17,6 +17,15 @@ def _median_entropy(generator, batch):
     out = generator.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False, return_dict_in_generate=True,
                              ead_config=EADConfig(threshold=float("inf")))
     return float(out.entropies.nanmedian())
+
+
+def _reference(small, large, prompt, config, eos_token_ids):
+    if config.variant == "decide_first":
+        return reference_decide_first(small, large, prompt, threshold=config.threshold, max_new_tokens=NEW_TOKENS,
+                                      eos_token_ids=eos_token_ids)
+    return reference_ead(small, large, prompt, threshold=config.threshold, window=config.window,
+                         min_dwell=config.min_dwell, start=config.start, max_new_tokens=NEW_TOKENS,
+                         eos_token_ids=eos_token_ids)
 
 
 def _assert_matches_reference(small, large, batch, config, eos_token_ids=()):
@@ -30,9 +39,7 @@ def _assert_matches_reference(small, large, batch, config, eos_token_ids=()):
     prompt_width = batch["input_ids"].shape[1]
     rows = []
     for index, prompt in enumerate(unpadded_prompts(batch)):
-        ref = reference_ead(small, large, prompt, threshold=config.threshold, window=config.window,
-                            min_dwell=config.min_dwell, start=config.start, max_new_tokens=NEW_TOKENS,
-                            eos_token_ids=eos_token_ids)
+        ref = _reference(small, large, prompt, config, eos_token_ids)
         produced = len(ref.tokens)
         assert out.sequences[index, prompt_width:prompt_width + produced].tolist() == ref.tokens
         assert out.model_choices[index, :produced].tolist() == ref.choices
@@ -125,3 +132,17 @@ def test_grouped_schedule_runs_one_model_per_step_and_rows_wait(qwen_pair, batch
     steps = forwards["small"] + forwards["large"]  # each grouped step is one forward of one model
     assert steps > grouped.model_choices.shape[1], "some row should have waited a step"
     assert sum(len(log) for log in whole.ead_forwards.values()) > steps, "whole-batch runs both models more often"
+
+
+def test_decide_first_matches_its_reference(pair, batch):
+    """The variant where the small model's entropy at a position decides who writes that same position."""
+    small, large = pair
+    median = _median_entropy(EADGenerator(small, large, EADConfig(threshold=0.0)), batch)
+    shares = []
+    for offset in (-0.3, 0.0, 0.3):
+        config = EADConfig(threshold=median + offset + 1e-3, window=1, min_dwell=1, variant="decide_first")
+        out, _ = _assert_matches_reference(small, large, batch, config)
+        live = out.model_choices != NO_TOKEN
+        shares.append(float((out.model_choices[live] == 1).float().mean()))
+        assert (out.ead_stats.small_catchup_tokens == 0).all()  # the small model reads every token as it comes
+    assert shares[0] > shares[-1] and 0 < shares[1] < 1

@@ -25,17 +25,19 @@ __all__ = ["Method", "parse_methods", "random_probability_for_share", "run_metho
 class Method:
     """One configuration to evaluate; `key` names it in records and reports."""
 
-    kind: str  # small | large | ead | random | speculative
+    kind: str  # small | large | ead | first | random | speculative
     threshold: float | None = None
     large_probability: float | None = None
     control_for: str | None = None  # random: the key of the EAD run whose measured share it matches
+    min_dwell: int | None = None  # random: the dwell of its control (1 for a decide-first point), else the run's
 
     @property
     def key(self) -> str:
-        if self.kind == "ead":
-            return f"ead@{self.threshold:g}"
+        if self.kind in ("ead", "first"):
+            return f"{self.kind}@{self.threshold:g}"
         if self.kind == "random":
-            return f"random@p={self.large_probability:.4f}"
+            dwell = "" if self.min_dwell is None else f",dwell={self.min_dwell}"
+            return f"random@p={self.large_probability:.4f}{dwell}"
         return self.kind
 
     def ead_config(self, window: int, min_dwell: int, seed: int = 0, schedule: str = "batch") -> EADConfig | None:
@@ -46,33 +48,41 @@ class Method:
             return EADConfig(threshold=float("-inf"), start="large", **common)
         if self.kind == "ead":
             return EADConfig(threshold=self.threshold, **common)
+        if self.kind == "first":  # decide before committing: token-level, the small model's entropy at the position
+            return EADConfig(threshold=self.threshold, window=1, min_dwell=1, variant="decide_first")
         if self.kind == "random":
+            dwell = min_dwell if self.min_dwell is None else self.min_dwell
             return EADConfig(threshold=0.0, policy="random", large_probability=self.large_probability, seed=seed,
-                             **common)
+                             **{**common, "min_dwell": dwell})
         return None
 
 
-KINDS = ("small", "large", "ead", "random", "speculative")
+KINDS = ("small", "large", "ead", "first", "random", "speculative")
 
 
-def parse_methods(methods: list[str], thresholds: list[float], random_share: float | None = None) -> list[Method]:
-    """The runs to make, in order. `random` becomes one control per EAD threshold, placed right after the EAD
-    run whose measured share it matches (its p is only known then: `large_probability` stays None here), or a
-    single control at `random_share` when that is given."""
+def parse_methods(methods: list[str], thresholds: list[float], random_share: float | None = None,
+                  first_thresholds: list[float] = ()) -> list[Method]:
+    """The runs to make, in order. `random` becomes one control per EAD (and decide-first) threshold, placed
+    right after the run whose measured share it matches (its p is only known then: `large_probability` stays
+    None here; a decide-first point's control routes token by token, dwell 1), or a single control at
+    `random_share` when that is given."""
     unknown = sorted(set(methods) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(KINDS)}")
     if "ead" in methods and not thresholds:
         raise ValueError("method 'ead' needs --thresholds (bits), e.g. --thresholds 0.5,1,2")
-    if "random" in methods and random_share is None and not ("ead" in methods and thresholds):
+    if "first" in methods and not first_thresholds:
+        raise ValueError("method 'first' needs --first-thresholds (bits), e.g. --first-thresholds 0.5,1")
+    matched = ("ead" in methods and thresholds) or ("first" in methods and first_thresholds)
+    if "random" in methods and random_share is None and not matched:
         raise ValueError("method 'random' needs a share to match: --random-share, or method 'ead' with --thresholds")
     plan = []
     for kind in methods:
-        if kind == "ead":
-            for threshold in thresholds:
-                plan.append(Method("ead", threshold=threshold))
+        if kind in ("ead", "first"):
+            for threshold in (thresholds if kind == "ead" else first_thresholds):
+                plan.append(Method(kind, threshold=threshold))
                 if "random" in methods and random_share is None:
-                    plan.append(Method("random", threshold=threshold, control_for=plan[-1].key))
+                    plan.append(Method("random", control_for=plan[-1].key, min_dwell=1 if kind == "first" else None))
         elif kind == "random":
             if random_share is not None:
                 plan.append(Method("random"))

@@ -12,6 +12,8 @@ from .records import read_records
 from .stats import PairedComparison, paired_comparison
 from .truncation import truncation_counts
 
+ROUTED = ("ead", "first")  # methods whose points get a random control and paired comparisons
+
 __all__ = ["MethodSummary", "summarise", "markdown_table", "paired_rows", "paired_table", "pareto_plot",
            "write_report"]
 
@@ -76,7 +78,7 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
             real_cost = spent / sum(r["flops_small"] + r["flops_large"] for r in base)
         base_accuracy = sum(r["correct"] for r in base) / len(ids) if base else math.nan
         wall = sum(r["wall_s"] for r in mine)
-        threshold = mine[0]["config"]["threshold"] if mine[0]["kind"] == "ead" else None
+        threshold = mine[0]["config"]["threshold"] if mine[0]["kind"] in ROUTED else None
         cut = truncation_counts(mine)
         summaries.append(MethodSummary(
             method=method, kind=mine[0]["kind"], threshold=float(threshold) if threshold is not None else None,
@@ -87,7 +89,7 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
             budget_cut=cut["budget"], looping=cut["looping"], progressing=cut["progressing"],
             control_for=mine[0].get("control_for"),
         ))
-    order = {"small": 0, "ead": 1, "random": 2, "large": 3, "speculative": 4}
+    order = {"small": 0, "ead": 1, "first": 2, "random": 3, "large": 4, "speculative": 5}
     return sorted(summaries, key=lambda s: (order.get(s.kind, 9), s.threshold or 0.0, s.method))
 
 
@@ -119,12 +121,13 @@ def _control_of(ead: MethodSummary, summaries: list[MethodSummary]) -> MethodSum
 
 
 def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tuple[str, str, PairedComparison]]:
-    """Every EAD point against its random control, small-only and large-only, on the problems both finished."""
+    """Every EAD point (both variants) against its random control, small-only and large-only, on the problems
+    both finished."""
     solved: dict[str, dict[str, bool]] = defaultdict(dict)
     for record in records:
         solved[record["method"]].setdefault(record["problem_id"], bool(record["correct"]))
     rows = []
-    for ead in (s for s in summaries if s.kind == "ead"):
+    for ead in (s for s in summaries if s.kind in ROUTED):
         control = _control_of(ead, summaries)
         for other in ([control.method] if control else []) + ["small", "large"]:
             common = sorted(set(solved[ead.method]) & set(solved.get(other, {})))
@@ -150,10 +153,12 @@ def pareto_plot(summaries: list[MethodSummary], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    ead = sorted((s for s in summaries if s.kind == "ead"), key=lambda s: s.large_share)
-    if ead:
-        axes.plot([s.large_share for s in ead], [100 * s.accuracy for s in ead], "o-", color="tab:blue", label="EAD")
-        for s in ead:
+    for kind, colour, label in (("ead", "tab:blue", "EAD"), ("first", "tab:orange", "EAD, decide first")):
+        points = sorted((s for s in summaries if s.kind == kind), key=lambda s: s.large_share)
+        if points:
+            axes.plot([s.large_share for s in points], [100 * s.accuracy for s in points], "o-", color=colour,
+                      label=label)
+        for s in points:
             axes.annotate(f"τ={s.threshold:g}", (s.large_share, 100 * s.accuracy), textcoords="offset points",
                           xytext=(4, 4), fontsize=8)
     for s in (s for s in summaries if s.kind == "random" and s.control_for):

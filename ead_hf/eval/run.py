@@ -27,11 +27,10 @@ def _distributed() -> tuple[object, int, int]:
     return state, state.process_index, state.num_processes
 
 
-def _random_probability(directory: Path, random_share: float | None, threshold: float, min_dwell: int) -> float:
-    """p of the random control of the EAD run at `threshold`, matched once to that run's measured share and kept
-    in run.json (`random_controls`): a resumed or grown run keeps the same control instead of starting another
-    one at a slightly different p. An explicit `random_share` is used as given and not stored."""
-    key = Method("ead", threshold=threshold).key
+def _random_probability(directory: Path, random_share: float | None, key: str | None, min_dwell: int) -> float:
+    """p of the random control of the run `key` (e.g. "ead@0.5"), matched once to that run's measured share and
+    kept in run.json (`random_controls`): a resumed or grown run keeps the same control instead of starting
+    another one at a slightly different p. An explicit `random_share` is used as given and not stored."""
     path = directory / "run.json"
     manifest = json.loads(path.read_text())
     controls = manifest.setdefault("random_controls", {})
@@ -83,11 +82,11 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
              batch_size: int, max_new_tokens: int, dtype: str, benchmark: str = "math", split: str = "test",
              data: Path | None = None, random_share: float | None = None, speculative_limit: int | None = None,
              window: int = 5, min_dwell: int = 10, seed: int = 0, schedule: str = "batch", stop_loops: bool = False,
-             continuous: bool = False, progress: bool = True) -> str | None:
+             continuous: bool = False, first_thresholds: list[float] = (), progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report."""
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("--batch-size and --max-new-tokens must be >= 1")
-    plan = parse_methods(methods, thresholds, random_share)
+    plan = parse_methods(methods, thresholds, random_share, first_thresholds)
     state, rank, world = _distributed()
     dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
     problems = [dict(row) for row in dataset]
@@ -104,8 +103,10 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
     for method in plan:
         if method.kind == "random":
             state.wait_for_everyone()  # the EAD records it matches are on disk, from every rank
-            probability = _random_probability(out, random_share, method.threshold, min_dwell)
-            method = Method("random", large_probability=probability, control_for=method.control_for)
+            dwell = min_dwell if method.min_dwell is None else method.min_dwell
+            probability = _random_probability(out, random_share, method.control_for, dwell)
+            method = Method("random", large_probability=probability, control_for=method.control_for,
+                            min_dwell=method.min_dwell)
             store = RecordStore(out, rank, world)
         subset = problems[:speculative_limit] if method.kind == "speculative" and speculative_limit else problems
         run_method(method, loaded.small, loaded.large, loaded.tokenizer, subset, settings, store, rank=rank,
