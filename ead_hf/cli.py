@@ -34,6 +34,9 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--window", type=int, default=5)
     gen.add_argument("--min-dwell", type=int, default=10)
     gen.add_argument("--start", choices=["small", "large"], default="small")
+    gen.add_argument("--decide-first", action="store_true",
+                     help="EADConfig(variant='decide_first'): the large model writes each position where the small "
+                     "model's own entropy is >= the threshold (window 1, dwell 1)")
     gen.add_argument("--max-new-tokens", type=int, default=512)
     gen.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it, else fp32), bf16, fp32")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -227,11 +230,15 @@ def _generate(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe)
         args.pair, recipe_config = recipe.pair, recipe.ead_config
         args.window, args.min_dwell = recipe_config.window, recipe_config.min_dwell
+        args.decide_first = args.decide_first or recipe_config.variant == "decide_first"
         if args.threshold is None:
             args.threshold = recipe_config.threshold
     pair = get_pair(args.pair)
     threshold = pair.default_threshold if args.threshold is None else args.threshold
-    config = EADConfig(threshold=threshold, window=args.window, min_dwell=args.min_dwell, start=args.start)
+    if args.decide_first:
+        config = EADConfig(threshold=threshold, window=1, min_dwell=1, variant="decide_first")
+    else:
+        config = EADConfig(threshold=threshold, window=args.window, min_dwell=args.min_dwell, start=args.start)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
     print(f"loading {pair.name} (the first run assembles and converts the weights once: a few minutes)",

@@ -81,3 +81,15 @@ def test_unknown_pair_and_bad_arguments(capsys):
     assert "unknown pair 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["generate", "--threshold", "nan", "x"])
+
+
+def test_generate_command_decide_first(fake_pair, capsys):
+    """-inf: every position's small-model entropy is >= the threshold, so the large model writes every token;
+    inf: none, so the small model writes every token."""
+    for threshold, expected in (("--threshold=-inf", "small 0,"), ("--threshold=inf", ", large 0")):
+        assert cli.main(["generate", "--pair", "tiny-pair", threshold, "--decide-first", "--dtype", "fp32",
+                         "--max-new-tokens", "6", "--no-color", "hello"]) == 0
+        captured = capsys.readouterr()
+        assert "variant='decide_first'" in captured.err
+        summary = [line for line in captured.out.splitlines() if line.startswith("--- ") and "tokens:" in line]
+        assert expected in summary[0], summary

@@ -89,3 +89,22 @@ def test_plain_generate_syncs_once_per_step_too(qwen_pair, tokenizer):
                                       pad_token_id=tokenizer.pad_token_id)
 
     assert _syncs(plain(12), large)[0] - _syncs(plain(4), large)[0] >= 12 - 4
+
+
+def test_decide_first_syncs_once_more_only_on_steps_it_decides(qwen_pair, tokenizer):
+    """decide_first must know, after the small model's forward, whether any row needs the large model at that
+    position: one extra sync per step, no more."""
+    small, large = qwen_pair
+    inputs = _inputs(tokenizer, 2)
+    probe = EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(
+        **inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True)
+    config = EADConfig(threshold=float(probe.entropies.nanmedian()), window=1, min_dwell=1, variant="decide_first")
+
+    def ead(steps):
+        return lambda: EADGenerator(small, large, config).generate(
+            **inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            return_dict_in_generate=True)
+
+    (short, _), (long, long_out) = _syncs(ead(4), small, large), _syncs(ead(12), small, large)
+    assert long - short == 2 * (12 - 4)
+    assert 0 < long_out.ead_stats.large_share.mean() < 1
