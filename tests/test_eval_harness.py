@@ -186,6 +186,7 @@ def test_report_from_fixture_records(tmp_path):
     # every fixture completion used all 10 allowed tokens: cut by the budget, not looping
     assert all((s.budget_cut, s.looping, s.progressing) == (2, 0, 2) for s in summaries.values())
     assert table.count("| 2 | 0 | 2 |") == 3
+    assert "| 0.625 | 2880.0 | 2 | 0 | 2 |" in table  # EAD: 2 problems in 2.5 s of wall time
     pareto_plot(list(summaries.values()), tmp_path / "p.png", "fixture")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -99,14 +99,15 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def markdown_table(summaries: list[MethodSummary]) -> str:
     lines = ["| method | τ (bits) | N | accuracy [95% CI] | retention vs large | large share | paper cost | "
-             "real cost (FLOPs) | time vs large | cut by budget | of which looping | cut while progressing |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "real cost (FLOPs) | time vs large | problems / hour | cut by budget | of which looping | "
+             "cut while progressing |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summaries:
         lines.append(
             f"| {s.method} | {_fmt(s.threshold, 3) if s.threshold is not None else ''} | {s.n} | "
             f"{100 * s.accuracy:.1f}% [{100 * s.ci_low:.1f}, {100 * s.ci_high:.1f}] | {_fmt(s.retention, 3)} | "
             f"{_fmt(s.large_share, 3)} | {_fmt(s.paper_cost, 3)} | {_fmt(s.real_cost, 3)} | {_fmt(s.time_ratio, 3)} | "
-            f"{s.budget_cut} | {s.looping} | {s.progressing} |")
+            f"{_fmt(3600 * s.n / s.wall_s if s.wall_s else None, 1)} | {s.budget_cut} | {s.looping} | {s.progressing} |")
     return "\n".join(lines) + "\n"
 
 
