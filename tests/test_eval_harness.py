@@ -161,7 +161,7 @@ def test_calibrate_command_on_the_tiny_pair_writes_a_recipe(problems_file, tmp_p
 
 def _record(method, kind, pid, correct, small, large, flops_s, flops_l, wall, threshold=None):
     return {"method": method, "kind": kind, "problem_id": pid, "correct": correct, "small_tokens": small,
-            "large_tokens": large, "flops_small": flops_s, "flops_large": flops_l, "wall_s": wall,
+            "large_tokens": large, "small_catchup_tokens": 0, "large_catchup_tokens": 2 if kind == "ead" else 0, "flops_small": flops_s, "flops_large": flops_l, "wall_s": wall,
             "config": {"threshold": threshold} if threshold is not None else None,
             "completion": "", "settings": {"max_new_tokens": 10}}
 
@@ -177,6 +177,7 @@ def test_report_from_fixture_records(tmp_path):
     ead = summaries["ead@1"]
     assert (ead.n, ead.accuracy, ead.retention, ead.threshold) == (2, 1.0, 1.0, 1.0)
     assert ead.large_share == pytest.approx(6 / 20)
+    assert ead.large_work == pytest.approx((6 + 2 + 2) / 20)  # its own tokens and its catch-ups
     assert ead.paper_cost == pytest.approx((0.3 * 3 + 0.7 * 1) / 3)
     assert ead.real_cost == pytest.approx(170 / 200)
     assert ead.time_ratio == pytest.approx(2.5 / 4.0)
@@ -186,7 +187,7 @@ def test_report_from_fixture_records(tmp_path):
     # every fixture completion used all 10 allowed tokens: cut by the budget, not looping
     assert all((s.budget_cut, s.looping, s.progressing) == (2, 0, 2) for s in summaries.values())
     assert table.count("| 2 | 0 | 2 |") == 3
-    assert "| 0.625 | 2880.0 | 2 | 0 | 2 |" in table  # EAD: 2 problems in 2.5 s of wall time
+    assert "| 0.625 | 2880.0 | 2 | 0 | 2 |" in table and "| 0.300 | 0.500 |" in table  # EAD: 2 problems in 2.5 s of wall time
     pareto_plot(list(summaries.values()), tmp_path / "p.png", "fixture")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 

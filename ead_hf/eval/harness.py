@@ -268,7 +268,7 @@ def _continuous(small, large, tokenizer, config: EADConfig, problems: list[dict]
     with torch.inference_mode():
         for row in continuous_ead(small, large, config, prompts, max_new_tokens=settings.max_new_tokens,
                                   batch_size=settings.batch_size, eos_token_ids=eos if isinstance(eos, list) else [eos],
-                                  pad_token_id=tokenizer.pad_token_id, stop_loops=settings.stop_loops):
+                                  pad_token_id=tokenizer.pad_token_id or 0, stop_loops=settings.stop_loops):
             now = time.perf_counter()
             choices = torch.tensor([row.choices])
             stats = EADStats.from_choices(choices, torch.tensor([row.catchup["small"]]),
