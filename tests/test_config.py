@@ -43,5 +43,21 @@ def test_from_dict_rejects_unknown_keys_and_bad_strings():
 
 
 def test_frozen():
-    with pytest.raises(Exception):
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
         EADConfig(threshold=1.0).window = 3
+
+
+def test_decide_first_validation_names_each_fix():
+    config = EADConfig(threshold=0.5, window=1, min_dwell=1, variant="decide_first")
+    assert EADConfig.from_dict(config.to_dict()) == config
+    assert EADConfig.from_dict({"threshold": 1.0}).variant == "paper"  # dicts from before variants
+    with pytest.raises(ValueError, match=r"window=5 \(use window=1\), min_dwell=10 \(use min_dwell=1\)"):
+        EADConfig(threshold=0.5, variant="decide_first")
+    with pytest.raises(ValueError, match="start='large' \\(use start='small'\\)"):
+        EADConfig(threshold=0.5, window=1, min_dwell=1, start="large", variant="decide_first")
+    with pytest.raises(ValueError, match="schedule='rows'"):
+        EADConfig(threshold=0.5, window=1, min_dwell=1, schedule="rows", variant="decide_first")
+    with pytest.raises(ValueError, match="EADConfig.variant must be one of 'paper', 'decide_first'"):
+        EADConfig(threshold=0.5, variant="bild")
