@@ -28,11 +28,10 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from .compat import cache_argument_name
+from .compat import cache_argument_name, crop_cache
 from .config import EADConfig
 from .eval.data import build_prompts, default_data_path, load_math
 from .generator import EADGenerator
-from .scheduling import SCHEDULES
 
 __all__ = ["run_bench", "copy_bandwidth_gbs", "forward_cost_table"]
 
@@ -83,15 +82,15 @@ def forward_cost_table(model, inputs, chunks=CHUNKS, reps: int = 3) -> dict:
         def step():
             model(input_ids=new, attention_mask=new_mask, position_ids=new_positions, logits_to_keep=1,
                   **{name: cache})
-            cache.crop(-chunk)  # drop what the step appended (negative: a count, in 5.23 and 5.24)
+            crop_cache(cache, chunk)  # drop what the step appended
 
         step()  # warm-up
         table[chunk] = _median_time(step, reps)
     return table
 
 
-def _ead_name(threshold: float, schedule: str) -> str:
-    return f"EAD {threshold:g} ({schedule})"
+def _ead_name(threshold: float) -> str:
+    return f"EAD {threshold:g}"
 
 
 @torch.inference_mode()
@@ -111,7 +110,7 @@ def step_cost_by_rows(model, rows=(1, 2, 4, 8, 16, 32, 64), chunks=(1, 4, 16), c
 
             def step():
                 model(input_ids=new, logits_to_keep=1, **{name: cache})
-                cache.crop(-chunk)
+                crop_cache(cache, chunk)
 
             step()  # warm-up
             table[n][chunk] = _median_time(step, reps)
@@ -188,7 +187,7 @@ class BenchResult:
 
 def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), new_tokens: int = 64,
               reps: int = 3, assisted: bool = True, data: Path | None = None, rows_sweep=(),
-              schedules=SCHEDULES, progress=print) -> BenchResult:
+              prompt_tokens: int | None = None, progress=print) -> BenchResult:
     problems = [row["problem"] for row in load_math(data or default_data_path("test"))]
     tokenizer.padding_side = "left"
     result = BenchResult(machine={
@@ -199,6 +198,8 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                   top_p=None, top_k=None)
     for batch_size in batch_sizes:
         inputs = tokenizer(build_prompts(tokenizer, problems[:batch_size]), return_tensors="pt", padding=True)
+        if prompt_tokens is not None:  # the last N tokens of each prompt (short prompts: per-step overhead shows)
+            inputs = {name: tensor[:, -prompt_tokens:] for name, tensor in inputs.items()}
         tables = {"small": forward_cost_table(small, inputs, reps=reps), "large": forward_cost_table(large, inputs, reps=reps)}
         progress(f"batch {batch_size}: forward cost per chunk length (s): {json.dumps(tables)}")
         configs = {
@@ -208,13 +209,9 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
             "EAD -inf": lambda: EADGenerator(small, large, EADConfig(threshold=float("-inf"), start="large")).generate(
                 **inputs, **kwargs),
         }
-        default_schedule = EADConfig.__dataclass_fields__["schedule"].default
-        # one row: every schedule is "batch"; the default is always measured (P1/P3 read it)
-        run_schedules = [default_schedule] + [s for s in schedules if batch_size > 1 and s != default_schedule]
-        for schedule in run_schedules:
-            configs[_ead_name(threshold, schedule)] = functools.partial(
-                EADGenerator(small, large, EADConfig(threshold=threshold, schedule=schedule)).generate,
-                **inputs, return_dict_in_generate=True, **kwargs)
+        default = _ead_name(threshold)
+        configs[default] = functools.partial(EADGenerator(small, large, EADConfig(threshold=threshold)).generate,
+                                             **inputs, return_dict_in_generate=True, **kwargs)
         if assisted and batch_size == 1:
             configs["assisted (HF)"] = lambda: large.generate(**inputs, assistant_model=small, **kwargs)
         times: dict[str, list[float]] = {name: [] for name in configs}
@@ -228,13 +225,10 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                     times[name].append(time.perf_counter() - start)
                     records[name].append(clock.take())
         medians = {name: statistics.median(values) for name, values in times.items()}
-        default = _ead_name(threshold, default_schedule)
         share = float(outputs[default].ead_stats.large_share.mean())
         decode = {role: decode_step_seconds([r for rep in records[f"{role} generate"] for r in rep], role)
                   for role in ("small", "large")}
-        ideal = {schedule: statistics.median(ideal_seconds(rep, decode, batch_size)
-                                             for rep in records[_ead_name(threshold, schedule)])
-                 for schedule in run_schedules}
+        ideal = statistics.median(ideal_seconds(rep, decode, batch_size) for rep in records[default])
         ratio_small_large = decode["small"] / decode["large"]
         for name, seconds in medians.items():
             in_forwards = statistics.median(sum(r[-1] for r in rep) for rep in records[name])
@@ -244,16 +238,9 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                 "outside_forwards_s": seconds - in_forwards,
             })
         result.rows.append({"batch": batch_size, "config": "checks", "large_share": share,
-                            "default schedule": default,
-                            "P1 EAD / ideal": medians[default] / ideal[default_schedule],
-                            "P1 by schedule": {s: medians[_ead_name(threshold, s)] / ideal[s] for s in ideal},
-                            "P3 by schedule": {s: medians[_ead_name(threshold, s)] / medians["large generate"]
-                                               for s in run_schedules},
-                            "forwards by schedule": {s: {role: len(outputs[_ead_name(threshold, s)].ead_forwards[role])
-                                                         for role in ("small", "large")} for s in run_schedules},
-                            "row-forwards by schedule": {  # rows read summed over forwards: what row lanes cut
-                                s: {role: sum(rows for _, _, rows in outputs[_ead_name(threshold, s)].ead_forwards[role])
-                                    for role in ("small", "large")} for s in run_schedules},
+                            "ead config": default,
+                            "P1 EAD / ideal": medians[default] / ideal,
+                            "forwards": {role: len(outputs[default].ead_forwards[role]) for role in ("small", "large")},
                             "P2 +inf / small": medians["EAD +inf"] / medians["small generate"],
                             "P2 -inf / large": medians["EAD -inf"] / medians["large generate"],
                             "P3 target": 1.05 * (share + (1 - share) * ratio_small_large),
@@ -274,7 +261,8 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
 def markdown(result: BenchResult) -> str:
     m = result.machine
     lines = [f"Machine: {m['threads']} threads, torch {m['torch']}, {m['dtype']}, copy bandwidth "
-             f"{m['copy_bandwidth_gbs']:.1f} GB/s, peak RSS {m.get('peak_rss_gb', 0):.1f} GB.", "",
+             f"{m['copy_bandwidth_gbs']:.1f} GB/s, peak RSS {m.get('peak_rss_gb', 0):.1f} GB"
+             + (f", pair loaded in {m['load_s']:.1f} s." if "load_s" in m else "."), "",
              "Roofline: tok/s if every step only read the weights of the model(s) it runs once at that bandwidth "
              "(EAD at a threshold: weights weighted by its large share; assisted: the large model's).", "",
              "| batch | config | median s | in forwards s | outside s | tok/s | vs large generate | roofline tok/s "
@@ -302,19 +290,7 @@ def markdown(result: BenchResult) -> str:
             lines.append(f"| {row['batch']} | {row['large_share']:.3f} | {row['P1 EAD / ideal']:.3f} | "
                          f"{row['P2 +inf / small']:.3f} | {row['P2 -inf / large']:.3f} | {row['P3 EAD / large']:.3f} | "
                          f"{row['P3 target']:.3f} | {row['r small/large step']:.3f} |")
-    lines += ["", "EAD by schedule (P1 = wall / ideal, decode steps priced at plain generate's step, other forwards "
-                  "as measured; P3 = wall / large generate):", "",
-              "| batch | schedule | P1 | P3 | forwards small / large | rows read small / large |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for row in result.rows:
-        if row["config"] == "checks" and "P3 by schedule" in row:
-            for schedule, p3 in row["P3 by schedule"].items():
-                forwards, reads = row["forwards by schedule"][schedule], row["row-forwards by schedule"][schedule]
-                default = " (default)" if row["default schedule"].endswith(f"({schedule})") else ""
-                p1 = row["P1 by schedule"][schedule]
-                lines.append(f"| {row['batch']} | {schedule}{default} | {p1:.3f} | "
-                             f"{p3:.3f} | {forwards['small']} / {forwards['large']} | {reads['small']} / {reads['large']} |")
-    default_config = {row["batch"]: row["default schedule"] for row in result.rows if "default schedule" in row}
+    default_config = {row["batch"]: row["ead config"] for row in result.rows if "ead config" in row}
     ead = {row["batch"]: row["tok_s"] for row in result.rows if default_config.get(row["batch"]) == row["config"]}
     if 1 in ead and 8 in ead:
         lines += ["", f"P4: EAD aggregate tok/s at batch 8 / batch 1 = {ead[8]:.1f} / {ead[1]:.1f} = "

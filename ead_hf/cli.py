@@ -20,8 +20,7 @@ def _threshold(text: str) -> float:
 
 def _build_parser() -> argparse.ArgumentParser:
     from .eval.data import BENCHMARKS
-    from .pairs import DEFAULT_PAIR
-    from .scheduling import SCHEDULES
+    from .model_pairs import DEFAULT_PAIR
 
     parser = argparse.ArgumentParser(prog="ead-hf", description="Entropy Adaptive Decoding with a small + large model pair")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,8 +76,6 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="one random control at this large share (default: one control per EAD threshold, "
                          "at that threshold's measured share)")
         run.add_argument("--speculative-limit", type=int, default=None, help="run speculative on the first K problems")
-        run.add_argument("--schedule", choices=SCHEDULES, default="batch",
-                         help="how a batch shares the two models (EADConfig.schedule); changes cost, not answers")
         run.add_argument("--stop-loops", action="store_true",
                          help="end a row caught in an exact repetition loop instead of running it to the budget "
                          "(same for every method of the run; reported as finish 'loop')")
@@ -108,8 +105,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-assisted", action="store_true", help="skip HF assisted generation")
     bench.add_argument("--rows-sweep", default="", help="also time each model's forward for these row counts, "
                        "e.g. 1,2,4,8,16,32,64 (chunks 1, 4, 16 after 64 cached positions)")
-    bench.add_argument("--schedules", default=",".join(SCHEDULES),
-                       help="EAD schedules to time at batch > 1 (EADConfig.schedule; the default is always timed)")
+    bench.add_argument("--prompt-tokens", type=int, default=None,
+                       help="keep only the last N tokens of each prompt (short prompts show the loop's own overhead)")
     bench.add_argument("--data", type=Path, default=None, help="MATH-500 JSONL (prompts)")
     bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
 
@@ -124,6 +121,8 @@ def _build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--iterations", type=int, default=6)
     calibrate.add_argument("--dtype", default="auto")
     calibrate.add_argument("--data", type=Path, default=None)
+    calibrate.add_argument("--decide-first", action="store_true",
+                           help="calibrate the decide-first variant (window 1, dwell 1) instead of the paper's rule")
     calibrate.add_argument("--window", type=int, default=5)
     calibrate.add_argument("--min-dwell", type=int, default=10)
     calibrate.add_argument("--seed", type=int, default=0)
@@ -152,17 +151,22 @@ def _eval(args: argparse.Namespace) -> int:
         print(write_budget(args.directory, args.method, args.max_cut, args.step), end="")
         return 0
     thresholds = _floats(args.thresholds, "--thresholds")
-    if args.recipe:
+    first_thresholds = _floats(args.first_thresholds, "--first-thresholds")
+    if args.recipe:  # the recipe's threshold for this benchmark, for its rule's method (ead or first)
         from .recipes import load_recipe
 
-        thresholds = [load_recipe(args.recipe).config_for(args.eval_command).threshold] + thresholds
+        config = load_recipe(args.recipe).config_for(args.eval_command)
+        if config.variant == "decide_first":
+            first_thresholds = [config.threshold] + first_thresholds
+        else:
+            thresholds = [config.threshold] + thresholds
     table = run_eval(
         benchmark=args.eval_command, pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()], thresholds=thresholds,
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
-        schedule=args.schedule, stop_loops=args.stop_loops, continuous=args.continuous,
-        first_thresholds=_floats(args.first_thresholds, "--first-thresholds"))
+        stop_loops=args.stop_loops, continuous=args.continuous,
+        first_thresholds=first_thresholds)
     if table:
         print(table, end="")
     return 0
@@ -172,7 +176,7 @@ def _bench(args: argparse.Namespace) -> int:
     import json
 
     from .bench import markdown, run_bench
-    from .pairs import get_pair, load_pair
+    from .model_pairs import get_pair, load_pair
 
     loaded = load_pair(args.pair, dtype=args.dtype)
     threshold = get_pair(args.pair).default_threshold if args.threshold is None else args.threshold
@@ -180,8 +184,9 @@ def _bench(args: argparse.Namespace) -> int:
                        batch_sizes=[int(b) for b in args.batch_sizes.split(",")], new_tokens=args.new_tokens,
                        reps=args.reps, assisted=not args.no_assisted, data=args.data,
                        rows_sweep=[int(r) for r in args.rows_sweep.split(",")] if args.rows_sweep else (),
-                       schedules=[s.strip() for s in args.schedules.split(",") if s.strip()],
+                       prompt_tokens=args.prompt_tokens,
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
+    result.machine["load_s"] = loaded.load_seconds
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps({"machine": result.machine, "rows": result.rows,
                                                           "step_cost_by_rows": result.step_cost_by_rows}, indent=2))
@@ -198,7 +203,8 @@ def _calibrate(args: argparse.Namespace) -> int:
                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
                             out=args.out, data=args.data, iterations=args.iterations, window=args.window,
                             min_dwell=args.min_dwell, seed=args.seed, benchmark=args.benchmark,
-                            stop_loops=args.stop_loops, continuous=args.continuous)
+                            stop_loops=args.stop_loops, continuous=args.continuous,
+                            variant="decide_first" if args.decide_first else "paper")
     evidence = recipe.benchmarks[args.benchmark]["calibration"]
     print(f"threshold {recipe.benchmarks[args.benchmark]['threshold']} bits: large share {evidence['share']:.3f}, "
           f"accuracy {evidence['accuracy']:.3f} on {evidence['problems']} {evidence['data']} problems; "
@@ -221,7 +227,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     from .config import EADConfig
     from .generator import EADGenerator
-    from .pairs import get_pair, load_pair
+    from .model_pairs import get_pair, load_pair
     from .trace import render_ansi, render_html, summary_line, trace_tokens
 
     if args.recipe:
@@ -277,7 +283,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _pairs(args: argparse.Namespace) -> int:
-    from .pairs import PAIRS, pair_status
+    from .model_pairs import PAIRS, pair_status
     from .weights import cache_root
 
     print(f"cache: {cache_root()}")
@@ -291,6 +297,7 @@ def _pairs(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    from . import testing  # noqa: F401  (registers the built-in "tiny-random" pair)
     from .weights import WeightsError
 
     try:

@@ -1,4 +1,8 @@
-"""The transformers versions this package hooks into, and the API differences between them."""
+"""Every use of a transformers internal, in one place: what to re-check on a transformers bump.
+
+Each function says why it needs the internal. CONTRIBUTING.md lists them; CI tests both ends of
+`SUPPORTED_TRANSFORMERS`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,11 @@ import inspect
 import transformers
 from packaging.version import Version
 
-__all__ = ["SUPPORTED_TRANSFORMERS", "check_transformers_version", "cache_argument_name", "pop_prepared_cache"]
+__all__ = [
+    "SUPPORTED_TRANSFORMERS", "check_transformers_version", "cache_argument_name", "pop_prepared_cache",
+    "logits_to_keep_kwargs", "pad_token_id", "fill_cache_layer", "full_attention_only", "crop_cache",
+    "drop_quantizer", "is_single_model_processor",
+]
 
 # Tested at both ends in CI (see .ci/run). 5.23 passes the prepared cache as `past_key_values=`,
 # 5.24 as `cache=` (and model forwards take `cache=`).
@@ -33,6 +41,55 @@ def cache_argument_name(model) -> str:
 
 
 def pop_prepared_cache(model_kwargs: dict):
-    """Remove the cache generate() prepared for a custom decoding method, under either version's name."""
+    """Remove the cache generate() prepared for a custom decoding method, under either version's name
+    (the custom_generate call contract: generate() hands its prepared model kwargs to the callable)."""
     caches = [model_kwargs.pop(name) for name in ("cache", "past_key_values") if name in model_kwargs]
     return next((c for c in caches if c is not None), None)
+
+
+def logits_to_keep_kwargs(model) -> dict:
+    """`logits_to_keep=1` where the model takes it (private `_supports_logits_to_keep`, as generate() asks):
+    a step needs only the last position's logits, and the full-vocabulary head over a catch-up is costly."""
+    return {"logits_to_keep": 1} if model._supports_logits_to_keep() else {}
+
+
+def pad_token_id(generation_config) -> int | None:
+    """The pad id generate() settled on (private `_pad_token_tensor`: it falls back to EOS with a warning)."""
+    tensor = generation_config._pad_token_tensor
+    return None if tensor is None else int(tensor)
+
+
+def fill_cache_layer(layer, keys, values) -> None:
+    """Put gathered keys/values into a fresh `DynamicLayer` (its fields are set directly: no public setter)."""
+    layer.lazy_initialization(keys, values)
+    layer.keys, layer.values = keys, values
+
+
+def full_attention_only(model) -> str | None:
+    """Why a model's cache cannot be split by rows (None when every layer is a full-attention `DynamicLayer`,
+    whose keys are plain tensors indexed by row)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    kinds = {type(layer).__name__ for layer in DynamicCache(config=model.config).layers}
+    if kinds and kinds != {DynamicLayer.__name__}:
+        return f"{type(model).__name__} caches with {sorted(kinds)} layers (row slots need full-attention DynamicLayer)"
+    return None
+
+
+def crop_cache(cache, count: int) -> None:
+    """Drop the last `count` positions of a cache (`crop` takes a negative length as a count in 5.23 and 5.24)."""
+    cache.crop(-count)
+
+
+def drop_quantizer(model) -> None:
+    """Forget the GGUF load's quantizer (`hf_quantizer`): the weights are dequantized, and a model that keeps it
+    refuses `.to(dtype)` and saves a quantization config it does not have."""
+    model.hf_quantizer = None
+
+
+def is_single_model_processor(processor) -> bool:
+    """Logits processors that run or key on one model (watermarking, classifier-free guidance), matched by class
+    name because their classes and module paths differ across transformers versions."""
+    name = type(processor).__name__
+    return "Watermark" in name or "ClassifierFreeGuidance" in name

@@ -1,4 +1,5 @@
-"""`EADConfig`: the routing rule of an Entropy Adaptive Decoding run, and how a batch shares the models."""
+"""`EADConfig`: the routing rule of an Entropy Adaptive Decoding run. Pure Python: nothing here imports
+transformers or another ead_hf module, so a config can be built, validated and stored anywhere."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from .scheduling import SCHEDULES
-
-__all__ = ["EADConfig", "VARIANTS"]
+__all__ = ["EADConfig", "VARIANTS", "resolve_ead_config"]
 
 _STARTS = ("small", "large")
 VARIANTS = ("paper", "decide_first")
@@ -31,10 +30,8 @@ class EADConfig:
     large model with probability ``large_probability`` (entropy is ignored; ``threshold`` is unused), drawn
     from a generator seeded with ``seed`` so that sampling draws are not disturbed.
 
-    ``schedule`` says how the rows of a batch share the two models (see `ead_hf.scheduling`): ``"batch"``
-    (default) runs every model some row needs on the whole batch, ``"group"`` runs one model per step and
-    lets the other rows wait, ``"rows"`` runs each model only on the rows that chose it (row lanes). Under
-    greedy decoding it changes cost, not output.
+    In a batch, each step runs every model some live row needs on the whole batch (rows never wait; the
+    experiments that let rows wait or ran models on row subsets measured slower, see README).
 
     ``variant="decide_first"`` (not in the paper; BiLD's fallback rule) decides before committing: the small
     model proposes every position, and where the entropy of its distribution there is ``>= threshold`` the
@@ -49,7 +46,6 @@ class EADConfig:
     policy: Literal["entropy", "random"] = "entropy"
     large_probability: float | None = None
     seed: int = 0
-    schedule: Literal["batch", "group", "rows"] = "batch"
     variant: Literal["paper", "decide_first"] = "paper"
 
     def __post_init__(self) -> None:
@@ -78,8 +74,6 @@ class EADConfig:
             object.__setattr__(self, "large_probability", float(p))
         elif self.large_probability is not None:
             raise ValueError("EADConfig.large_probability is only used with policy='random'; remove it or set policy")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"EADConfig.schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {self.schedule!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"EADConfig.seed must be an int, got {type(self.seed).__name__}")
         if self.variant not in VARIANTS:
@@ -88,8 +82,7 @@ class EADConfig:
             wrong = [f"{name}={getattr(self, name)!r} (use {fix})" for name, ok, fix in (
                 ("window", self.window == 1, "window=1"), ("min_dwell", self.min_dwell <= 1, "min_dwell=1"),
                 ("start", self.start == "small", "start='small'"), ("policy", self.policy == "entropy",
-                 "policy='entropy'; the token-level random control is policy='random' with min_dwell=1"),
-                ("schedule", self.schedule == "batch", "schedule='batch'")) if not ok]
+                 "policy='entropy'; the token-level random control is policy='random' with min_dwell=1")) if not ok]
             if wrong:
                 raise ValueError("EADConfig.variant='decide_first' decides each position on the small model's own "
                                  f"entropy there; it does not take {', '.join(wrong)}")
@@ -110,11 +103,15 @@ class EADConfig:
         """Inverse of `to_dict`; unknown keys are an error so that typos do not pass silently."""
         if not isinstance(data, dict):
             raise TypeError(f"EADConfig.from_dict expects a dict, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | {"schedule"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"EADConfig.from_dict: unknown keys {unknown}; known keys are {sorted(known)}")
         data = dict(data)
+        schedule = data.pop("schedule", "batch")  # records and recipes from before 0.2 name the schedule
+        if schedule != "batch":
+            raise ValueError(f"EADConfig.from_dict: schedule={schedule!r} was removed in ead_hf 0.2 (it measured "
+                             "slower than running whole batches); drop the key or use 'batch'")
         if isinstance(data.get("threshold"), str):
             try:
                 data["threshold"] = float(data["threshold"])
@@ -123,3 +120,14 @@ class EADConfig:
                     f"EADConfig.threshold: cannot read {data['threshold']!r} as a number (use e.g. 2.5, 'inf', '-inf')"
                 ) from None
         return cls(**data)
+
+
+def resolve_ead_config(ead_config: Any) -> EADConfig:
+    """An `EADConfig` from what a caller passed as `ead_config` (a config or its dict form)."""
+    if isinstance(ead_config, EADConfig):
+        return ead_config
+    if isinstance(ead_config, dict):
+        return EADConfig.from_dict(ead_config)
+    if ead_config is None:
+        raise ValueError("ead_config is required: pass ead_config=EADConfig(threshold=...) to generate()")
+    raise TypeError(f"ead_config must be an EADConfig or a dict, got {type(ead_config).__name__}")

@@ -3,7 +3,7 @@
 A fixed batch runs until its longest answer ends, so most rows idle for most of the steps when answer lengths
 vary (GSM8K: 140-570 tokens in one batch of 16). Here a row whose answer ended takes the next prompt at once.
 
-Each model runs only on the rows that chose it (`RowLane`: KV slots per row). A new prompt is written into the
+Each model runs only on the rows that chose it (`RowRunner`: a KV slot per row). A new prompt is written into the
 last P columns of its row of the shared token grid (earlier columns of that row masked, positions 0..P-1), its
 slots in both models are masked and its router state reset; its first read is the prompt's prefill, in the
 forward of the rows that are behind. Greedy decoding, no logits processors: what the evaluation runs. Each
@@ -21,9 +21,9 @@ from transformers import PreTrainedModel
 
 from .config import EADConfig
 from .output import LARGE, NO_TOKEN, SMALL
-from .pair import check_pair, shared_vocab_size
+from .pair_checks import check_pair, shared_vocab_size
 from .routing import EntropyRouter, entropy_bits
-from .row_lanes import RowLane, row_lanes_unsupported
+from .runner import RowRunner, rows_unsupported
 
 __all__ = ["FinishedRow", "continuous_ead", "ends_in_loop"]
 
@@ -63,7 +63,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         raise ValueError("batch_size and max_new_tokens must be >= 1")
     if not eos_token_ids:
         raise ValueError("eos_token_ids must name at least one end-of-sequence id")
-    blockers = [reason for reason in map(row_lanes_unsupported, (small, large)) if reason]
+    blockers = [reason for reason in map(rows_unsupported, (small, large)) if reason]
     if blockers:
         raise ValueError(f"continuous batching needs full-attention caches: {'; '.join(blockers)}")
     if not prompts:
@@ -74,7 +74,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     grid = torch.full((rows, width), pad_token_id, dtype=torch.long, device=device)
     mask, positions = torch.zeros_like(grid), torch.zeros_like(grid)
     choices = torch.full_like(grid, NO_TOKEN)
-    lanes = {SMALL: RowLane(small, width, rows), LARGE: RowLane(large, width, rows)}
+    runners = {SMALL: RowRunner(small, width, rows), LARGE: RowRunner(large, width, rows)}
     router = EntropyRouter(config, rows, device)
     vocab = shared_vocab_size(large, small)
     eos = torch.tensor(eos_token_ids, device=device)
@@ -94,8 +94,8 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         mask[row] = 0
         mask[row, end - length:] = 1
         positions[row, end - length:] = torch.arange(length, device=device)
-        for lane in lanes.values():
-            lane.reset_row(row, end - length, end)
+        for runner in runners.values():
+            runner.reset_row(row, end - length, end)
         start[row] = end
         count[row] = 0
         router.reset(torch.arange(rows, device=device) == row)
@@ -105,9 +105,9 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     active = [LARGE if config.starts_large else SMALL] * rows
     decide_first = config.variant == "decide_first"
 
-    def read(logits: torch.Tensor, lane_id: int, members: list[int]) -> None:
+    def read(logits: torch.Tensor, model: int, members: list[int]) -> None:
         if members:
-            rows_read = lanes[lane_id].read(grid, mask, positions, members)
+            rows_read = runners[model].read(grid, mask, positions, members)
             logits.index_copy_(0, torch.tensor(members, device=device),
                                rows_read.to(device=device, dtype=torch.float32)[:, :vocab])
 
@@ -120,8 +120,8 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
             chosen = live & (entropy_bits(logits) >= config.threshold)
             read(logits, LARGE, [row for row, flag in enumerate(chosen.tolist()) if flag])  # second host sync
         else:
-            for lane_id in lanes:
-                read(logits, lane_id, [row for row in live_rows if active[row] == lane_id])
+            for model in runners:
+                read(logits, model, [row for row in live_rows if active[row] == model])
             chosen = router.active
         entropy, tokens = entropy_bits(logits), logits.argmax(dim=-1)
         grid = torch.cat([grid, torch.where(live, tokens, pad_token_id)[:, None]], dim=1)
@@ -141,8 +141,8 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
             finish = "eos" if new_tokens[-1] in eos_token_ids else "budget" if len(new_tokens) >= max_new_tokens else "loop"
             yield FinishedRow(
                 index=problem[row], tokens=new_tokens, choices=choices[row, start[row]:].tolist(), finish=finish,
-                catchup={"small": lanes[SMALL].row_catchup[row], "large": lanes[LARGE].row_catchup[row]},
-                forwards={"small": list(lanes[SMALL].row_forwards[row]), "large": list(lanes[LARGE].row_forwards[row])},
+                catchup={"small": runners[SMALL].row_catchup[row], "large": runners[LARGE].row_catchup[row]},
+                forwards={"small": list(runners[SMALL].row_forwards[row]), "large": list(runners[LARGE].row_forwards[row])},
             )
             place(row)
             if problem[row] is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from transformers import PreTrainedModel
 
 from .config import EADConfig
-from .decoding import resolve_ead_config
+from .config import resolve_ead_config
 from .integration import generate_with_ead
-from .pair import check_pair, check_tokenizers, shared_vocab_size
+from .pair_checks import check_pair, check_pair_tokenizers, shared_vocab_size
 
 __all__ = ["EADGenerator"]
 
@@ -33,8 +33,7 @@ class EADGenerator:
         self.large_model = large_model
         self.config = resolve_ead_config(config)
         self.tokenizer = tokenizer
-        if tokenizer is not None and small_tokenizer is not None:
-            check_tokenizers(tokenizer, small_tokenizer, shared_vocab_size(large_model, small_model))
+        check_pair_tokenizers(tokenizer, small_tokenizer, shared_vocab_size(large_model, small_model))
 
     def generate(self, *args, ead_config: EADConfig | dict | None = None, **kwargs):
         """`large_model.generate` arguments; `ead_config` overrides the generator's config for this call.

@@ -17,8 +17,9 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 
 from .compat import check_transformers_version
 from .config import EADConfig
-from .decoding import ead_decoding, resolve_ead_config
-from .pair import check_pair, check_tokenizer_fits, check_tokenizers, shared_vocab_size
+from .config import resolve_ead_config
+from .decoding import ead_decoding
+from .pair_checks import check_pair, check_pair_tokenizers, check_tokenizer_fits, shared_vocab_size
 
 __all__ = ["enable_ead", "disable_ead", "generate_with_ead", "is_ead_enabled"]
 
@@ -95,15 +96,13 @@ def enable_ead(
     """Make `large_model.generate(..., ead_config=cfg)` decode with EAD over (small_model, large_model).
 
     Only this instance changes: `generate` without `ead_config` is exactly the previous generate, and other
-    instances of the class are untouched. Pass both tokenizers to have their vocabularies compared.
+    instances of the class are untouched. `tokenizer` (one for both models) is checked against the shared
+    logits; a `small_tokenizer` as well is compared with it.
     Calling it again replaces the small model. Returns `large_model`, ready for `pipeline(...)`.
     """
     check_transformers_version()
     check_pair(large_model, small_model)
-    if (tokenizer is None) != (small_tokenizer is None):
-        raise ValueError("pass both tokenizer and small_tokenizer to compare them, or neither")
-    if tokenizer is not None:
-        check_tokenizers(tokenizer, small_tokenizer, shared_vocab_size(large_model, small_model))
+    check_pair_tokenizers(tokenizer, small_tokenizer, shared_vocab_size(large_model, small_model))
     previous = getattr(large_model, _ATTACHMENT, None)
     previous_generate = previous.previous_generate if previous else large_model.__dict__.get("generate")
     setattr(large_model, _ATTACHMENT, _Attachment(small_model, previous_generate))

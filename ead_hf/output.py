@@ -18,10 +18,9 @@ NO_TOKEN = -1  # `model_choices` value at positions after a row finished (paddin
 class EADStats:
     """Per-row counts of one EAD generation; every field is a LongTensor of shape (batch,).
 
-    Catch-up tokens are generated positions a model read beyond the one position a decoding step reads,
-    i.e. what it had missed while the other model was writing (prompt tokens are not counted). They are
-    counted for the whole batch, in columns of the models' input: under the grouped schedule a column where a
-    row waited (a masked hole) is read too, and finished rows keep being read while other rows go on.
+    Catch-up tokens are a row's generated tokens a model read beyond the one position a decoding step reads,
+    i.e. what it had missed while the other model was writing (prompt tokens are not counted, nor the
+    masked columns a batch forward reads for a row that has finished).
     """
 
     small_tokens: torch.Tensor
@@ -70,7 +69,7 @@ class EADGenerateOutput(GenerateDecoderOnlyOutput):
         distribution over the shared vocabulary; NaN after the row finished.
     ead_stats: per-row counts, see `EADStats`.
     ead_forwards: every forward each model ran, as (positions already cached, positions read, rows read):
-        what compute accounting needs. "batch"/"group" read every row, finished or not; "rows" only its own.
+        what compute accounting needs (a forward reads every row of the batch, finished or not).
     """
 
     model_choices: torch.LongTensor | None = None

@@ -1,5 +1,6 @@
 """Tiny random model pairs and a character tokenizer built in code: for tests, examples and the offline
-demo. They share a vocabulary like a real family does, and need no download."""
+demo. They share a vocabulary like a real family does, and need no download. Importing this module
+registers them as the pair "tiny-random" (`ead-hf ... --pair tiny-random`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import string
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-__all__ = ["tiny_tokenizer", "tiny_model", "tiny_pair", "FAMILIES"]
+from .model_pairs import ModelPair, register_pair
+
+__all__ = ["tiny_tokenizer", "tiny_model", "tiny_pair", "FAMILIES", "TINY_PAIR", "TINY_WIDE_PAIR"]
 
 _SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 _CHARS = list(string.ascii_letters + string.digits + string.punctuation + " \n")
@@ -63,8 +66,34 @@ def tiny_pair(
     small_vocab_size: int = 128,
     large_vocab_size: int = 128,
     dtype: torch.dtype = torch.float32,
+    widths: tuple[int, int] = (64, 96),
 ):
-    """(small, large): 2 layers of width 64 and 3 layers of width 96, one vocabulary (padded sizes may differ)."""
-    small = tiny_model(family, hidden_size=64, num_layers=2, vocab_size=small_vocab_size, seed=seed, dtype=dtype)
-    large = tiny_model(family, hidden_size=96, num_layers=3, vocab_size=large_vocab_size, seed=seed + 1, dtype=dtype)
+    """(small, large): 2 layers of width widths[0] and 3 layers of width widths[1], one vocabulary (padded sizes
+    may differ)."""
+    small = tiny_model(family, hidden_size=widths[0], num_layers=2, vocab_size=small_vocab_size, seed=seed, dtype=dtype)
+    large = tiny_model(family, hidden_size=widths[1], num_layers=3, vocab_size=large_vocab_size, seed=seed + 1,
+                       dtype=dtype)
     return small, large
+
+
+def _build(widths: tuple[int, int], vocab: int):
+    def build(dtype: torch.dtype):
+        small, large = tiny_pair("qwen2", seed=0, dtype=dtype, widths=widths, small_vocab_size=vocab,
+                                 large_vocab_size=vocab)
+        return small, large, tiny_tokenizer()
+    return build
+
+
+TINY_PAIR = ModelPair(
+    name="tiny-random", small=None, large=None, extra="",
+    description="two tiny random Qwen2 models built in code (for demos and tests; they write gibberish)",
+    default_threshold=5.0, build=_build((64, 96), 128),
+)
+# Forwards of well under a millisecond: what `ead-hf bench` on it measures is the decoding loop's own cost.
+TINY_WIDE_PAIR = ModelPair(
+    name="tiny-random-wide", small=None, large=None, extra="",
+    description="tiny random Qwen2 models of width 256 / 512 with an 8192-logit head (loop overhead benchmarks)",
+    default_threshold=5.0, build=_build((256, 512), 8192),
+)
+register_pair(TINY_PAIR)
+register_pair(TINY_WIDE_PAIR)

@@ -172,10 +172,11 @@ def convert_gguf(gguf_path: Path, directory: Path, dtype: torch.dtype, provenanc
     """Dequantise a GGUF file with transformers and save model + tokenizer as safetensors at `directory`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .compat import drop_quantizer
+
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    # A GGUF load leaves a quantizer behind that makes save_pretrained fail; the weights are plain tensors now.
-    model.hf_quantizer = None
+    drop_quantizer(model)  # the weights are plain tensors now
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model = model.to(dtype)

@@ -6,7 +6,7 @@ accuracy); this adds the test-set evidence at its threshold from the committed r
     ead-hf calibrate --pair qwen2.5-coder-0.5b-1.5b --target-share 0.25 --problems 16 --max-new-tokens 512 \
         --dtype bfloat16 --out ead_hf/recipes/qwen2.5-coder-0.5b-1.5b.json
     ead-hf eval math --pair qwen2.5-coder-0.5b-1.5b --methods ead --thresholds 0.5 --limit 100 --batch-size 8 \
-        --max-new-tokens 512 --dtype bfloat16 --schedule batch --out evaluation/results/qwen2.5-coder-0.5b-1.5b/math500
+        --max-new-tokens 512 --dtype bfloat16 --out evaluation/results/qwen2.5-coder-0.5b-1.5b/math500
     python evaluation/make_default_recipe.py
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ead_hf.eval.records import read_records
 from ead_hf.eval.report import summarise
-from ead_hf.pairs import DEFAULT_PAIR
+from ead_hf.model_pairs import DEFAULT_PAIR
 from ead_hf.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent

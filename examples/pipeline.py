@@ -12,3 +12,5 @@ records = generate(["Question: 3*4=", "Write a haiku:"], ead_config=EADConfig(th
                    max_new_tokens=16, do_sample=False, batch_size=2, return_dict_in_generate=True)
 for (record,) in records:
     print(repr(record["generated_text"]), record["model_choices"])
+    assert set(record["model_choices"]) <= {0, 1, -1}, "each record carries which model wrote each token"
+print("records with model_choices:", len(records))

@@ -57,10 +57,8 @@ def test_run_bench_reports_every_configuration(problems_file):
     configs = [(row["batch"], row["config"]) for row in result.rows]
     assert (1, "assisted (HF)") in configs and (2, "assisted (HF)") not in configs
     for batch in (1, 2):
-        for name in ("small generate", "EAD +inf", "large generate", "EAD -inf", "EAD 5 (batch)", "checks"):
+        for name in ("small generate", "EAD +inf", "large generate", "EAD -inf", "EAD 5", "checks"):
             assert (batch, name) in configs
-    for schedule in ("group", "rows"):  # one row: every schedule is "batch"
-        assert (2, f"EAD 5 ({schedule})") in configs and (1, f"EAD 5 ({schedule})") not in configs
     checks = [row for row in result.rows if row["config"] == "checks"]
     assert all(math.isfinite(row["P1 EAD / ideal"]) and row["P1 EAD / ideal"] > 0 for row in checks)
     assert result.machine["copy_bandwidth_gbs"] > 0
@@ -69,7 +67,10 @@ def test_run_bench_reports_every_configuration(problems_file):
     for row in result.rows:
         if row["config"] != "checks":  # the clock saw forwards in every configuration, inside its wall time
             assert 0 < row["forward_s"] <= row["median_s"]
-    assert "| 2 | batch (default) |" in table and "| 2 | group |" in table and "| 1 | batch (default) |" in table
+    assert all(row["isolated_chunk_costs_s"]["small"]["prefill_length"] > 5 for row in checks)
+    short = run_bench(small, large, tiny_tokenizer(), threshold=5.0, batch_sizes=(2,), new_tokens=2, reps=1,
+                      assisted=False, data=problems_file, prompt_tokens=5, progress=lambda line: None)
+    assert [row["isolated_chunk_costs_s"]["small"]["prefill_length"] for row in short.rows if row["config"] == "checks"] == [5]
     assert set(result.step_cost_by_rows["large"]) == {1, 3}
     assert all(seconds > 0 for costs in result.step_cost_by_rows["small"].values() for seconds in costs.values())
     assert "| 3 | " in table.split("large: forward seconds")[1]

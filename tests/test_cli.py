@@ -5,7 +5,8 @@ import hashlib
 import pytest
 import torch
 
-from ead_hf import EADConfig, EADGenerator, cli, pairs
+from ead_hf import EADConfig, EADGenerator, cli
+from ead_hf import model_pairs as pairs
 from ead_hf.weights import GGUFPackages
 
 from .gguf_fixture import write_tiny_gguf

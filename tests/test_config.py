@@ -57,7 +57,7 @@ def test_decide_first_validation_names_each_fix():
         EADConfig(threshold=0.5, variant="decide_first")
     with pytest.raises(ValueError, match="start='large' \\(use start='small'\\)"):
         EADConfig(threshold=0.5, window=1, min_dwell=1, start="large", variant="decide_first")
-    with pytest.raises(ValueError, match="schedule='rows'"):
-        EADConfig(threshold=0.5, window=1, min_dwell=1, schedule="rows", variant="decide_first")
+    with pytest.raises(ValueError, match="policy='random'"):
+        EADConfig(threshold=0.5, window=1, min_dwell=1, policy="random", large_probability=0.5, variant="decide_first")
     with pytest.raises(ValueError, match="EADConfig.variant must be one of 'paper', 'decide_first'"):
         EADConfig(threshold=0.5, variant="bild")

@@ -94,12 +94,41 @@ def test_incompatible_tokenizers(qwen_pair):
     other.add_tokens(["<extra>"])
     with pytest.raises(ValueError, match="tokenizers differ"):
         enable_ead(large, small, tokenizer=tokenizer, small_tokenizer=other)
-    with pytest.raises(ValueError, match="pass both tokenizer and small_tokenizer"):
-        enable_ead(large, small, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="tokenizers differ"):
+        EADGenerator(small, large, CONFIG, tokenizer=tokenizer, small_tokenizer=other)  # the same rule
+    with pytest.raises(ValueError, match="pass tokenizer="):
+        enable_ead(large, small, small_tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="pass tokenizer="):
+        EADGenerator(small, large, CONFIG, small_tokenizer=tokenizer)
     narrow_small, narrow_large = tiny_pair("qwen2", seed=1, small_vocab_size=64, large_vocab_size=128)
-    with pytest.raises(ValueError, match="share only 64 logits"):
-        EADGenerator(narrow_small, narrow_large, CONFIG, tokenizer=tokenizer, small_tokenizer=tokenizer)
+    for tokenizers in ({"tokenizer": tokenizer, "small_tokenizer": tokenizer}, {"tokenizer": tokenizer}):
+        with pytest.raises(ValueError, match="share only 64 logits"):
+            EADGenerator(narrow_small, narrow_large, CONFIG, **tokenizers)
+        with pytest.raises(ValueError, match="share only 64 logits"):
+            enable_ead(narrow_large, narrow_small, **tokenizers)
     enable_ead(large, small, tokenizer=tokenizer, small_tokenizer=tiny_tokenizer())  # same vocab: fine
+    enable_ead(large, small, tokenizer=tokenizer)  # one tokenizer for the family: fine
+    assert EADGenerator(small, large, CONFIG, tokenizer=tokenizer).tokenizer is tokenizer
+
+
+def test_empty_prompt_names_input_ids(qwen_pair):
+    small, large = qwen_pair
+    with pytest.raises(ValueError, match="input_ids must be .* at least one prompt token"):
+        EADGenerator(small, large, CONFIG).generate(input_ids=torch.zeros((1, 0), dtype=torch.long), max_new_tokens=2)
+
+
+@pytest.mark.parametrize("broken", ["small", "large"])
+def test_nan_logits_name_the_model(qwen_pair, batch, broken):
+    small, large = tiny_pair("qwen2", seed=0)
+    model = small if broken == "small" else large
+    with torch.no_grad():
+        model.get_output_embeddings().weight[5] = float("nan")  # every next-token distribution has a NaN logit
+    threshold = float("inf") if broken == "small" else float("-inf")
+    config = EADConfig(threshold=threshold, start=broken)
+    with pytest.raises(ValueError, match=f"the {broken} model produced NaN logits"):
+        EADGenerator(small, large, config).generate(**batch, max_new_tokens=3, do_sample=False)
+    other = large if broken == "small" else small
+    assert not other.get_output_embeddings().weight.isnan().any()
 
 
 @pytest.mark.parametrize("version", ["5.22.2", "5.25.0", "6.0.0"])

@@ -163,6 +163,19 @@ def test_calibrate_command_on_the_tiny_pair_writes_a_recipe(problems_file, tmp_p
     assert cli_main(gsm8k) == 0  # rerun: every probe is read back from its records, nothing recomputed
     assert read_records(tmp_path / "recipe.gsm8k-calibration") == gsm8k_records
     assert load_recipe(recipe_path) == both
+    # the decide-first variant is calibrated with its own method and rule, into its own recipe
+    assert cli_main([*gsm8k[:-1], str(recipe_path), "--decide-first"]) == 2  # a paper-rule recipe: another --out
+    first_path = tmp_path / "first.json"
+    assert cli_main([*gsm8k[:-1], str(first_path), "--decide-first"]) == 0
+    first = load_recipe(first_path)
+    assert (first.ead_config.variant, first.ead_config.window, first.ead_config.min_dwell) == ("decide_first", 1, 1)
+    first_probes = first.benchmarks["gsm8k"]["calibration"]["probes"]
+    assert {r["method"] for r in read_records(tmp_path / "first.gsm8k-calibration")} == {
+        f"first@{p['threshold']:g}" for p in first_probes}
+    run = tmp_path / "first-run"  # eval --recipe runs a decide-first recipe as method "first" at its threshold
+    assert cli_main(["eval", "gsm8k", "--pair", "tiny-random", "--recipe", str(first_path), "--methods", "first",
+                     "--limit", "2", "--max-new-tokens", "4", "--dtype", "fp32", "--out", str(run)]) == 0
+    assert {r["method"] for r in read_records(run)} == {f"first@{first.config_for('gsm8k').threshold:g}"}
 
 
 def _record(method, kind, pid, correct, small, large, flops_s, flops_l, wall, threshold=None):
@@ -283,7 +296,7 @@ def test_eval_argument_errors(problems_file, tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
-def test_growing_a_run_keeps_one_random_control_and_the_schedule(problems_file, tmp_path):
+def test_growing_a_run_keeps_one_random_control(problems_file, tmp_path):
     """The control's p is matched once and kept in run.json: growing the run changes the EAD share a little,
     which must not start a second control at a slightly different p."""
     out = tmp_path / "grow-random"
@@ -293,7 +306,6 @@ def test_growing_a_run_keeps_one_random_control_and_the_schedule(problems_file, 
     assert cli_main([*base, "--limit", "4"]) == 0
     manifest = json.loads((out / "run.json").read_text())
     probability = manifest["random_controls"]["ead@5.3"]
-    assert manifest["settings"]["schedule"] == "batch"
     assert cli_main([*base, "--limit", "9"]) == 0
     methods = {r["method"] for r in read_records(out)}
     assert methods == {"ead@5.3", f"random@p={probability:.4f}"}
@@ -305,20 +317,22 @@ def test_growing_a_run_keeps_one_random_control_and_the_schedule(problems_file, 
         assert sum(n for model, n in record["routing"] if model == 0) == record["small_tokens"]
         assert len(record["routing"]) - 1 == record["switches"]
         assert all(a[0] != b[0] for a, b in zip(record["routing"], record["routing"][1:]))
-    assert all(r["config"]["schedule"] == "batch" for r in read_records(out))
-    assert cli_main([*base, "--limit", "9", "--schedule", "group"]) == 2  # another schedule is another run
+    assert cli_main([*base, "--limit", "9", "--window", "2"]) == 2  # another window is another run
 
 
-def test_a_legacy_run_folder_resumes_with_the_batch_schedule(problems_file, tmp_path):
+def test_run_folders_from_0_1_resume_unless_they_used_a_removed_schedule(problems_file, tmp_path):
     out = tmp_path / "legacy"
     base = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--limit", "3", "--batch-size",
             "3", "--max-new-tokens", "4", "--dtype", "fp32", "--methods", "small", "--out", str(out)]
     assert cli_main(base) == 0
     manifest = json.loads((out / "run.json").read_text())
-    del manifest["settings"]["schedule"]  # written before schedules existed: those runs ran whole batches
+    manifest["settings"]["schedule"] = "group"  # 0.1 wrote the schedule; only whole batches are left
     (out / "run.json").write_text(json.dumps(manifest))
-    assert cli_main([*base, "--schedule", "group"]) == 2
+    assert cli_main(base) == 2
+    manifest["settings"]["schedule"] = "batch"
+    (out / "run.json").write_text(json.dumps(manifest))
     assert cli_main(base) == 0
+    assert "schedule" not in json.loads((out / "run.json").read_text())["settings"]
 
 
 def test_each_threshold_gets_its_own_random_control_and_paired_rows(problems_file, tmp_path):

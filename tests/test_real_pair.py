@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.pairs import DEFAULT_PAIR, get_pair, load_pair
+from ead_hf.model_pairs import DEFAULT_PAIR, get_pair, load_pair
 from ead_hf.weights import WeightsError, find_parts
 
 

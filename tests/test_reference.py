@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.decoding import ModelLane
 from ead_hf.output import NO_TOKEN
-from ead_hf.scheduling import SCHEDULES
+from ead_hf.runner import ModelRunner
 
 from .reference import reference_decide_first, reference_ead, unpadded_prompts
 
@@ -54,25 +53,22 @@ def _assert_matches_reference(small, large, batch, config, eos_token_ids=()):
     return out, rows
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("window,min_dwell,start", [(5, 10, "small"), (1, 1, "large"), (3, 4, "small"), (8, 0, "large")])
-def test_mixed_thresholds_match_reference(pair, batch, window, min_dwell, start, schedule):
+def test_mixed_thresholds_match_reference(pair, batch, window, min_dwell, start):
     small, large = pair
     median = _median_entropy(EADGenerator(small, large, EADConfig(threshold=0.0)), batch)
     used = set()
     for offset in (-0.3, 0.0, 0.3):
-        config = EADConfig(threshold=median + offset + 1e-3, window=window, min_dwell=min_dwell, start=start,
-                           schedule=schedule)
+        config = EADConfig(threshold=median + offset + 1e-3, window=window, min_dwell=min_dwell, start=start)
         out, _ = _assert_matches_reference(small, large, batch, config)
         used.update(out.ead_stats.switches.tolist())
     assert max(used) > 0, "thresholds near the median entropy should make rows switch models"
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
-def test_rows_finishing_at_different_times(qwen_pair, batch, schedule):
+def test_rows_finishing_at_different_times(qwen_pair, batch):
     small, large = qwen_pair
     config = EADConfig(threshold=_median_entropy(EADGenerator(small, large, EADConfig(threshold=0.0)), batch),
-                       window=3, min_dwell=2, schedule=schedule)
+                       window=3, min_dwell=2)
     free, _ = _assert_matches_reference(small, large, batch, config)
     width = batch["input_ids"].shape[1]
     eos = int(free.sequences[0, width + 6])  # a token row 0 writes mid-way becomes the eos
@@ -90,14 +86,14 @@ def test_catch_up_logits_equal_from_scratch_forward(qwen_pair, batch):
     small, _ = qwen_pair
     ids, mask = batch["input_ids"], batch["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    lane = ModelLane(small, prompt_length=ids.shape[1])
+    lane = ModelRunner(small, prompt_length=ids.shape[1], batch_size=ids.shape[0])
     lane.read(ids, mask, positions)  # prefill
     extra = torch.randint(4, 100, (ids.shape[0], 7))  # seven tokens "written by the other model"
     full_ids = torch.cat([ids, extra], dim=1)
     full_mask = torch.cat([mask, torch.ones_like(extra)], dim=1)
     full_positions = torch.cat([positions, positions[:, -1:] + torch.arange(1, 8)], dim=1)
     caught_up = lane.read(full_ids, full_mask, full_positions)
-    assert lane.catchup_tokens == 6 and lane.forward_log == [(0, ids.shape[1], 3), (ids.shape[1], 7, 3)]
+    assert lane.catchup.tolist() == [6, 6, 6] and lane.forward_log == [(0, ids.shape[1], 3), (ids.shape[1], 7, 3)]
     assert lane.seen == full_ids.shape[1]
     with torch.no_grad():
         scratch = small(full_ids, attention_mask=full_mask, position_ids=full_positions).logits[:, -1]
@@ -118,20 +114,6 @@ def test_catchup_stats_count_tokens_the_other_model_wrote(qwen_pair, tokenizer):
     assert out.model_choices[0].tolist() == [0] * 5 + [1] * 7
     assert out.ead_stats.row(0) == {"small_tokens": 5, "large_tokens": 7, "switches": 1,
                                     "small_catchup_tokens": 0, "large_catchup_tokens": 4}
-
-
-def test_grouped_schedule_runs_one_model_per_step_and_rows_wait(qwen_pair, batch):
-    """Rows that disagree wait instead of making the other model run: same rows as the reference, fewer forwards."""
-    small, large = qwen_pair
-    median = _median_entropy(EADGenerator(small, large, EADConfig(threshold=0.0)), batch)
-    config = dict(threshold=median, window=3, min_dwell=2)
-    grouped, _ = _assert_matches_reference(small, large, batch, EADConfig(**config, schedule="group"))
-    whole, _ = _assert_matches_reference(small, large, batch, EADConfig(**config, schedule="batch"))
-    assert (whole.model_choices == grouped.model_choices).all()
-    forwards = {name: len(log) for name, log in grouped.ead_forwards.items()}
-    steps = forwards["small"] + forwards["large"]  # each grouped step is one forward of one model
-    assert steps > grouped.model_choices.shape[1], "some row should have waited a step"
-    assert sum(len(log) for log in whole.ead_forwards.values()) > steps, "whole-batch runs both models more often"
 
 
 def test_decide_first_matches_its_reference(pair, batch):

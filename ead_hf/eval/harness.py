@@ -40,8 +40,8 @@ class Method:
             return f"random@p={self.large_probability:.4f}{dwell}"
         return self.kind
 
-    def ead_config(self, window: int, min_dwell: int, seed: int = 0, schedule: str = "batch") -> EADConfig | None:
-        common = dict(window=window, min_dwell=min_dwell, schedule=schedule)
+    def ead_config(self, window: int, min_dwell: int, seed: int = 0) -> EADConfig | None:
+        common = dict(window=window, min_dwell=min_dwell)
         if self.kind == "small":
             return EADConfig(threshold=float("inf"), **common)
         if self.kind == "large":
@@ -136,7 +136,6 @@ class EvalSettings:
     window: int = 5
     min_dwell: int = 10
     seed: int = 0
-    schedule: str = "batch"  # how a batch shares the models (EADConfig.schedule): changes cost, not answers
     stop_loops: bool = False  # end rows caught in an exact repetition loop (truncation.RepetitionLoopStop)
     continuous: bool = False  # refill finished rows with the next problem (ead_hf.continuous); batch_size = rows
 
@@ -177,8 +176,7 @@ def generate_batch(small, large, tokenizer, config: EADConfig | None, batch: lis
 
 
 def _runs(choices: torch.Tensor) -> list[list[int]]:
-    """A row's model choices as [model, length] runs (0 small, 1 large): the routing trace, compactly, for
-    replaying batch schedules offline (evaluation/schedule_sim.py)."""
+    """A row's model choices as [model, length] runs (0 small, 1 large): the routing trace, compactly."""
     runs: list[list[int]] = []
     for choice in choices[choices >= 0].tolist():
         if runs and runs[-1][0] == choice:
@@ -217,7 +215,7 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
 
     batch_size = 1 if method.kind == "speculative" else settings.batch_size
     remaining = [p for p in problems if not store.is_done(method.key, p["id"])]
-    config = method.ead_config(settings.window, settings.min_dwell, settings.seed, settings.schedule)
+    config = method.ead_config(settings.window, settings.min_dwell, settings.seed)
     shapes = {"small": ModelShape.of(small), "large": ModelShape.of(large)}
     desc = f"{method.key} (rank {rank})" if world_size > 1 else method.key
     if settings.continuous and config is not None:

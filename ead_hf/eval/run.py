@@ -10,7 +10,7 @@ import torch
 
 from ..calibration import calibrate_threshold
 from ..config import EADConfig
-from ..pairs import get_pair, load_pair
+from ..model_pairs import get_pair, load_pair
 from ..recipes import Recipe, load_recipe
 from .data import default_data_path, get_benchmark, load_problems, stratified_subset
 from .harness import EvalSettings, Method, parse_methods, random_probability_for_share, run_method
@@ -58,7 +58,8 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
     path = directory / "run.json"
     if path.is_file():
         previous = json.loads(path.read_text())
-        previous["settings"].setdefault("schedule", "batch")  # runs from before schedules ran whole batches
+        if previous["settings"].pop("schedule", "batch") != "batch":  # 0.1 runs name it; only "batch" is left
+            raise ValueError(f"{directory} was run with a schedule removed in ead_hf 0.2; use another --out")
         previous["settings"].setdefault("stop_loops", False)  # runs from before the loop stop let loops run
         previous["settings"].setdefault("continuous", False)  # and ran fixed batches
         previous.setdefault("benchmark", "math")  # runs from before GSM8K were MATH runs
@@ -81,7 +82,7 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
 def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Path, limit: int | None,
              batch_size: int, max_new_tokens: int, dtype: str, benchmark: str = "math", split: str = "test",
              data: Path | None = None, random_share: float | None = None, speculative_limit: int | None = None,
-             window: int = 5, min_dwell: int = 10, seed: int = 0, schedule: str = "batch", stop_loops: bool = False,
+             window: int = 5, min_dwell: int = 10, seed: int = 0, stop_loops: bool = False,
              continuous: bool = False, first_thresholds: list[float] = (), progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report."""
     if batch_size < 1 or max_new_tokens < 1:
@@ -92,7 +93,7 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
     problems = [dict(row) for row in dataset]
     loaded = load_pair(pair, dtype=dtype, progress=progress and rank == 0)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, window=window, min_dwell=min_dwell, seed=seed, schedule=schedule,
+                            batch_size=batch_size, window=window, min_dwell=min_dwell, seed=seed,
                             stop_loops=stop_loops, continuous=continuous)
     out = Path(out)
     store = RecordStore(out, rank, world)
@@ -131,12 +132,17 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
                    dtype: str, out: Path, data: Path | None = None, iterations: int = 6, window: int = 5,
                    min_dwell: int = 10, seed: int = 0, low: float = 0.0, high: float = 8.0,
                    benchmark: str = "math", stop_loops: bool = False, continuous: bool = False,
-                   progress: bool = True) -> Recipe:
+                   variant: str = "paper", progress: bool = True) -> Recipe:
     """Bisection on a benchmark's train split towards `target_share`; writes (or adds the benchmark to) a recipe.
 
     Each probe is an evaluation run (`run_method`) whose records go to `<recipe>.<benchmark>-calibration/`, so the evidence
     is kept and an interrupted calibration resumes: probes already measured are read back, not rerun."""
     out = Path(out)
+    kind = {"paper": "ead", "decide_first": "first"}.get(variant)
+    if kind is None:
+        raise ValueError(f"variant must be 'paper' or 'decide_first', got {variant!r}")
+    if variant == "decide_first":
+        window, min_dwell = 1, 1
     dataset = load_problems(data or default_data_path("train", benchmark), benchmark)
     sample = [dict(r) for r in stratified_subset(dataset, problems, seed)]
     loaded = load_pair(pair, dtype=dtype)
@@ -150,7 +156,7 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
     results: dict[float, tuple[float, float]] = {}
 
     def measure(threshold: float) -> float:
-        method = Method("ead", threshold=threshold)
+        method = Method(kind, threshold=threshold)
         run_method(method, loaded.small, loaded.large, loaded.tokenizer, sample, settings, store, progress=progress)
         ids = {p["id"] for p in sample}
         mine = [r for r in read_records(records_dir) if r["method"] == method.key and r["problem_id"] in ids]
@@ -164,12 +170,13 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
                 "seed": seed, "max_new_tokens": max_new_tokens, "stop_loops": stop_loops, "continuous": continuous,
                 "records": records_dir.name, "share": result.share, "accuracy": results[result.threshold][1],
                 "probes": [{"threshold": t, "share": s, "accuracy": results[t][1]} for t, s in result.probes]}
-    config = EADConfig(threshold=result.threshold, window=window, min_dwell=min_dwell)
+    config = EADConfig(threshold=result.threshold, window=window, min_dwell=min_dwell, variant=variant)
     if out.is_file():  # add this benchmark's threshold to an existing recipe of the pair
         recipe = load_recipe(out)
-        if recipe.pair != pair or (recipe.ead_config.window, recipe.ead_config.min_dwell) != (window, min_dwell):
-            raise ValueError(f"{out} is a recipe for {recipe.pair} (window {recipe.ead_config.window}, dwell "
-                             f"{recipe.ead_config.min_dwell}); write this calibration to another --out")
+        rule = (recipe.ead_config.window, recipe.ead_config.min_dwell, recipe.ead_config.variant)
+        if recipe.pair != pair or rule != (window, min_dwell, variant):
+            raise ValueError(f"{out} is a recipe for {recipe.pair} (window, dwell, variant {rule}); write this "
+                             "calibration to another --out")
     else:
         spec = get_pair(pair)
         models = {role: ({"gguf_packages": source.requirements(), "sha256": source.sha256, "name": source.model_name}

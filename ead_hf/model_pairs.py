@@ -11,7 +11,8 @@ import torch
 
 from .weights import COMPLETE_MARKER, GGUFPackages, WeightsError, converted_dir, ensure_converted, find_parts, load_converted
 
-__all__ = ["ModelPair", "PAIRS", "DEFAULT_PAIR", "get_pair", "load_pair", "pick_dtype", "pair_status", "LoadedPair"]
+__all__ = ["ModelPair", "PAIRS", "DEFAULT_PAIR", "get_pair", "register_pair", "load_pair", "pick_dtype", "pair_status",
+           "LoadedPair"]
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,6 @@ class ModelPair:
     description: str
     default_threshold: float  # bits; see the pair's entry for how it was chosen
     build: Callable[[torch.dtype], tuple] | None = None  # (small, large, tokenizer) built in code, no weights
-
-
-def _build_tiny_random(dtype: torch.dtype):
-    from .testing import tiny_pair, tiny_tokenizer
-
-    small, large = tiny_pair("qwen2", seed=0, dtype=dtype)
-    return small, large, tiny_tokenizer()
 
 
 PAIRS: dict[str, ModelPair] = {
@@ -48,21 +42,22 @@ PAIRS: dict[str, ModelPair] = {
             # MATH-500 result at 0.5 (ead_hf/recipes/qwen2.5-coder-0.5b-1.5b.json).
             default_threshold=0.5,
         ),
-        ModelPair(
-            name="tiny-random",
-            small=None, large=None, extra="",
-            description="two tiny random Qwen2 models built in code (for demos and tests; they write gibberish)",
-            default_threshold=5.0,
-            build=_build_tiny_random,
-        ),
     ]
 }
 DEFAULT_PAIR = "qwen2.5-coder-0.5b-1.5b"
 
 
+def register_pair(pair: ModelPair) -> None:
+    """Add a pair to `PAIRS` (ead_hf.testing registers the tiny random pair this way)."""
+    if not isinstance(pair, ModelPair):
+        raise TypeError(f"register_pair expects a ModelPair, got {type(pair).__name__}")
+    PAIRS[pair.name] = pair
+
+
 def get_pair(name: str) -> ModelPair:
     if name not in PAIRS:
-        raise ValueError(f"unknown pair {name!r}; known pairs: {', '.join(sorted(PAIRS))} (see `ead-hf pairs`)")
+        hint = " (the tiny random pair is registered by `import ead_hf.testing`)" if name == "tiny-random" else ""
+        raise ValueError(f"unknown pair {name!r}; known pairs: {', '.join(sorted(PAIRS))} (see `ead-hf pairs`){hint}")
     return PAIRS[name]
 
 
@@ -128,7 +123,7 @@ def load_pair(name: str = DEFAULT_PAIR, *, dtype: str | torch.dtype = "auto", ro
                            f"(from a checkout: pip install -e '.[{pair.extra}]')") from None
     small, tokenizer = load_converted(small_dir, torch_dtype)
     large, large_tokenizer = load_converted(large_dir, torch_dtype)
-    from .pair import check_tokenizers, shared_vocab_size
+    from .pair_checks import check_tokenizers, shared_vocab_size
 
     check_tokenizers(large_tokenizer, tokenizer, shared_vocab_size(large, small))
     return LoadedPair(pair, small, large, large_tokenizer, torch_dtype, time.perf_counter() - start)

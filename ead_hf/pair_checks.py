@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-__all__ = ["shared_vocab_size", "check_pair", "check_tokenizers", "check_tokenizer_fits", "input_device"]
+__all__ = ["shared_vocab_size", "check_pair", "check_tokenizers", "check_tokenizer_fits", "check_pair_tokenizers",
+           "input_device"]
 
 
 def _logits_size(model: PreTrainedModel) -> int:
@@ -71,3 +72,16 @@ def check_tokenizer_fits(tokenizer, vocab_size: int) -> None:
             f"The tokenizer has {len(tokenizer)} tokens but the models share only {vocab_size} logits; "
             "the pair cannot write every token. Use models whose output heads cover the tokenizer."
         )
+
+
+def check_pair_tokenizers(tokenizer, small_tokenizer, vocab_size: int) -> None:
+    """The one rule of `enable_ead` and `EADGenerator`: one tokenizer may serve both models (a family shares
+    one; it must fit the shared logits); a second one, for the small model, is compared with it."""
+    if tokenizer is None:
+        if small_tokenizer is not None:
+            raise ValueError("small_tokenizer is compared with tokenizer: pass tokenizer=<the large model's> too")
+        return
+    if small_tokenizer is None:
+        check_tokenizer_fits(tokenizer, vocab_size)
+    else:
+        check_tokenizers(tokenizer, small_tokenizer, vocab_size)

@@ -1,12 +1,13 @@
-"""Row lanes: a model run on subsets of the rows, with per-row catch-up, against from-scratch forwards."""
+"""Runners: a model reading the whole batch or subsets of its rows, with per-row catch-up, against from-scratch
+forwards."""
 
 import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.output import NO_TOKEN
-from ead_hf.row_lanes import RowLane
+from ead_hf.continuous import continuous_ead
+from ead_hf.runner import ModelRunner, RowRunner
 
 from .reference import unpadded_prompts
 
@@ -20,7 +21,7 @@ def test_subsets_and_catch_up_equal_from_scratch_forwards(qwen_pair, batch):
     small, _ = qwen_pair
     ids, mask = batch["input_ids"], batch["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    lane = RowLane(small, prompt_length=ids.shape[1], batch_size=3)
+    lane = RowRunner(small, prompt_length=ids.shape[1], batch_size=3)
     lane.read(ids, mask, positions, [0, 1, 2])  # prefill
     grid, grid_mask, grid_positions = ids, mask, positions
     reads = [[0, 2], [0], [0, 2], [1], [0, 1, 2], [2]]  # row 1 skips 3 steps, then catches up on 4 columns
@@ -43,23 +44,24 @@ def test_subsets_and_catch_up_equal_from_scratch_forwards(qwen_pair, batch):
     assert [cached for cached, _, _ in lane.forward_log] == [
         0, width, width + 1, width + 2, width + 1, width, width + 4, width + 3, width + 5]
     # generated tokens read beyond one per row and forward: step 2 row 2 (1), step 3 row 1 (3), step 4 rows 0, 2
-    assert lane.catchup_tokens == 1 + 3 + 1 + 1
+    assert lane.catchup.tolist() == [1, 3, 1 + 1]
 
 
-def test_row_lanes_read_fewer_rows_than_whole_batch(qwen_pair, batch):
-    small, large = qwen_pair
-    probe = EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(
-        **batch, max_new_tokens=16, do_sample=False, return_dict_in_generate=True)
-    config = dict(threshold=float(probe.entropies.nanmedian()), window=2, min_dwell=1)
-    outs = {schedule: EADGenerator(small, large, EADConfig(**config, schedule=schedule)).generate(
-        **batch, max_new_tokens=16, do_sample=False, return_dict_in_generate=True) for schedule in ("batch", "rows")}
-    assert torch.equal(outs["rows"].sequences, outs["batch"].sequences)
-    live = outs["batch"].model_choices != NO_TOKEN
-    assert 0 < (outs["batch"].model_choices[live] == 1).float().mean() < 1, "rows should disagree"
-    row_reads = {s: sum(rows for log in out.ead_forwards.values() for _, _, rows in log) for s, out in outs.items()}
-    assert row_reads["rows"] < row_reads["batch"]
-    # each step reads every live row once, with the model that writes its next token; finished rows not at all
-    assert row_reads["rows"] == int(live.sum())
+def test_whole_batch_runner_counts_catch_up_per_row_and_skips_finished_rows(qwen_pair, batch):
+    """A row's catch-up is its own generated tokens read late; masked columns (the row had finished) are not."""
+    small, _ = qwen_pair
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    runner = ModelRunner(small, prompt_length=ids.shape[1], batch_size=3)
+    runner.read(ids, mask, positions)  # prefill
+    extra = torch.randint(4, 100, (3, 5))
+    live = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]])  # row 1 ended after 2 tokens, row 2 after 4
+    runner.read(torch.cat([ids, extra], 1), torch.cat([mask, live], 1),
+                torch.cat([positions, positions[:, -1:] + torch.arange(1, 6)], 1))
+    assert runner.catchup.tolist() == [4, 2, 4]  # the newest column is the step's own read, not a catch-up
+    assert runner.forward_log == [(0, ids.shape[1], 3), (ids.shape[1], 5, 3)]
+    with pytest.raises(ValueError, match="RowRunner"):
+        runner.read(ids, mask, positions, rows=[0])
 
 
 def test_sliding_window_models_are_refused(tokenizer):
@@ -68,5 +70,9 @@ def test_sliding_window_models_are_refused(tokenizer):
                          max_window_layers=0, pad_token_id=0)
     small, large = Qwen2ForCausalLM(config), Qwen2ForCausalLM(config)
     inputs = tokenizer(["ab", "abcd"], return_tensors="pt", padding=True)
-    with pytest.raises(ValueError, match="schedule='rows'.*DynamicSlidingWindowLayer"):
-        EADGenerator(small, large, EADConfig(threshold=1.0, schedule="rows")).generate(**inputs, max_new_tokens=2)
+    with pytest.raises(ValueError, match="full-attention.*DynamicSlidingWindowLayer"):
+        list(continuous_ead(small, large, EADConfig(threshold=1.0), [[1, 5], [1, 6, 7]], max_new_tokens=2,
+                            batch_size=2, eos_token_ids=[2]))
+    # the whole-batch loop keeps each model's own cache, whatever its layers
+    out = EADGenerator(small, large, EADConfig(threshold=1.0)).generate(**inputs, max_new_tokens=2, do_sample=False)
+    assert out.shape == (2, inputs["input_ids"].shape[1] + 2)

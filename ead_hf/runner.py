@@ -1,0 +1,204 @@
+"""A model of the pair with its own KV cache: what it has read, and one `read` contract.
+
+`read(grid, attention_mask, positions, rows=None)` feeds the model every column of the shared token grid it
+has not read yet, in one forward, and returns the next-token logits of the rows read. Prefill, decode and
+catch-up are the same operation: the first read is the prompt, a read after the other model wrote k tokens
+is a catch-up over those k. Two implementations:
+
+- `ModelRunner` reads the whole batch into one `DynamicCache` (the decoding loop: every row writes a token
+  each step, so every row is at the same column).
+- `RowRunner` reads any subset of rows, keeping each row's keys and values in a slot of preallocated
+  buffers and how far that row has read (continuous batching: a row that finished takes the next prompt
+  while the others go on).
+
+Both count catch-up per row, in tokens: generated positions of that row the model read beyond the one a
+decoding step reads (what `EADStats` reports), and log every forward as (positions cached, positions read,
+rows) for FLOP accounting.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from .compat import cache_argument_name, fill_cache_layer, full_attention_only, logits_to_keep_kwargs
+from .pair_checks import input_device
+
+__all__ = ["ModelRunner", "RowRunner", "rows_unsupported"]
+
+_SLACK = 256  # columns a row buffer gains each time it fills up
+
+
+def rows_unsupported(model: PreTrainedModel) -> str | None:
+    """Why a model's cache cannot be split by rows (None when it can): only full-attention layers can."""
+    return full_attention_only(model)
+
+
+class _Runner:
+    """What both runners share: the model, where its inputs go, and the forward call."""
+
+    def __init__(self, model: PreTrainedModel, prompt_length: int, batch_size: int) -> None:
+        self.model = model
+        self.prompt_length = prompt_length
+        self.batch_size = batch_size
+        self.device = input_device(model)
+        self.cache_argument = cache_argument_name(model)
+        self.extra = logits_to_keep_kwargs(model)
+        self.forward_log: list[tuple[int, int, int]] = []  # (positions cached before, positions read, rows)
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
+                 cache: DynamicCache) -> torch.Tensor:
+        outputs = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=None if attention_mask is None else attention_mask.to(self.device),
+            position_ids=positions.to(self.device),
+            use_cache=True,
+            **{self.cache_argument: cache},
+            **self.extra,
+        )
+        return outputs.logits[:, -1]
+
+
+class ModelRunner(_Runner):
+    """One model reading the whole batch, with one `DynamicCache`."""
+
+    def __init__(self, model: PreTrainedModel, prompt_length: int, batch_size: int,
+                 device: torch.device | None = None) -> None:
+        super().__init__(model, prompt_length, batch_size)
+        self.cache = DynamicCache(config=model.config)
+        self.seen = 0  # grid columns read (the same for every row)
+        self.catchup = torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    @property
+    def catchup_tokens(self) -> int:
+        return int(self.catchup.sum())
+
+    def read(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
+             rows: list[int] | None = None) -> torch.Tensor:
+        """Logits (batch, vocab) after reading every column from `seen` on; `rows` must be all rows or None."""
+        if rows is not None and list(rows) != list(range(self.batch_size)):
+            raise ValueError("ModelRunner reads the whole batch; use RowRunner to read a subset of rows")
+        start, end = self.seen, grid.shape[1]
+        logits = self._forward(grid[:, start:end], attention_mask, positions[:, start:end], self.cache)
+        first = max(start, self.prompt_length)  # generated columns read beyond the newest one are catch-up
+        if end - 1 > first:  # a row's masked columns (after it finished) are not its tokens
+            self.catchup += (end - 1 - first) if attention_mask is None else (
+                attention_mask[:, first:end - 1].to(self.catchup.device).sum(dim=1))
+        self.forward_log.append((start, end - start, grid.shape[0]))
+        self.seen = end
+        return logits
+
+
+class RowRunner(_Runner):
+    """One model with a KV slot per row, reading any subset of the rows.
+
+    A read gathers the slots of its rows into a `DynamicCache` for the forward and writes the new columns back.
+    Rows that need only their newest column share one forward; rows that are behind (a prefill, or a catch-up
+    after the other model wrote for them) read in a second one, from the earliest column any of them has not
+    read: a column a row has already read is fed again behind a masked key (same token and position, never
+    attended), so one row's catch-up does not make every row read its width. A forward writes at the highest
+    slot its rows have used; a row that used fewer has masked slots in between (positions come from
+    position_ids, so slot order need not be time order).
+    """
+
+    def __init__(self, model: PreTrainedModel, prompt_length: int, batch_size: int) -> None:
+        super().__init__(model, prompt_length, batch_size)
+        self.keys: list[torch.Tensor] = []  # per layer: (batch, kv heads, capacity, head dim)
+        self.values: list[torch.Tensor] = []
+        self.mask: torch.Tensor | None = None  # (batch, capacity): 1 where a slot holds a key the row may attend
+        self.filled = [0] * batch_size  # slots each row has used (slots above are masked, never written)
+        self.seen = [0] * batch_size  # grid columns each row has read
+        self.generation_start = [prompt_length] * batch_size  # grid column of each row's first generated token
+        self.row_catchup = [0] * batch_size
+        self.row_forwards: list[list[tuple[int, int]]] = [[] for _ in range(batch_size)]  # (slots cached, read)
+
+    @property
+    def catchup(self) -> torch.Tensor:
+        return torch.tensor(self.row_catchup, dtype=torch.long)
+
+    @property
+    def catchup_tokens(self) -> int:
+        return sum(self.row_catchup)
+
+    def reset_row(self, row: int, prompt_start: int, generation_start: int) -> None:
+        """Start `row` afresh on a new prompt at grid columns prompt_start..generation_start-1: its slots are
+        masked and its counts cleared; its next read is the prompt's prefill."""
+        self.seen[row], self.filled[row], self.generation_start[row] = prompt_start, 0, generation_start
+        self.row_catchup[row], self.row_forwards[row] = 0, []
+        if self.mask is not None:
+            self.mask[row] = 0
+
+    def read(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
+             rows: list[int] | None = None) -> torch.Tensor:
+        """Logits (len(rows), vocab), in `rows` order, after each row read every column it had not."""
+        rows = list(range(grid.shape[0])) if rows is None else list(rows)
+        end = grid.shape[1]
+        current = [row for row in rows if self.seen[row] == end - 1]
+        behind = [row for row in rows if self.seen[row] != end - 1]
+        logits = {}
+        for group in (current, behind):
+            if group:
+                logits.update(zip(group, self._read_rows(grid, attention_mask, positions, group)))
+        return torch.stack([logits[row] for row in rows])
+
+    def _read_rows(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
+                   rows: list[int]) -> torch.Tensor:
+        """ONE forward of `rows` over the grid columns from the earliest one they have not read."""
+        end = grid.shape[1]
+        start = min(self.seen[row] for row in rows)
+        width = end - start
+        cached = max(self.filled[row] for row in rows)
+        index = None if len(rows) == grid.shape[0] else torch.tensor(rows, device=grid.device)
+
+        def pick(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor if index is None else tensor.index_select(0, index.to(tensor.device))
+
+        seen = torch.tensor([self.seen[row] for row in rows], device=grid.device)
+        new_mask = torch.arange(start, end, device=grid.device)[None, :] >= seen[:, None]
+        if attention_mask is not None:
+            new_mask &= pick(attention_mask[:, start:end]).bool()
+        cache = DynamicCache(config=self.model.config)
+        if cached:
+            for layer, keys, values in zip(cache.layers, self.keys, self.values):
+                fill_cache_layer(layer, pick(keys[:, :, :cached]), pick(values[:, :, :cached]))
+            past_mask = pick(self.mask[:, :cached])
+        else:
+            past_mask = new_mask.new_zeros((len(rows), 0))
+        logits = self._forward(pick(grid[:, start:end]), torch.cat([past_mask, new_mask.to(past_mask.device)], dim=1).long(),
+                               pick(positions[:, start:end]), cache)
+        self.forward_log.append((cached, width, len(rows)))
+        self._store(cache, new_mask, index, cached, width)
+        for row in rows:
+            self.row_catchup[row] += max(0, end - 1 - max(self.seen[row], self.generation_start[row]))
+            self.row_forwards[row].append((cached, width))
+            self.seen[row], self.filled[row] = end, cached + width
+        return logits
+
+    def _store(self, cache: DynamicCache, new_mask: torch.Tensor, index: torch.Tensor | None, cached: int,
+               width: int) -> None:
+        """Write the forward's new columns into slots cached..cached+width of its rows."""
+        begin, end = cached, cached + width
+        if not self.keys:  # the first forward may read only some rows (a model first used mid-run)
+            batch = len(self.seen)
+            self.mask = new_mask.new_zeros((batch, 0))
+            self.keys = [layer.keys.new_zeros((batch, layer.keys.shape[1], 0, layer.keys.shape[3])) for layer in cache.layers]
+            self.values = [layer.values.new_zeros((batch, layer.values.shape[1], 0, layer.values.shape[3]))
+                           for layer in cache.layers]
+        if end > self.mask.shape[1]:  # grow by a block: reallocating per step would copy the cache every step
+            grow = end - self.mask.shape[1] + _SLACK
+            self.keys = [torch.cat([k, k.new_zeros(k.shape[:2] + (grow,) + k.shape[3:])], dim=2) for k in self.keys]
+            self.values = [torch.cat([v, v.new_zeros(v.shape[:2] + (grow,) + v.shape[3:])], dim=2) for v in self.values]
+            self.mask = torch.cat([self.mask, self.mask.new_zeros((self.mask.shape[0], grow))], dim=1)
+        for layer, keys, values in zip(cache.layers, self.keys, self.values):
+            _write_rows(keys[:, :, begin:end], layer.keys[:, :, begin:end], index)
+            _write_rows(values[:, :, begin:end], layer.values[:, :, begin:end], index)
+        _write_rows(self.mask[:, begin:end], new_mask, index)
+
+
+def _write_rows(window: torch.Tensor, new: torch.Tensor, index: torch.Tensor | None) -> None:
+    """window[index] = new in place (all rows when index is None)."""
+    new = new.to(window.device)
+    if index is None:
+        window.copy_(new)
+    else:
+        window.index_copy_(0, index.to(window.device), new)
