@@ -19,16 +19,19 @@ _INV_LN2 = 1.0 / math.log(2.0)
 def entropy_bits(logits: torch.Tensor) -> torch.Tensor:
     """Shannon entropy in bits of softmax(logits) over the last dimension.
 
-    `torch.special.entr` keeps it finite when some logits are -inf (0 * log 0 = 0).
+    From log_softmax (fewer passes than softmax + `special.entr`, which is slow on CPU); clamping the log
+    probabilities keeps -inf logits at 0 * finite = 0, while NaN logits still give NaN.
     """
-    probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    return torch.special.entr(probs).sum(dim=-1) * _INV_LN2
+    log_probs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    return -(log_probs.exp() * log_probs.clamp(min=torch.finfo(log_probs.dtype).min)).sum(dim=-1) * _INV_LN2
 
 
 class EntropyRouter:
     """Per-row state of the EAD rule: entropy window, dwell counter and active model.
 
-    `active[r]` is True when row r's next token is written by the large model.
+    `active[r]` is True when row r's next token is written by the large model. The window is a ring shared by
+    the rows (one column per step); a row restarted by `reset` has zeros there and counts its own `filled`,
+    so its mean covers only its own entropies.
     """
 
     def __init__(self, config: EADConfig, batch_size: int, device: torch.device) -> None:
@@ -37,32 +40,36 @@ class EntropyRouter:
         if config.policy == "random":
             self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.window = torch.zeros(batch_size, config.window, dtype=torch.float32, device=device)
+        self.cursor = 0  # the ring column the next entropy goes to
         self.filled = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.dwell = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.active = torch.full((batch_size,), config.starts_large, dtype=torch.bool, device=device)
 
     def reset(self, rows: torch.Tensor) -> None:
         """Start the rows selected by the boolean mask `rows` afresh (a new prompt in continuous batching)."""
-        self.window = torch.where(rows[:, None], torch.zeros_like(self.window), self.window)
-        self.filled = torch.where(rows, torch.zeros_like(self.filled), self.filled)
-        self.dwell = torch.where(rows, torch.zeros_like(self.dwell), self.dwell)
+        self.window.masked_fill_(rows[:, None], 0.0)
+        self.filled.masked_fill_(rows, 0)
+        self.dwell.masked_fill_(rows, 0)
         self.active = torch.where(rows, torch.full_like(self.active, self.config.starts_large), self.active)
 
     def mean_entropy(self) -> torch.Tensor:
         """Mean of the last `window` entropies of each row (fewer at the start; 0 before any)."""
         return self.window.sum(dim=1) / self.filled.clamp(min=1, max=self.config.window)
 
-    def observe(self, entropy: torch.Tensor, live: torch.Tensor) -> None:
-        """Record the entropy of the token each live row just produced, then route its next token."""
-        shifted = torch.cat([self.window[:, 1:], entropy.to(self.window.dtype)[:, None]], dim=1)
-        self.window = torch.where(live[:, None], shifted, self.window)
-        self.filled += live
-        self.dwell += live
+    def observe(self, entropy: torch.Tensor, live: torch.Tensor | None = None) -> None:
+        """Record the entropy of the token each row just produced, then route its next token. Rows outside
+        `live` have finished: they keep their model (their window and counters are no longer meaningful)."""
+        self.window[:, self.cursor] = entropy
+        self.cursor = (self.cursor + 1) % self.config.window
+        self.filled += 1
+        self.dwell += 1
         if self.generator is None:
             wants_large = self.mean_entropy() >= self.config.threshold
         else:  # the control: a coin per token, same dwell rule
             coins = torch.rand(self.active.shape, generator=self.generator, device=self.active.device)
             wants_large = coins < self.config.large_probability
-        switch = live & (self.dwell >= self.config.min_dwell) & (wants_large != self.active)
-        self.active = torch.where(switch, wants_large, self.active)
-        self.dwell = torch.where(switch, torch.zeros_like(self.dwell), self.dwell)
+        switch = (self.dwell >= self.config.min_dwell) & (wants_large != self.active)
+        if live is not None:
+            switch &= live
+        self.active = self.active ^ switch
+        self.dwell.masked_fill_(switch, 0)

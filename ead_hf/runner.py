@@ -48,10 +48,10 @@ class _Runner:
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
                  cache: DynamicCache) -> torch.Tensor:
-        outputs = self.model(
-            input_ids=input_ids.to(self.device),
+        outputs = self.model(  # contiguous: column slices of a batch are strided views
+            input_ids=input_ids.to(self.device).contiguous(),
             attention_mask=None if attention_mask is None else attention_mask.to(self.device),
-            position_ids=positions.to(self.device),
+            position_ids=positions.to(self.device).contiguous(),
             use_cache=True,
             **{self.cache_argument: cache},
             **self.extra,
