@@ -33,6 +33,8 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--window", type=int, default=5)
     gen.add_argument("--min-dwell", type=int, default=10)
     gen.add_argument("--start", choices=["small", "large"], default="small")
+    gen.add_argument("--threshold-down", type=_threshold, default=None,
+                     help="hysteresis: leave the large model only below this mean entropy (<= --threshold)")
     gen.add_argument("--decide-first", action="store_true",
                      help="EADConfig(variant='decide_first'): the large model writes each position where the small "
                      "model's own entropy is >= the threshold (window 1, dwell 1)")
@@ -82,6 +84,8 @@ def _build_parser() -> argparse.ArgumentParser:
         run.add_argument("--continuous", action="store_true",
                          help="continuous batching: --batch-size rows, each refilled with the next problem as soon "
                          "as its answer ends (not for speculative, which runs one problem at a time)")
+        run.add_argument("--threshold-down", type=_threshold, default=None,
+                         help="hysteresis for every 'ead' threshold: leave the large model only below this mean")
         run.add_argument("--window", type=int, default=5)
         run.add_argument("--min-dwell", type=int, default=10)
         run.add_argument("--seed", type=int, default=0)
@@ -165,7 +169,7 @@ def _eval(args: argparse.Namespace) -> int:
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
-        stop_loops=args.stop_loops, continuous=args.continuous,
+        threshold_down=args.threshold_down, stop_loops=args.stop_loops, continuous=args.continuous,
         first_thresholds=first_thresholds)
     if table:
         print(table, end="")
@@ -239,12 +243,14 @@ def _generate(args: argparse.Namespace) -> int:
         args.decide_first = args.decide_first or recipe_config.variant == "decide_first"
         if args.threshold is None:
             args.threshold = recipe_config.threshold
+            args.threshold_down = recipe_config.threshold_down if args.threshold_down is None else args.threshold_down
     pair = get_pair(args.pair)
     threshold = pair.default_threshold if args.threshold is None else args.threshold
     if args.decide_first:
         config = EADConfig(threshold=threshold, window=1, min_dwell=1, variant="decide_first")
     else:
-        config = EADConfig(threshold=threshold, window=args.window, min_dwell=args.min_dwell, start=args.start)
+        config = EADConfig(threshold=threshold, window=args.window, min_dwell=args.min_dwell, start=args.start,
+                           threshold_down=args.threshold_down)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
     print(f"loading {pair.name} (the first run assembles and converts the weights once: a few minutes)",

@@ -33,6 +33,10 @@ class EADConfig:
     In a batch, each step runs every model some live row needs on the whole batch (rows never wait; the
     experiments that let rows wait or ran models on row subsets measured slower, see README).
 
+    ``threshold_down`` (hysteresis, not in the paper): a row on the large model moves back to the small one
+    only once the mean drops below ``threshold_down`` (<= ``threshold``), so a stretch that is still fairly
+    uncertain stays with the large model; None means ``threshold`` (the paper's single threshold).
+
     ``variant="decide_first"`` (not in the paper; BiLD's fallback rule) decides before committing: the small
     model proposes every position, and where the entropy of its distribution there is ``>= threshold`` the
     large model catches up and writes that same position instead (so the uncertain token itself goes to the
@@ -47,6 +51,7 @@ class EADConfig:
     large_probability: float | None = None
     seed: int = 0
     variant: Literal["paper", "decide_first"] = "paper"
+    threshold_down: float | None = None
 
     def __post_init__(self) -> None:
         threshold = self.threshold
@@ -76,6 +81,17 @@ class EADConfig:
             raise ValueError("EADConfig.large_probability is only used with policy='random'; remove it or set policy")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"EADConfig.seed must be an int, got {type(self.seed).__name__}")
+        down = self.threshold_down
+        if down is not None:
+            if isinstance(down, bool) or not isinstance(down, (int, float)) or math.isnan(down):
+                raise TypeError(f"EADConfig.threshold_down must be a number of bits or None, got {down!r}")
+            if down > self.threshold:
+                raise ValueError(f"EADConfig.threshold_down ({down}) must be <= threshold ({self.threshold}): a row "
+                                 "leaves the large model below threshold_down and joins it at >= threshold")
+            if self.policy != "entropy" or self.variant != "paper":
+                raise ValueError("EADConfig.threshold_down applies to the paper's entropy rule; remove it for "
+                                 "policy='random' or variant='decide_first'")
+            object.__setattr__(self, "threshold_down", float(down))
         if self.variant not in VARIANTS:
             raise ValueError(f"EADConfig.variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.variant!r}")
         if self.variant == "decide_first":
@@ -94,8 +110,9 @@ class EADConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: infinite thresholds become the strings "inf" / "-inf"."""
         data = asdict(self)
-        if math.isinf(self.threshold):
-            data["threshold"] = "inf" if self.threshold > 0 else "-inf"
+        for name in ("threshold", "threshold_down"):
+            if data[name] is not None and math.isinf(data[name]):
+                data[name] = "inf" if data[name] > 0 else "-inf"
         return data
 
     @classmethod
@@ -112,13 +129,14 @@ class EADConfig:
         if schedule != "batch":
             raise ValueError(f"EADConfig.from_dict: schedule={schedule!r} was removed in ead_hf 0.2 (it measured "
                              "slower than running whole batches); drop the key or use 'batch'")
-        if isinstance(data.get("threshold"), str):
-            try:
-                data["threshold"] = float(data["threshold"])
-            except ValueError:
-                raise ValueError(
-                    f"EADConfig.threshold: cannot read {data['threshold']!r} as a number (use e.g. 2.5, 'inf', '-inf')"
-                ) from None
+        for name in ("threshold", "threshold_down"):
+            if isinstance(data.get(name), str):
+                try:
+                    data[name] = float(data[name])
+                except ValueError:
+                    raise ValueError(
+                        f"EADConfig.{name}: cannot read {data[name]!r} as a number (use e.g. 2.5, 'inf', '-inf')"
+                    ) from None
         return cls(**data)
 
 

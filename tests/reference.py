@@ -27,7 +27,7 @@ def _entropy_bits(logits: torch.Tensor) -> float:
 
 @torch.no_grad()
 def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwell, start, max_new_tokens,
-                  eos_token_ids=(), vocab=None) -> ReferenceRow:
+                  eos_token_ids=(), vocab=None, threshold_down=None) -> ReferenceRow:
     row = ReferenceRow()
     sequence = list(prompt)
     active_large = start == "large"
@@ -48,7 +48,8 @@ def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwe
         history.append(entropy)
         dwell += 1
         recent = history[-window:]
-        wants_large = sum(recent) / len(recent) >= threshold
+        bar = threshold_down if active_large and threshold_down is not None else threshold  # hysteresis
+        wants_large = sum(recent) / len(recent) >= bar
         if dwell >= min_dwell and wants_large != active_large:
             active_large, dwell = wants_large, 0
     return row

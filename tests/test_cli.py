@@ -94,3 +94,13 @@ def test_generate_command_decide_first(fake_pair, capsys):
         assert "variant='decide_first'" in captured.err
         summary = [line for line in captured.out.splitlines() if line.startswith("--- ") and "tokens:" in line]
         assert expected in summary[0], summary
+
+
+
+def test_generate_command_hysteresis(fake_pair, capsys):
+    assert cli.main(["generate", "--pair", "tiny-pair", "--threshold", "3", "--threshold-down", "1", "--dtype", "fp32",
+                     "--max-new-tokens", "4", "--no-color", "hello"]) == 0
+    assert "threshold_down=1.0" in capsys.readouterr().err
+    assert cli.main(["generate", "--pair", "tiny-pair", "--threshold", "1", "--threshold-down", "3", "--dtype",
+                     "fp32", "--max-new-tokens", "4", "hello"]) == 2
+    assert "threshold_down (3.0) must be <= threshold" in capsys.readouterr().err

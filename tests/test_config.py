@@ -61,3 +61,17 @@ def test_decide_first_validation_names_each_fix():
         EADConfig(threshold=0.5, window=1, min_dwell=1, policy="random", large_probability=0.5, variant="decide_first")
     with pytest.raises(ValueError, match="EADConfig.variant must be one of 'paper', 'decide_first'"):
         EADConfig(threshold=0.5, variant="bild")
+
+
+def test_hysteresis_validation_and_round_trip():
+    config = EADConfig(threshold=1.0, threshold_down=float("-inf"))
+    assert config.to_dict()["threshold_down"] == "-inf" and EADConfig.from_dict(config.to_dict()) == config
+    assert EADConfig.from_dict({"threshold": 1.0}).threshold_down is None  # dicts from before hysteresis
+    with pytest.raises(ValueError, match=r"threshold_down \(2.0\) must be <= threshold \(1.0\)"):
+        EADConfig(threshold=1.0, threshold_down=2.0)
+    with pytest.raises(TypeError, match="threshold_down must be a number"):
+        EADConfig(threshold=1.0, threshold_down=float("nan"))
+    with pytest.raises(ValueError, match="threshold_down applies to the paper's entropy rule"):
+        EADConfig(threshold=1.0, threshold_down=0.5, policy="random", large_probability=0.5)
+    with pytest.raises(ValueError, match="threshold_down applies to the paper's entropy rule"):
+        EADConfig(threshold=1.0, threshold_down=0.5, window=1, min_dwell=1, variant="decide_first")

@@ -318,6 +318,10 @@ def test_growing_a_run_keeps_one_random_control(problems_file, tmp_path):
         assert len(record["routing"]) - 1 == record["switches"]
         assert all(a[0] != b[0] for a, b in zip(record["routing"], record["routing"][1:]))
     assert cli_main([*base, "--limit", "9", "--window", "2"]) == 2  # another window is another run
+    assert cli_main([*base, "--limit", "9", "--threshold-down", "4"]) == 2  # hysteresis is another run too
+    hysteresis = tmp_path / "hysteresis"
+    assert cli_main([*base[:-1], str(hysteresis), "--limit", "3", "--methods", "ead", "--threshold-down", "4"]) == 0
+    assert {r["config"]["threshold_down"] for r in read_records(hysteresis)} == {4.0}
 
 
 def test_run_folders_from_0_1_resume_unless_they_used_a_removed_schedule(problems_file, tmp_path):

@@ -40,14 +40,15 @@ class Method:
             return f"random@p={self.large_probability:.4f}{dwell}"
         return self.kind
 
-    def ead_config(self, window: int, min_dwell: int, seed: int = 0) -> EADConfig | None:
+    def ead_config(self, window: int, min_dwell: int, seed: int = 0,
+                   threshold_down: float | None = None) -> EADConfig | None:
         common = dict(window=window, min_dwell=min_dwell)
         if self.kind == "small":
             return EADConfig(threshold=float("inf"), **common)
         if self.kind == "large":
             return EADConfig(threshold=float("-inf"), start="large", **common)
         if self.kind == "ead":
-            return EADConfig(threshold=self.threshold, **common)
+            return EADConfig(threshold=self.threshold, threshold_down=threshold_down, **common)
         if self.kind == "first":  # decide before committing: token-level, the small model's entropy at the position
             return EADConfig(threshold=self.threshold, window=1, min_dwell=1, variant="decide_first")
         if self.kind == "random":
@@ -138,6 +139,7 @@ class EvalSettings:
     seed: int = 0
     stop_loops: bool = False  # end rows caught in an exact repetition loop (truncation.RepetitionLoopStop)
     continuous: bool = False  # refill finished rows with the next problem (ead_hf.continuous); batch_size = rows
+    threshold_down: float | None = None  # hysteresis of the 'ead' methods (EADConfig.threshold_down)
 
 
 def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
@@ -215,7 +217,7 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
 
     batch_size = 1 if method.kind == "speculative" else settings.batch_size
     remaining = [p for p in problems if not store.is_done(method.key, p["id"])]
-    config = method.ead_config(settings.window, settings.min_dwell, settings.seed)
+    config = method.ead_config(settings.window, settings.min_dwell, settings.seed, settings.threshold_down)
     shapes = {"small": ModelShape.of(small), "large": ModelShape.of(large)}
     desc = f"{method.key} (rank {rank})" if world_size > 1 else method.key
     if settings.continuous and config is not None:

@@ -62,6 +62,7 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
             raise ValueError(f"{directory} was run with a schedule removed in ead_hf 0.2; use another --out")
         previous["settings"].setdefault("stop_loops", False)  # runs from before the loop stop let loops run
         previous["settings"].setdefault("continuous", False)  # and ran fixed batches
+        previous["settings"].setdefault("threshold_down", None)  # and had one threshold
         previous.setdefault("benchmark", "math")  # runs from before GSM8K were MATH runs
         manifest["random_controls"] = previous.get("random_controls", {})
         if "random_large_probability" in previous and first_threshold is not None:
@@ -82,7 +83,8 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
 def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Path, limit: int | None,
              batch_size: int, max_new_tokens: int, dtype: str, benchmark: str = "math", split: str = "test",
              data: Path | None = None, random_share: float | None = None, speculative_limit: int | None = None,
-             window: int = 5, min_dwell: int = 10, seed: int = 0, stop_loops: bool = False,
+             window: int = 5, min_dwell: int = 10, seed: int = 0, threshold_down: float | None = None,
+             stop_loops: bool = False,
              continuous: bool = False, first_thresholds: list[float] = (), progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report."""
     if batch_size < 1 or max_new_tokens < 1:
@@ -94,7 +96,7 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
     loaded = load_pair(pair, dtype=dtype, progress=progress and rank == 0)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
                             batch_size=batch_size, window=window, min_dwell=min_dwell, seed=seed,
-                            stop_loops=stop_loops, continuous=continuous)
+                            threshold_down=threshold_down, stop_loops=stop_loops, continuous=continuous)
     out = Path(out)
     store = RecordStore(out, rank, world)
     if rank == 0:
