@@ -187,7 +187,8 @@ class BenchResult:
 
 def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), new_tokens: int = 64,
               reps: int = 3, assisted: bool = True, data: Path | None = None, rows_sweep=(),
-              prompt_tokens: int | None = None, progress=print) -> BenchResult:
+              prompt_tokens: int | None = None, first_threshold: float | None = None,
+              progress=print) -> BenchResult:
     problems = [row["problem"] for row in load_math(data or default_data_path("test"))]
     tokenizer.padding_side = "left"
     result = BenchResult(machine={
@@ -212,6 +213,11 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
         default = _ead_name(threshold)
         configs[default] = functools.partial(EADGenerator(small, large, EADConfig(threshold=threshold)).generate,
                                              **inputs, return_dict_in_generate=True, **kwargs)
+        first = None if first_threshold is None else f"first {first_threshold:g}"
+        if first:  # the decide-first variant at its own threshold
+            configs[first] = functools.partial(EADGenerator(small, large, EADConfig(
+                threshold=first_threshold, window=1, min_dwell=1, variant="decide_first")).generate,
+                **inputs, return_dict_in_generate=True, **kwargs)
         if assisted and batch_size == 1:
             configs["assisted (HF)"] = lambda: large.generate(**inputs, assistant_model=small, **kwargs)
         times: dict[str, list[float]] = {name: [] for name in configs}
@@ -246,6 +252,8 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                             "P3 target": 1.05 * (share + (1 - share) * ratio_small_large),
                             "P3 EAD / large": medians[default] / medians["large generate"],
                             "r small/large step": ratio_small_large,
+                            **({"first large share": float(outputs[first].ead_stats.large_share.mean()),
+                                "first / large": medians[first] / medians["large generate"]} if first else {}),
                             "decode_s": decode,
                             "isolated_chunk_costs_s": tables})
         progress(json.dumps(result.rows[-1]))
@@ -274,6 +282,9 @@ def markdown(result: BenchResult) -> str:
             continue
         if row["config"] in ("small generate", "EAD +inf"):
             weights = m["small_weight_bytes"]
+        elif row["config"].startswith("first "):
+            f = next(r["first large share"] for r in result.rows if r["config"] == "checks" and r["batch"] == row["batch"])
+            weights = f * m["large_weight_bytes"] + m["small_weight_bytes"]  # the small model reads every position
         elif row["config"].startswith("EAD ") and row["config"] != "EAD -inf":
             f = shares[row["batch"]]
             weights = f * m["large_weight_bytes"] + (1 - f) * m["small_weight_bytes"]

@@ -111,6 +111,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        "e.g. 1,2,4,8,16,32,64 (chunks 1, 4, 16 after 64 cached positions)")
     bench.add_argument("--prompt-tokens", type=int, default=None,
                        help="keep only the last N tokens of each prompt (short prompts show the loop's own overhead)")
+    bench.add_argument("--first-threshold", type=_threshold, default=None,
+                       help="also time the decide-first variant at this threshold (bits)")
     bench.add_argument("--data", type=Path, default=None, help="MATH-500 JSONL (prompts)")
     bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
 
@@ -188,7 +190,7 @@ def _bench(args: argparse.Namespace) -> int:
                        batch_sizes=[int(b) for b in args.batch_sizes.split(",")], new_tokens=args.new_tokens,
                        reps=args.reps, assisted=not args.no_assisted, data=args.data,
                        rows_sweep=[int(r) for r in args.rows_sweep.split(",")] if args.rows_sweep else (),
-                       prompt_tokens=args.prompt_tokens,
+                       prompt_tokens=args.prompt_tokens, first_threshold=args.first_threshold,
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
     result.machine["load_s"] = loaded.load_seconds
     args.out.mkdir(parents=True, exist_ok=True)

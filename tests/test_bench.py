@@ -69,7 +69,11 @@ def test_run_bench_reports_every_configuration(problems_file):
             assert 0 < row["forward_s"] <= row["median_s"]
     assert all(row["isolated_chunk_costs_s"]["small"]["prefill_length"] > 5 for row in checks)
     short = run_bench(small, large, tiny_tokenizer(), threshold=5.0, batch_sizes=(2,), new_tokens=2, reps=1,
-                      assisted=False, data=problems_file, prompt_tokens=5, progress=lambda line: None)
+                      assisted=False, data=problems_file, prompt_tokens=5, first_threshold=5.0,
+                      progress=lambda line: None)
+    first = [row for row in short.rows if row["config"] == "checks"][0]
+    assert 0 <= first["first large share"] <= 1 and first["first / large"] > 0
+    assert "| 2 | first 5 |" in markdown(short)
     assert [row["isolated_chunk_costs_s"]["small"]["prefill_length"] for row in short.rows if row["config"] == "checks"] == [5]
     assert set(result.step_cost_by_rows["large"]) == {1, 3}
     assert all(seconds > 0 for costs in result.step_cost_by_rows["small"].values() for seconds in costs.values())
