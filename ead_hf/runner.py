@@ -93,16 +93,22 @@ class RowRunner(_Runner):
     """One model with a KV slot per row, reading any subset of the rows.
 
     A read gathers the slots of its rows into a `DynamicCache` for the forward and writes the new columns back.
-    Rows that need only their newest column share one forward; rows that are behind (a prefill, or a catch-up
-    after the other model wrote for them) read in a second one, from the earliest column any of them has not
-    read: a column a row has already read is fed again behind a masked key (same token and position, never
-    attended), so one row's catch-up does not make every row read its width. A forward writes at the highest
-    slot its rows have used; a row that used fewer has masked slots in between (positions come from
-    position_ids, so slot order need not be time order).
+    Rows behind by different amounts (a prefill, a catch-up after the other model wrote for them, or just the
+    newest column) read in forwards grouped by how far behind they are (`_group_by_width`): a forward reads from
+    the earliest column any of its rows has not read, and a column a row has already read is fed again behind a
+    masked key (same token and position, never attended). A forward writes at the highest slot its rows have
+    used; a row that used fewer has masked slots in between (positions come from position_ids, so slot order
+    need not be time order).
+
+    `forward_overhead`: what one more forward costs, in row-positions of compute (its weight reads); grouping
+    trades padded positions against forwards with it. 0 gives one forward per distinct width.
     """
 
-    def __init__(self, model: PreTrainedModel, prompt_length: int, batch_size: int) -> None:
+    def __init__(self, model: PreTrainedModel, prompt_length: int, batch_size: int, forward_overhead: int = 32) -> None:
         super().__init__(model, prompt_length, batch_size)
+        if forward_overhead < 0:
+            raise ValueError(f"forward_overhead must be >= 0 (row-positions), got {forward_overhead}")
+        self.forward_overhead = forward_overhead
         self.keys: list[torch.Tensor] = []  # per layer: (batch, kv heads, capacity, head dim)
         self.values: list[torch.Tensor] = []
         self.mask: torch.Tensor | None = None  # (batch, capacity): 1 where a slot holds a key the row may attend
@@ -133,12 +139,9 @@ class RowRunner(_Runner):
         """Logits (len(rows), vocab), in `rows` order, after each row read every column it had not."""
         rows = list(range(grid.shape[0])) if rows is None else list(rows)
         end = grid.shape[1]
-        current = [row for row in rows if self.seen[row] == end - 1]
-        behind = [row for row in rows if self.seen[row] != end - 1]
         logits = {}
-        for group in (current, behind):
-            if group:
-                logits.update(zip(group, self._read_rows(grid, attention_mask, positions, group)))
+        for group in _group_by_width({row: end - self.seen[row] for row in rows}, self.forward_overhead):
+            logits.update(zip(group, self._read_rows(grid, attention_mask, positions, group)))
         return torch.stack([logits[row] for row in rows])
 
     def _read_rows(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
@@ -148,7 +151,7 @@ class RowRunner(_Runner):
         start = min(self.seen[row] for row in rows)
         width = end - start
         cached = max(self.filled[row] for row in rows)
-        index = None if len(rows) == grid.shape[0] else torch.tensor(rows, device=grid.device)
+        index = None if rows == list(range(grid.shape[0])) else torch.tensor(rows, device=grid.device)
 
         def pick(tensor: torch.Tensor) -> torch.Tensor:
             return tensor if index is None else tensor.index_select(0, index.to(tensor.device))
@@ -202,3 +205,22 @@ def _write_rows(window: torch.Tensor, new: torch.Tensor, index: torch.Tensor | N
         window.copy_(new)
     else:
         window.index_copy_(0, index.to(window.device), new)
+
+
+def _group_by_width(widths: dict[int, int], overhead: int) -> list[list[int]]:
+    """Rows (row -> columns to read) split into forwards minimising the sum over forwards of `overhead` + rows x
+    widest width (a row reads the widest width of its forward, padded behind masked keys). Sorted by width, an
+    optimal split is into consecutive runs, found by dynamic programming; ties keep rows together."""
+    order = sorted(widths, key=lambda row: (widths[row], row))
+    best: list[float] = [0.0] + [float("inf")] * len(order)  # cost of the first j rows
+    cut = [0] * (len(order) + 1)  # where the last forward of the best split of the first j rows starts
+    for j in range(1, len(order) + 1):
+        for i in range(j):  # the last forward holds order[i:j], whose widest row is order[j-1]
+            cost = best[i] + overhead + (j - i) * widths[order[j - 1]]
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j:
+        groups.append(sorted(order[cut[j]:j]))
+        j = cut[j]
+    return groups[::-1]

@@ -7,7 +7,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ead_hf import EADConfig, EADGenerator
 from ead_hf.continuous import continuous_ead
-from ead_hf.runner import ModelRunner, RowRunner
+import itertools
+
+from ead_hf.runner import ModelRunner, RowRunner, _group_by_width
 
 from .reference import unpadded_prompts
 
@@ -21,7 +23,7 @@ def test_subsets_and_catch_up_equal_from_scratch_forwards(qwen_pair, batch):
     small, _ = qwen_pair
     ids, mask = batch["input_ids"], batch["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    lane = RowRunner(small, prompt_length=ids.shape[1], batch_size=3)
+    lane = RowRunner(small, prompt_length=ids.shape[1], batch_size=3, forward_overhead=0)
     lane.read(ids, mask, positions, [0, 1, 2])  # prefill
     grid, grid_mask, grid_positions = ids, mask, positions
     reads = [[0, 2], [0], [0, 2], [1], [0, 1, 2], [2]]  # row 1 skips 3 steps, then catches up on 4 columns
@@ -35,8 +37,8 @@ def test_subsets_and_catch_up_equal_from_scratch_forwards(qwen_pair, batch):
         for position, row in enumerate(rows):
             torch.testing.assert_close(logits[position], _alone(small, full[row]), atol=1e-10, rtol=1e-10)
     assert lane.seen == [grid.shape[1] - 1, grid.shape[1] - 1, grid.shape[1]]
-    # rows that only need their newest column share a forward; rows that are behind catch up in another one,
-    # from the earliest column they have not read (row 2 at step 2: 2 columns, row 1 at step 3: 4)
+    # with no cost per forward, rows behind by different amounts read in separate forwards (one per width),
+    # each from the earliest column its rows have not read (row 2 at step 2: 2 columns, row 1 at step 3: 4)
     width = ids.shape[1]
     assert [(read, rows) for _, read, rows in lane.forward_log] == [
         (width, 3), (1, 2), (1, 1), (1, 1), (2, 1), (4, 1), (1, 1), (2, 2), (1, 1)]
@@ -76,3 +78,56 @@ def test_sliding_window_models_are_refused(tokenizer):
     # the whole-batch loop keeps each model's own cache, whatever its layers
     out = EADGenerator(small, large, EADConfig(threshold=1.0)).generate(**inputs, max_new_tokens=2, do_sample=False)
     assert out.shape == (2, inputs["input_ids"].shape[1] + 2)
+
+
+def _brute_force_cost(widths: dict[int, int], overhead: int) -> int:
+    """The cheapest split of the rows into forwards, over every set partition (small inputs only)."""
+    rows = list(widths)
+
+    def partitions(items):
+        if not items:
+            yield []
+            return
+        first, rest = items[0], items[1:]
+        for partition in partitions(rest):
+            for index in range(len(partition)):
+                yield partition[:index] + [[first] + partition[index]] + partition[index + 1:]
+            yield [[first]] + partition
+
+    return min(sum(overhead + len(g) * max(widths[r] for r in g) for g in p) for p in partitions(rows))
+
+
+def test_grouping_by_width_is_the_cheapest_split():
+    for seed, overhead in itertools.product(range(30), (0, 3, 32)):
+        generator = torch.Generator().manual_seed(seed)
+        count = int(torch.randint(1, 7, (1,), generator=generator))
+        widths = {row: int(w) for row, w in enumerate(torch.randint(1, 60, (count,), generator=generator))}
+        groups = _group_by_width(widths, overhead)
+        assert sorted(r for g in groups for r in g) == list(widths)
+        cost = sum(overhead + len(g) * max(widths[r] for r in g) for g in groups)
+        assert cost == _brute_force_cost(widths, overhead), (widths, overhead, groups)
+    assert _group_by_width({0: 1, 1: 2, 2: 30}, 8) == [[0, 1], [2]]
+    assert _group_by_width({0: 5, 1: 5}, 0) == [[0, 1]]  # a tie keeps rows together
+
+
+def test_row_runner_groups_forwards_by_catch_up_width(qwen_pair, batch):
+    """A row far behind reads alone; rows behind by a little share the newest rows' forward. Same logits."""
+    small, _ = qwen_pair
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    runner = RowRunner(small, prompt_length=ids.shape[1], batch_size=3, forward_overhead=4)
+    runner.read(ids, mask, positions, [0, 1, 2])
+    grid, grid_mask, grid_positions = ids, mask, positions
+    for step, rows in enumerate([[0, 1], [0], [0], [0], [0], [0, 1, 2]]):  # row 2: 6 behind, row 1: 4
+        column = torch.randint(4, 100, (3, 1), generator=torch.Generator().manual_seed(step))
+        grid = torch.cat([grid, column], dim=1)
+        grid_mask = torch.cat([grid_mask, torch.ones_like(column)], dim=1)
+        grid_positions = torch.cat([grid_positions, grid_positions[:, -1:] + 1], dim=1)
+        logits = runner.read(grid, grid_mask, grid_positions, rows)
+    full = unpadded_prompts({"input_ids": grid, "attention_mask": grid_mask})
+    for position, row in enumerate([0, 1, 2]):
+        torch.testing.assert_close(logits[position], _alone(small, full[row]), atol=1e-10, rtol=1e-10)
+    # last step: widths 1 (row 0), 5 (row 1), 6 (row 2): {0}, {1, 2} costs 4 + 1 + 4 + 12 = 21, one forward 22
+    assert [(read, rows) for _, read, rows in runner.forward_log[-2:]] == [(1, 1), (6, 2)]
+    with pytest.raises(ValueError, match="forward_overhead must be >= 0"):
+        RowRunner(small, prompt_length=3, batch_size=1, forward_overhead=-1)
