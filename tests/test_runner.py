@@ -19,23 +19,32 @@ def _alone(model, tokens: list[int]) -> torch.Tensor:
         return model(torch.tensor([tokens])).logits[0, -1]
 
 
+def _with_random_column(grid, mask, positions, seed: int):
+    """The grid with one more column of random tokens that every row may attend (as if some model wrote them)."""
+    column = torch.randint(4, 100, (grid.shape[0], 1), generator=torch.Generator().manual_seed(seed))
+    return (torch.cat([grid, column], dim=1), torch.cat([mask, torch.ones_like(column)], dim=1),
+            torch.cat([positions, positions[:, -1:] + 1], dim=1))
+
+
+def _assert_logits_alone(model, grid, rows, logits):
+    """Each row's logits equal a from-scratch forward of that row's unpadded tokens alone."""
+    full = unpadded_prompts({"input_ids": grid[0], "attention_mask": grid[1]})
+    for position, row in enumerate(rows):
+        torch.testing.assert_close(logits[position], _alone(model, full[row]), atol=1e-10, rtol=1e-10)
+
+
 def test_subsets_and_catch_up_equal_from_scratch_forwards(qwen_pair, batch):
     small, _ = qwen_pair
     ids, mask = batch["input_ids"], batch["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     lane = RowRunner(small, prompt_length=ids.shape[1], batch_size=3, forward_overhead=0)
     lane.read(ids, mask, positions, [0, 1, 2])  # prefill
-    grid, grid_mask, grid_positions = ids, mask, positions
+    grid = (ids, mask, positions)
     reads = [[0, 2], [0], [0, 2], [1], [0, 1, 2], [2]]  # row 1 skips 3 steps, then catches up on 4 columns
     for step, rows in enumerate(reads):
-        column = torch.randint(4, 100, (3, 1), generator=torch.Generator().manual_seed(step))
-        grid = torch.cat([grid, column], dim=1)
-        grid_mask = torch.cat([grid_mask, torch.ones_like(column)], dim=1)
-        grid_positions = torch.cat([grid_positions, grid_positions[:, -1:] + 1], dim=1)
-        logits = lane.read(grid, grid_mask, grid_positions, rows)
-        full = unpadded_prompts({"input_ids": grid, "attention_mask": grid_mask})
-        for position, row in enumerate(rows):
-            torch.testing.assert_close(logits[position], _alone(small, full[row]), atol=1e-10, rtol=1e-10)
+        grid = _with_random_column(*grid, step)
+        _assert_logits_alone(small, grid, rows, lane.read(*grid, rows))
+    grid = grid[0]
     assert lane.seen == [grid.shape[1] - 1, grid.shape[1] - 1, grid.shape[1]]
     # with no cost per forward, rows behind by different amounts read in separate forwards (one per width),
     # each from the earliest column its rows have not read (row 2 at step 2: 2 columns, row 1 at step 3: 4)
@@ -117,16 +126,11 @@ def test_row_runner_groups_forwards_by_catch_up_width(qwen_pair, batch):
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     runner = RowRunner(small, prompt_length=ids.shape[1], batch_size=3, forward_overhead=4)
     runner.read(ids, mask, positions, [0, 1, 2])
-    grid, grid_mask, grid_positions = ids, mask, positions
+    grid = (ids, mask, positions)
     for step, rows in enumerate([[0, 1], [0], [0], [0], [0], [0, 1, 2]]):  # row 2: 6 behind, row 1: 4
-        column = torch.randint(4, 100, (3, 1), generator=torch.Generator().manual_seed(step))
-        grid = torch.cat([grid, column], dim=1)
-        grid_mask = torch.cat([grid_mask, torch.ones_like(column)], dim=1)
-        grid_positions = torch.cat([grid_positions, grid_positions[:, -1:] + 1], dim=1)
-        logits = runner.read(grid, grid_mask, grid_positions, rows)
-    full = unpadded_prompts({"input_ids": grid, "attention_mask": grid_mask})
-    for position, row in enumerate([0, 1, 2]):
-        torch.testing.assert_close(logits[position], _alone(small, full[row]), atol=1e-10, rtol=1e-10)
+        grid = _with_random_column(*grid, step)
+        logits = runner.read(*grid, rows)
+    _assert_logits_alone(small, grid, [0, 1, 2], logits)
     # last step: widths 1 (row 0), 5 (row 1), 6 (row 2): {0}, {1, 2} costs 4 + 1 + 4 + 12 = 21, one forward 22
     assert [(read, rows) for _, read, rows in runner.forward_log[-2:]] == [(1, 1), (6, 2)]
     with pytest.raises(ValueError, match="forward_overhead must be >= 0"):
