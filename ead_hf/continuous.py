@@ -23,7 +23,8 @@ from .config import EADConfig
 from .output import LARGE, NO_TOKEN, SMALL
 from .pair_checks import check_pair, shared_vocab_size
 from .routing import EntropyRouter, entropy_bits
-from .runner import RowRunner, rows_unsupported
+from .compat import full_attention_only
+from .runner import RowRunner
 
 __all__ = ["FinishedRow", "continuous_ead", "ends_in_loop"]
 
@@ -63,7 +64,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         raise ValueError("batch_size and max_new_tokens must be >= 1")
     if not eos_token_ids:
         raise ValueError("eos_token_ids must name at least one end-of-sequence id")
-    blockers = [reason for reason in map(rows_unsupported, (small, large)) if reason]
+    blockers = [reason for reason in map(full_attention_only, (small, large)) if reason]
     if blockers:
         raise ValueError(f"continuous batching needs full-attention caches: {'; '.join(blockers)}")
     if not prompts:

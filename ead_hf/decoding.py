@@ -105,14 +105,15 @@ def _next_logits(runners, needed, router, config, grid, mask, positions, live, v
     """Each needed model reads what it has not read; each row takes the logits of the model that writes its
     token. Returns (logits, large-writes mask). Under decide_first the small model proposes every position and
     where its entropy there is >= threshold the large model writes that position instead."""
-    logits = {model: runners[model].read(grid, mask, positions).to(live.device, torch.float32)[:, :vocab]
-              for model in needed}
+    def read(model: int) -> torch.Tensor:  # float32 logits over the shared vocabulary, on the loop's device
+        return runners[model].read(grid, mask, positions).to(live.device, torch.float32)[:, :vocab]
+
+    logits = {model: read(model) for model in needed}
     if config.variant == "decide_first":
         chosen = live & (entropy_bits(logits[SMALL]) >= config.threshold)
         if not chosen.any():  # decide_first's second host synchronisation
             return logits[SMALL], chosen
-        large = runners[LARGE].read(grid, mask, positions).to(live.device, torch.float32)[:, :vocab]
-        return torch.where(chosen[:, None], large, logits[SMALL]), chosen
+        return torch.where(chosen[:, None], read(LARGE), logits[SMALL]), chosen
     if len(logits) == 2:
         return torch.where(router.active[:, None], logits[LARGE], logits[SMALL]), router.active
     return logits[needed[0]], router.active

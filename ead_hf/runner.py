@@ -21,17 +21,12 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from .compat import cache_argument_name, fill_cache_layer, full_attention_only, logits_to_keep_kwargs
+from .compat import cache_argument_name, fill_cache_layer, logits_to_keep_kwargs
 from .pair_checks import input_device
 
-__all__ = ["ModelRunner", "RowRunner", "rows_unsupported"]
+__all__ = ["ModelRunner", "RowRunner"]
 
 _SLACK = 256  # columns a row buffer gains each time it fills up
-
-
-def rows_unsupported(model: PreTrainedModel) -> str | None:
-    """Why a model's cache cannot be split by rows (None when it can): only full-attention layers can."""
-    return full_attention_only(model)
 
 
 class _Runner:
