@@ -38,6 +38,9 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--decide-first", action="store_true",
                      help="EADConfig(variant='decide_first'): the large model writes each position where the small "
                      "model's own entropy is >= the threshold (window 1, dwell 1)")
+    gen.add_argument("--rollback", type=float, default=None, metavar="RHO",
+                     help="EADConfig.rollback: when the large model catches up it takes back the first small-model "
+                     "token it gives under RHO x its top probability, and writes there (greedy, no streaming)")
     gen.add_argument("--max-new-tokens", type=int, default=512)
     gen.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it, else fp32), bf16, fp32")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -86,6 +89,10 @@ def _build_parser() -> argparse.ArgumentParser:
                          "as its answer ends (not for speculative, which runs one problem at a time)")
         run.add_argument("--threshold-down", type=_threshold, default=None,
                          help="hysteresis for every 'ead' threshold: leave the large model only below this mean")
+        run.add_argument("--rollback", type=float, default=None, metavar="RHO",
+                         help="EADConfig.rollback for every 'ead' and 'first' point (own method keys, e.g. "
+                         "first@0.5,rollback=0.1): the large model takes back a small-model token it gives under "
+                         "RHO x its top probability; needs --continuous")
         run.add_argument("--window", type=int, default=5)
         run.add_argument("--min-dwell", type=int, default=10)
         run.add_argument("--seed", type=int, default=0)
@@ -166,13 +173,15 @@ def _eval(args: argparse.Namespace) -> int:
             first_thresholds = [config.threshold] + first_thresholds
         else:
             thresholds = [config.threshold] + thresholds
+        if args.rollback is None:  # a recipe's rollback applies to the command's every point, as --rollback does
+            args.rollback = config.rollback
     table = run_eval(
         benchmark=args.eval_command, pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()], thresholds=thresholds,
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
         threshold_down=args.threshold_down, stop_loops=args.stop_loops, continuous=args.continuous,
-        first_thresholds=first_thresholds)
+        first_thresholds=first_thresholds, rollback=args.rollback)
     if table:
         print(table, end="")
     return 0
@@ -232,6 +241,7 @@ def _generate(args: argparse.Namespace) -> int:
     from transformers import TextStreamer
 
     from .config import EADConfig
+    from .continuous import continuous_ead
     from .generator import EADGenerator
     from .model_pairs import get_pair, load_pair
     from .trace import render_ansi, render_html, summary_line, trace_tokens
@@ -243,18 +253,21 @@ def _generate(args: argparse.Namespace) -> int:
         args.pair, recipe_config = recipe.pair, recipe.ead_config
         args.window, args.min_dwell = recipe_config.window, recipe_config.min_dwell
         args.decide_first = args.decide_first or recipe_config.variant == "decide_first"
+        args.rollback = recipe_config.rollback if args.rollback is None else args.rollback
         if args.threshold is None:
             args.threshold = recipe_config.threshold
             args.threshold_down = recipe_config.threshold_down if args.threshold_down is None else args.threshold_down
     pair = get_pair(args.pair)
     threshold = pair.default_threshold if args.threshold is None else args.threshold
     if args.decide_first:
-        config = EADConfig(threshold=threshold, window=1, min_dwell=1, variant="decide_first")
+        config = EADConfig(threshold=threshold, window=1, min_dwell=1, variant="decide_first", rollback=args.rollback)
     else:
         config = EADConfig(threshold=threshold, window=args.window, min_dwell=args.min_dwell, start=args.start,
-                           threshold_down=args.threshold_down)
+                           threshold_down=args.threshold_down, rollback=args.rollback)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
+    if config.rollback is not None and args.sample:
+        raise ValueError("--rollback runs under continuous batching, which decodes greedily; drop --sample")
     print(f"loading {pair.name} (the first run assembles and converts the weights once: a few minutes)",
           file=sys.stderr)
     loaded = load_pair(args.pair, dtype=args.dtype)
@@ -270,17 +283,27 @@ def _generate(args: argparse.Namespace) -> int:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if not args.no_stream:
         kwargs["streamer"] = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    generator = EADGenerator(loaded.small, loaded.large, config, tokenizer=tokenizer)
     start = time.perf_counter()
     with torch.inference_mode():
-        out = generator.generate(**inputs, **kwargs)
+        if config.rollback is None:
+            out = EADGenerator(loaded.small, loaded.large, config, tokenizer=tokenizer).generate(**inputs, **kwargs)
+            rolled_back = None
+        else:  # taking tokens back needs per-row lengths: continuous batching, one row
+            prompt = inputs["input_ids"][0].tolist()
+            eos = loaded.large.generation_config.eos_token_id
+            row, = continuous_ead(loaded.small, loaded.large, config, [prompt], max_new_tokens=args.max_new_tokens,
+                                  batch_size=1, eos_token_ids=eos if isinstance(eos, list) else [eos],
+                                  pad_token_id=tokenizer.pad_token_id or 0)
+            out, rolled_back = row.to_output(prompt), row.rolled_back
+            if not args.no_stream:
+                print(tokenizer.decode(row.tokens, skip_special_tokens=True))
     seconds = time.perf_counter() - start
     tokens = trace_tokens(tokenizer, out)
     colour = sys.stdout.isatty() and not args.no_color
     print("\n--- trace: " + ("\033[36msmall\033[0m / \033[1;35mlarge\033[0m" if colour else "[[large]], rest small")
           + " ---")
     print(render_ansi(tokens, colour=colour))
-    summary = summary_line(out, seconds=seconds)
+    summary = summary_line(out, seconds=seconds, rolled_back=rolled_back)
     new = len(tokens)
     print(f"--- {summary} ({new / seconds:.1f} tok/s)")
     if args.html:

@@ -52,6 +52,7 @@ class EADConfig:
     seed: int = 0
     variant: Literal["paper", "decide_first"] = "paper"
     threshold_down: float | None = None
+    rollback: float | None = None
 
     def __post_init__(self) -> None:
         threshold = self.threshold
@@ -92,6 +93,15 @@ class EADConfig:
                 raise ValueError("EADConfig.threshold_down applies to the paper's entropy rule; remove it for "
                                  "policy='random' or variant='decide_first'")
             object.__setattr__(self, "threshold_down", float(down))
+        rho = self.rollback
+        if rho is not None:
+            if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0.0 < rho <= 1.0:
+                raise ValueError(f"EADConfig.rollback must be a number in (0, 1] (a probability ratio to the large "
+                                 f"model's top token) or None, got {rho!r}")
+            if self.policy != "entropy":
+                raise ValueError("EADConfig.rollback checks the entropy rule's small-model tokens; remove it for "
+                                 "policy='random'")
+            object.__setattr__(self, "rollback", float(rho))
         if self.variant not in VARIANTS:
             raise ValueError(f"EADConfig.variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.variant!r}")
         if self.variant == "decide_first":

@@ -13,6 +13,7 @@ rule and for `variant="decide_first"`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ import torch
 from transformers import PreTrainedModel
 
 from .config import EADConfig
-from .output import LARGE, NO_TOKEN, SMALL
+from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
 from .pair_checks import check_pair, shared_vocab_size
 from .routing import EntropyRouter, entropy_bits
 from .compat import full_attention_only
@@ -50,9 +51,22 @@ class FinishedRow:
     index: int  # position of the prompt in the input list
     tokens: list[int]  # new tokens, the end-of-sequence token included
     choices: list[int]  # SMALL / LARGE per new token
+    entropies: list[float]  # bits, of the distribution each new token was taken from
     finish: str  # "eos", "budget" or "loop"
     catchup: dict[str, int]
     forwards: dict[str, list[tuple[int, int]]]
+    rolled_back: int = 0  # tokens the large model took back (EADConfig.rollback); their reads count in catchup
+
+    def to_output(self, prompt: list[int]) -> EADGenerateOutput:
+        """This answer as `generate(..., return_dict_in_generate=True)` returns one (a batch of one row)."""
+        choices = torch.tensor([self.choices], dtype=torch.long)
+        return EADGenerateOutput(
+            sequences=torch.tensor([list(prompt) + self.tokens]), model_choices=choices,
+            entropies=torch.tensor([self.entropies], dtype=torch.float32),
+            ead_stats=EADStats.from_choices(choices, torch.tensor([self.catchup["small"]]),
+                                            torch.tensor([self.catchup["large"]])),
+            ead_forwards={model: [(cached, read, 1) for cached, read in log] for model, log in self.forwards.items()},
+        )
 
 
 def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADConfig, prompts: list[list[int]], *,
@@ -75,6 +89,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     grid = torch.full((rows, width), pad_token_id, dtype=torch.long, device=device)
     mask, positions = torch.zeros_like(grid), torch.zeros_like(grid)
     choices = torch.full_like(grid, NO_TOKEN)
+    entropies = torch.full(grid.shape, float("nan"), device=device)
     runners = {SMALL: RowRunner(small, width, rows), LARGE: RowRunner(large, width, rows)}
     router = EntropyRouter(config, rows, device)
     vocab = shared_vocab_size(large, small)
@@ -82,7 +97,8 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     queue = iter(enumerate(prompts))
     problem: list[int | None] = [None] * rows
     start = [0] * rows  # grid column of each row's first new token
-    count = torch.zeros(rows, dtype=torch.long, device=device)
+    count = torch.zeros(rows, dtype=torch.long, device=device)  # each row's kept new tokens
+    rolled_back = [0] * rows
 
     def place(row: int) -> None:
         """Give `row` the next prompt, or leave it empty when none is left."""
@@ -99,6 +115,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
             runner.reset_row(row, end - length, end)
         start[row] = end
         count[row] = 0
+        rolled_back[row] = 0
         router.reset(torch.arange(rows, device=device) == row)
 
     for row in range(rows):
@@ -107,10 +124,44 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     decide_first = config.variant == "decide_first"
 
     def read(logits: torch.Tensor, model: int, members: list[int]) -> None:
-        if members:
-            rows_read = runners[model].read(grid, mask, positions, members)
-            logits.index_copy_(0, torch.tensor(members, device=device),
-                               rows_read.to(device=device, dtype=torch.float32)[:, :vocab])
+        if not members:
+            return
+        if model == LARGE and config.rollback is not None:
+            _read_and_roll_back(logits, members)
+            return
+        rows_read = runners[model].read(grid, mask, positions, members)
+        logits.index_copy_(0, torch.tensor(members, device=device),
+                           rows_read.to(device=device, dtype=torch.float32)[:, :vocab])
+
+    def _read_and_roll_back(logits: torch.Tensor, members: list[int]) -> None:
+        """The large model reads its rows; in each, the first small-model token it had not read and finds
+        implausible (`EADConfig.rollback`) is taken back with everything after it, and the large model writes
+        that position from its logits there."""
+        end = grid.shape[1]
+        before = [runners[LARGE].seen[row] for row in members]
+        last, history = runners[LARGE].read(grid, mask, positions, members, history=True)
+        firsts = []
+        for row, seen, read_logits in zip(members, before, history):
+            column = max(seen + 1, start[row])  # columns seen+1.. are predicted by this read's logits
+            log_probs = torch.log_softmax(read_logits[column - 1 - seen:-1].to(device, torch.float32)[:, :vocab], -1)
+            taken = grid[row, column:end]
+            implausible = (log_probs.gather(1, taken[:, None])[:, 0] - log_probs.max(dim=-1).values
+                           < math.log(config.rollback))
+            checked = (choices[row, column:end] == SMALL) & (mask[row, column:end] == 1)
+            candidates = torch.where(implausible & checked, torch.arange(column, end, device=device), end)
+            firsts.append(torch.cat([candidates, candidates.new_full((1,), end)]).min())  # end: none
+        logits.index_copy_(0, torch.tensor(members, device=device), last.to(device, torch.float32)[:, :vocab])
+        for row, seen, read_logits, first in zip(members, before, history, torch.stack(firsts).tolist()):
+            if first == end:
+                continue
+            logits[row] = read_logits[first - 1 - seen].to(device, torch.float32)[:vocab]
+            mask[row, first:] = 0
+            choices[row, first:] = NO_TOKEN
+            positions[row, first:] = positions[row, first - 1]  # the next column continues the kept tokens
+            count[row] -= end - first
+            rolled_back[row] += end - first
+            for runner in runners.values():
+                runner.forget(row, first)
 
     while any(index is not None for index in problem):
         live_rows = [row for row in range(rows) if problem[row] is not None]
@@ -129,6 +180,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         mask = torch.cat([mask, live.long()[:, None]], dim=1)
         positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
         choices = torch.cat([choices, torch.where(live, chosen.long(), NO_TOKEN)[:, None]], dim=1)
+        entropies = torch.cat([entropies, entropy[:, None]], dim=1)
         count += live
         if not decide_first:
             router.observe(entropy, live)
@@ -138,12 +190,15 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         synced = torch.cat([router.active.long(), done.long()]).tolist()  # the one host sync of the step
         active = [LARGE if flag else SMALL for flag in synced[:rows]]
         for row in (row for row in range(rows) if synced[rows + row]):
-            new_tokens = grid[row, start[row]:].tolist()
+            kept = mask[row, start[row]:] == 1  # columns taken back by a rollback are masked
+            new_tokens = grid[row, start[row]:][kept].tolist()
             finish = "eos" if new_tokens[-1] in eos_token_ids else "budget" if len(new_tokens) >= max_new_tokens else "loop"
             yield FinishedRow(
-                index=problem[row], tokens=new_tokens, choices=choices[row, start[row]:].tolist(), finish=finish,
+                index=problem[row], tokens=new_tokens, choices=choices[row, start[row]:][kept].tolist(),
+                entropies=entropies[row, start[row]:][kept].tolist(), finish=finish,
                 catchup={"small": runners[SMALL].row_catchup[row], "large": runners[LARGE].row_catchup[row]},
                 forwards={"small": list(runners[SMALL].row_forwards[row]), "large": list(runners[LARGE].row_forwards[row])},
+                rolled_back=rolled_back[row],
             )
             place(row)
             if problem[row] is not None:

@@ -91,6 +91,10 @@ def _check_arguments(model, small, ead_config, input_ids, generation_config, log
     if small is None:
         raise ValueError("ead_small_model is required: pass the small model of the pair, ead_small_model=small")
     check_pair(model, small)
+    if config.rollback is not None:
+        raise ValueError("EADConfig.rollback takes tokens back, so rows end up at different lengths, which generate() "
+                         "(one token per row per step) cannot express; run it under continuous batching: "
+                         "ead_hf.continuous_ead, `ead-hf generate --continuous` or `ead-hf eval --continuous`")
     prepared_cache = pop_prepared_cache(model_kwargs)
     if prepared_cache is not None and prepared_cache.get_seq_length() > 0:
         raise ValueError("EAD cannot continue from a filled cache (each model keeps its own); pass no cache")

@@ -42,16 +42,17 @@ class _Runner:
         self.forward_log: list[tuple[int, int, int]] = []  # (positions cached before, positions read, rows)
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
-                 cache: DynamicCache) -> torch.Tensor:
+                 cache: DynamicCache, every_position: bool = False) -> torch.Tensor:
+        """Next-token logits of the last column (rows, vocab), or of every column read (rows, columns, vocab)."""
         outputs = self.model(  # contiguous: column slices of a batch are strided views
             input_ids=input_ids.to(self.device).contiguous(),
             attention_mask=None if attention_mask is None else attention_mask.to(self.device),
             position_ids=positions.to(self.device).contiguous(),
             use_cache=True,
             **{self.cache_argument: cache},
-            **self.extra,
+            **({} if every_position else self.extra),
         )
-        return outputs.logits[:, -1]
+        return outputs.logits if every_position else outputs.logits[:, -1]
 
 
 class ModelRunner(_Runner):
@@ -97,6 +98,10 @@ class RowRunner(_Runner):
 
     `forward_overhead`: what one more forward costs, in row-positions of compute (its weight reads); grouping
     trades padded positions against forwards with it. 0 gives one forward per distinct width.
+
+    `read(..., history=True)` also returns each row's logits at every column it read (the large model's opinion
+    of the tokens it caught up on), and `forget(row, column)` masks the slots holding that row's columns from
+    `column` on (tokens taken back): rows then differ in length by masked columns, as after a prompt change.
     """
 
     def __init__(self, model: PreTrainedModel, prompt_length: int, batch_size: int, forward_overhead: int = 32) -> None:
@@ -107,6 +112,7 @@ class RowRunner(_Runner):
         self.keys: list[torch.Tensor] = []  # per layer: (batch, kv heads, capacity, head dim)
         self.values: list[torch.Tensor] = []
         self.mask: torch.Tensor | None = None  # (batch, capacity): 1 where a slot holds a key the row may attend
+        self.slot_column: torch.Tensor | None = None  # (batch, capacity): the grid column each slot holds
         self.filled = [0] * batch_size  # slots each row has used (slots above are masked, never written)
         self.seen = [0] * batch_size  # grid columns each row has read
         self.generation_start = [prompt_length] * batch_size  # grid column of each row's first generated token
@@ -129,18 +135,31 @@ class RowRunner(_Runner):
         if self.mask is not None:
             self.mask[row] = 0
 
+    def forget(self, row: int, column: int) -> None:
+        """Mask the slots of `row` that hold grid columns >= `column` (tokens taken back)."""
+        if self.mask is not None:
+            self.mask[row] &= self.slot_column[row] < column
+
     def read(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
-             rows: list[int] | None = None) -> torch.Tensor:
-        """Logits (len(rows), vocab), in `rows` order, after each row read every column it had not."""
+             rows: list[int] | None = None, history: bool = False):
+        """Logits (len(rows), vocab), in `rows` order, after each row read every column it had not. With
+        `history`, also a list (in `rows` order) of each row's logits at every column it just read
+        (columns seen..end-1 of that row, in order; the last is that row's row of the first result)."""
         rows = list(range(grid.shape[0])) if rows is None else list(rows)
         end = grid.shape[1]
-        logits = {}
+        read = {}
         for group in _group_by_width({row: end - self.seen[row] for row in rows}, self.forward_overhead):
-            logits.update(zip(group, self._read_rows(grid, attention_mask, positions, group)))
-        return torch.stack([logits[row] for row in rows])
+            seen = [self.seen[row] for row in group]
+            logits = self._read_rows(grid, attention_mask, positions, group, every_position=history)
+            if history:  # the forward read from its earliest row's column; each row keeps its own columns on
+                read.update((row, logits[i, start - min(seen):]) for i, (row, start) in enumerate(zip(group, seen)))
+            else:
+                read.update(zip(group, logits))
+        last = torch.stack([read[row][-1] if history else read[row] for row in rows])
+        return (last, [read[row] for row in rows]) if history else last
 
     def _read_rows(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
-                   rows: list[int]) -> torch.Tensor:
+                   rows: list[int], every_position: bool = False) -> torch.Tensor:
         """ONE forward of `rows` over the grid columns from the earliest one they have not read."""
         end = grid.shape[1]
         start = min(self.seen[row] for row in rows)
@@ -163,9 +182,9 @@ class RowRunner(_Runner):
         else:
             past_mask = new_mask.new_zeros((len(rows), 0))
         logits = self._forward(pick(grid[:, start:end]), torch.cat([past_mask, new_mask.to(past_mask.device)], dim=1).long(),
-                               pick(positions[:, start:end]), cache)
+                               pick(positions[:, start:end]), cache, every_position)
         self.forward_log.append((cached, width, len(rows)))
-        self._store(cache, new_mask, index, cached, width)
+        self._store(cache, new_mask, index, cached, start, end)
         for row in rows:
             self.row_catchup[row] += max(0, end - 1 - max(self.seen[row], self.generation_start[row]))
             self.row_forwards[row].append((cached, width))
@@ -173,12 +192,13 @@ class RowRunner(_Runner):
         return logits
 
     def _store(self, cache: DynamicCache, new_mask: torch.Tensor, index: torch.Tensor | None, cached: int,
-               width: int) -> None:
-        """Write the forward's new columns into slots cached..cached+width of its rows."""
-        begin, end = cached, cached + width
+               first_column: int, last_column: int) -> None:
+        """Write the forward's grid columns first_column..last_column-1 into slots from `cached` on of its rows."""
+        begin, end = cached, cached + last_column - first_column
         if not self.keys:  # the first forward may read only some rows (a model first used mid-run)
             batch = len(self.seen)
             self.mask = new_mask.new_zeros((batch, 0))
+            self.slot_column = torch.zeros((batch, 0), dtype=torch.long, device=new_mask.device)
             self.keys = [layer.keys.new_zeros((batch, layer.keys.shape[1], 0, layer.keys.shape[3])) for layer in cache.layers]
             self.values = [layer.values.new_zeros((batch, layer.values.shape[1], 0, layer.values.shape[3]))
                            for layer in cache.layers]
@@ -187,10 +207,13 @@ class RowRunner(_Runner):
             self.keys = [torch.cat([k, k.new_zeros(k.shape[:2] + (grow,) + k.shape[3:])], dim=2) for k in self.keys]
             self.values = [torch.cat([v, v.new_zeros(v.shape[:2] + (grow,) + v.shape[3:])], dim=2) for v in self.values]
             self.mask = torch.cat([self.mask, self.mask.new_zeros((self.mask.shape[0], grow))], dim=1)
+            self.slot_column = torch.cat([self.slot_column, self.slot_column.new_zeros((self.mask.shape[0], grow))], dim=1)
         for layer, keys, values in zip(cache.layers, self.keys, self.values):
             _write_rows(keys[:, :, begin:end], layer.keys[:, :, begin:end], index)
             _write_rows(values[:, :, begin:end], layer.values[:, :, begin:end], index)
         _write_rows(self.mask[:, begin:end], new_mask, index)
+        columns = torch.arange(first_column, last_column, device=self.slot_column.device)
+        _write_rows(self.slot_column[:, begin:end], columns.expand(new_mask.shape[0], -1), index)
 
 
 def _write_rows(window: torch.Tensor, new: torch.Tensor, index: torch.Tensor | None) -> None:

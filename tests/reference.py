@@ -18,6 +18,7 @@ class ReferenceRow:
     choices: list[int] = field(default_factory=list)
     entropies: list[float] = field(default_factory=list)
     logits: list[torch.Tensor] = field(default_factory=list)
+    rolled_back: int = 0
 
 
 def _entropy_bits(logits: torch.Tensor) -> float:
@@ -25,17 +26,48 @@ def _entropy_bits(logits: torch.Tensor) -> float:
     return -sum(p * math.log2(p) for p in probs if p > 0)
 
 
+@dataclass
+class _LargeModel:
+    """The large model's reads under rollback: how much of the sequence it has read, what it took back."""
+
+    model: object
+    prompt_length: int
+    rollback: float | None
+    vocab: int | None
+    seen: int = 0
+
+    def logits(self, sequence: list[int], row: ReferenceRow) -> torch.Tensor:
+        """Its next-token logits after reading `sequence`; with rollback, the first small-model token it had not
+        read whose probability is below rollback x its top probability is dropped (with all after it, from
+        `sequence` and `row`) and the logits at that position are returned instead."""
+        logits = self.model(torch.tensor([sequence])).logits[0].to(torch.float32)
+        logits = logits[:, :self.vocab] if self.vocab else logits
+        if self.rollback is not None:
+            for i in range(max(self.seen, self.prompt_length), len(sequence)):
+                probs = torch.softmax(logits[i - 1].double(), dim=-1)
+                if row.choices[i - self.prompt_length] == 0 and probs[sequence[i]] < self.rollback * probs.max():
+                    kept = i - self.prompt_length
+                    row.rolled_back += len(sequence) - i
+                    del sequence[i:], row.tokens[kept:], row.choices[kept:], row.entropies[kept:], row.logits[kept:]
+                    break
+        self.seen = len(sequence)
+        return logits[len(sequence) - 1]
+
+
 @torch.no_grad()
 def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwell, start, max_new_tokens,
-                  eos_token_ids=(), vocab=None, threshold_down=None) -> ReferenceRow:
+                  eos_token_ids=(), vocab=None, threshold_down=None, rollback=None) -> ReferenceRow:
     row = ReferenceRow()
     sequence = list(prompt)
+    large_model = _LargeModel(large, len(prompt), rollback, vocab)
     active_large = start == "large"
     dwell, history = 0, []
-    for _ in range(max_new_tokens):
-        model = large if active_large else small
-        logits = model(torch.tensor([sequence])).logits[0, -1].to(torch.float32)
-        logits = logits[:vocab] if vocab else logits
+    while len(row.tokens) < max_new_tokens:
+        if active_large:
+            logits = large_model.logits(sequence, row)
+        else:
+            logits = small(torch.tensor([sequence])).logits[0, -1].to(torch.float32)
+            logits = logits[:vocab] if vocab else logits
         token = int(torch.argmax(logits))
         entropy = _entropy_bits(logits)
         row.tokens.append(token)
@@ -45,7 +77,7 @@ def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwe
         sequence.append(token)
         if token in eos_token_ids:
             break
-        history.append(entropy)
+        history.append(entropy)  # the router's clock counts steps: a dropped token's entropy stays
         dwell += 1
         recent = history[-window:]
         bar = threshold_down if active_large and threshold_down is not None else threshold  # hysteresis
@@ -57,18 +89,18 @@ def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwe
 
 @torch.no_grad()
 def reference_decide_first(small, large, prompt: list[int], *, threshold, max_new_tokens, eos_token_ids=(),
-                           vocab=None) -> ReferenceRow:
+                           vocab=None, rollback=None) -> ReferenceRow:
     """EAD variant "decide_first": the small model proposes each position; where the entropy of its own
     distribution there is >= threshold, the large model writes that position instead."""
     row = ReferenceRow()
     sequence = list(prompt)
-    for _ in range(max_new_tokens):
+    large_model = _LargeModel(large, len(prompt), rollback, vocab)
+    while len(row.tokens) < max_new_tokens:
         logits = small(torch.tensor([sequence])).logits[0, -1].to(torch.float32)
         logits = logits[:vocab] if vocab else logits
         use_large = _entropy_bits(logits) >= threshold
         if use_large:
-            logits = large(torch.tensor([sequence])).logits[0, -1].to(torch.float32)
-            logits = logits[:vocab] if vocab else logits
+            logits = large_model.logits(sequence, row)
         token = int(torch.argmax(logits))
         row.tokens.append(token)
         row.choices.append(int(use_large))

@@ -75,3 +75,13 @@ def test_hysteresis_validation_and_round_trip():
         EADConfig(threshold=1.0, threshold_down=0.5, policy="random", large_probability=0.5)
     with pytest.raises(ValueError, match="threshold_down applies to the paper's entropy rule"):
         EADConfig(threshold=1.0, threshold_down=0.5, window=1, min_dwell=1, variant="decide_first")
+
+
+def test_rollback_validation_and_round_trip():
+    config = EADConfig(threshold=0.5, window=1, min_dwell=1, variant="decide_first", rollback=0.1)
+    assert EADConfig.from_dict(config.to_dict()) == config and EADConfig(threshold=1.0).rollback is None
+    for bad in (0, 1.5, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match=r"EADConfig.rollback must be a number in \(0, 1\]"):
+            EADConfig(threshold=1.0, rollback=bad)
+    with pytest.raises(ValueError, match="remove it for policy='random'"):
+        EADConfig(threshold=1.0, policy="random", large_probability=0.5, rollback=0.1)

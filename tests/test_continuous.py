@@ -90,3 +90,40 @@ def test_decide_first_equals_its_reference(qwen_pair, tokenizer, threshold):
         assert len(row.forwards["large"]) == sum(row.choices)
     total = sum(len(f.tokens) for f in finished)
     assert 0 < large_tokens < total, "the threshold should send some positions to the large model"
+
+
+@pytest.mark.parametrize("variant,threshold,rollback", [("paper", 5.3, 0.03), ("paper", 5.45, 0.8),
+                                                        ("decide_first", 5.3, 0.8), ("decide_first", 5.45, 0.03)])
+def test_rollback_equals_its_reference(qwen_pair, tokenizer, variant, threshold, rollback):
+    """Rows taken back by different amounts in one batch: each answer, its model choices and its count of dropped
+    tokens equal the no-cache reference that drops tokens from a plain Python list."""
+    small, large = qwen_pair
+    first = variant == "decide_first"
+    config = EADConfig(threshold=threshold, window=1 if first else 2, min_dwell=1, variant=variant, rollback=rollback)
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    finished = list(continuous_ead(small, large, config, prompts, max_new_tokens=14, batch_size=3, eos_token_ids=[2]))
+    assert sorted(f.index for f in finished) == list(range(len(PROMPTS)))
+    for row in finished:
+        if first:
+            alone = reference_decide_first(small, large, prompts[row.index], threshold=threshold, max_new_tokens=14,
+                                           eos_token_ids=(2,), rollback=rollback)
+        else:
+            alone = reference_ead(small, large, prompts[row.index], threshold=threshold, window=2, min_dwell=1,
+                                  start="small", max_new_tokens=14, eos_token_ids=(2,), rollback=rollback)
+        assert (row.tokens, row.choices, row.rolled_back) == (alone.tokens, alone.choices, alone.rolled_back), \
+            PROMPTS[row.index]
+        assert len(row.tokens) == 14 or row.tokens[-1] == 2
+    rolled = [row.rolled_back for row in finished]
+    assert sum(rolled) > 0 and len(set(rolled)) > 1, "rows should be taken back, by different amounts"
+
+
+def test_rollback_that_never_fires_changes_nothing(qwen_pair, tokenizer):
+    """rho so small that no token is implausible: the same answers as without rollback, nothing dropped."""
+    small, large = qwen_pair
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    runs = {}
+    for rollback in (None, 1e-30):
+        config = EADConfig(threshold=5.3, window=1, min_dwell=1, variant="decide_first", rollback=rollback)
+        runs[rollback] = {row.index: (row.tokens, row.choices, row.rolled_back) for row in continuous_ead(
+            small, large, config, prompts, max_new_tokens=14, batch_size=3, eos_token_ids=[2])}
+    assert runs[None] == runs[1e-30]

@@ -140,3 +140,10 @@ def test_transformers_outside_the_tested_range(version):
 @pytest.mark.parametrize("version", ["5.23.0", "5.24.0", "5.24.1", "5.24.0.dev0"])
 def test_transformers_inside_the_tested_range(version):
     check_transformers_version(version)
+
+
+def test_rollback_points_generate_to_continuous_batching(qwen_pair, batch):
+    small, large = qwen_pair
+    config = EADConfig(threshold=5.0, rollback=0.1)
+    with pytest.raises(ValueError, match="rollback .* continuous batching: ead_hf.continuous_ead"):
+        EADGenerator(small, large, config).generate(**batch, max_new_tokens=3)

@@ -480,3 +480,26 @@ def test_decide_first_points_get_token_level_controls(problems_file, tmp_path):
     report = (out / "report.md").read_text()
     assert f"| first@5.4 | random@p={controls['first@5.4']:.4f},dwell=1 | 6 |" in report
     assert cli_main([*args[:-1], "--methods", "first"]) == 2  # another lever (no --continuous) is another run
+
+
+def test_rollback_points_join_a_run_and_are_compared_with_their_plain_twin(problems_file, tmp_path, capsys):
+    out = tmp_path / "rollback"
+    args = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--batch-size", "3", "--limit", "6",
+            "--max-new-tokens", "12", "--dtype", "fp32", "--thresholds", "5.3", "--first-thresholds", "5.4",
+            "--min-dwell", "2", "--window", "2", "--out", str(out), "--continuous"]
+    assert cli_main([*args, "--methods", "small,large,ead,first"]) == 0
+    assert cli_main([*args, "--methods", "first,random", "--rollback", "0.05"]) == 0  # same folder, new keys
+    records = read_records(out)
+    rolled = [r for r in records if r["method"] == "first@5.4,rollback=0.05"]
+    assert len(rolled) == 6 and all(r["config"]["rollback"] == 0.05 for r in rolled)
+    assert sum(r["rolled_back"] for r in rolled) > 0
+    assert all(r["rolled_back"] == 0 for r in records if r["method"] == "first@5.4")
+    control = [r for r in records if r["control_for"] == "first@5.4,rollback=0.05"]
+    assert len(control) == 6 and control[0]["config"]["rollback"] is None
+    report = (out / "report.md").read_text()
+    for other in ("first@5.4", "ead@5.3", control[0]["method"], "small", "large"):
+        assert f"| first@5.4,rollback=0.05 | {other} | 6 |" in report, other
+    assert "| first@5.4 | ead@5.3 | 6 |" in report  # decide-first against the paper's rule
+    capsys.readouterr()
+    assert cli_main([*args[:-1], "--methods", "first", "--rollback", "0.05"]) == 2
+    assert "add --continuous" in capsys.readouterr().err

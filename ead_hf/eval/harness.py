@@ -12,7 +12,6 @@ from transformers import StoppingCriteriaList
 from ..config import EADConfig
 from ..continuous import continuous_ead
 from ..costs import ModelShape, forward_flops, generation_flops
-from ..output import EADStats
 from ..generator import EADGenerator
 from .data import build_prompts
 from .records import RecordStore
@@ -30,11 +29,12 @@ class Method:
     large_probability: float | None = None
     control_for: str | None = None  # random: the key of the EAD run whose measured share it matches
     min_dwell: int | None = None  # random: the dwell of its control (1 for a decide-first point), else the run's
+    rollback: float | None = None  # ead / first: EADConfig.rollback (rho)
 
     @property
     def key(self) -> str:
         if self.kind in ("ead", "first"):
-            return f"{self.kind}@{self.threshold:g}"
+            return f"{self.kind}@{self.threshold:g}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
         if self.kind == "random":
             dwell = "" if self.min_dwell is None else f",dwell={self.min_dwell}"
             return f"random@p={self.large_probability:.4f}{dwell}"
@@ -48,9 +48,10 @@ class Method:
         if self.kind == "large":
             return EADConfig(threshold=float("-inf"), start="large", **common)
         if self.kind == "ead":
-            return EADConfig(threshold=self.threshold, threshold_down=threshold_down, **common)
+            return EADConfig(threshold=self.threshold, threshold_down=threshold_down, rollback=self.rollback, **common)
         if self.kind == "first":  # decide before committing: token-level, the small model's entropy at the position
-            return EADConfig(threshold=self.threshold, window=1, min_dwell=1, variant="decide_first")
+            return EADConfig(threshold=self.threshold, window=1, min_dwell=1, variant="decide_first",
+                             rollback=self.rollback)
         if self.kind == "random":
             dwell = min_dwell if self.min_dwell is None else self.min_dwell
             return EADConfig(threshold=0.0, policy="random", large_probability=self.large_probability, seed=seed,
@@ -62,11 +63,12 @@ KINDS = ("small", "large", "ead", "first", "random", "speculative")
 
 
 def parse_methods(methods: list[str], thresholds: list[float], random_share: float | None = None,
-                  first_thresholds: list[float] = ()) -> list[Method]:
+                  first_thresholds: list[float] = (), rollback: float | None = None) -> list[Method]:
     """The runs to make, in order. `random` becomes one control per EAD (and decide-first) threshold, placed
     right after the run whose measured share it matches (its p is only known then: `large_probability` stays
     None here; a decide-first point's control routes token by token, dwell 1), or a single control at
-    `random_share` when that is given."""
+    `random_share` when that is given. `rollback` applies to every EAD and decide-first point (its own method
+    keys, so a run folder can hold both)."""
     unknown = sorted(set(methods) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(KINDS)}")
@@ -81,7 +83,7 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
     for kind in methods:
         if kind in ("ead", "first"):
             for threshold in (thresholds if kind == "ead" else first_thresholds):
-                plan.append(Method(kind, threshold=threshold))
+                plan.append(Method(kind, threshold=threshold, rollback=rollback))
                 if "random" in methods and random_share is None:
                     plan.append(Method("random", control_for=plan[-1].key, min_dwell=1 if kind == "first" else None))
         elif kind == "random":
@@ -270,11 +272,10 @@ def _continuous(small, large, tokenizer, config: EADConfig, problems: list[dict]
                                   batch_size=settings.batch_size, eos_token_ids=eos if isinstance(eos, list) else [eos],
                                   pad_token_id=tokenizer.pad_token_id or 0, stop_loops=settings.stop_loops):
             now = time.perf_counter()
-            choices = torch.tensor([row.choices])
-            stats = EADStats.from_choices(choices, torch.tensor([row.catchup["small"]]),
-                                          torch.tensor([row.catchup["large"]])).row(0)
+            output = row.to_output(prompts[row.index])
+            stats = output.ead_stats.row(0) | {"rolled_back": row.rolled_back}
             flops = {role: sum(forward_flops(shapes[role], cached, read) for cached, read in row.forwards[role])
                      for role in ("small", "large")}
             completion = (tokenizer.decode(row.tokens, skip_special_tokens=True), len(row.tokens), row.finish)
-            yield problems[row.index], completion, stats, _runs(choices[0]), flops, now - last
+            yield problems[row.index], completion, stats, _runs(output.model_choices[0]), flops, now - last
             last = now

@@ -85,11 +85,16 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
              data: Path | None = None, random_share: float | None = None, speculative_limit: int | None = None,
              window: int = 5, min_dwell: int = 10, seed: int = 0, threshold_down: float | None = None,
              stop_loops: bool = False,
-             continuous: bool = False, first_thresholds: list[float] = (), progress: bool = True) -> str | None:
+             continuous: bool = False, first_thresholds: list[float] = (), rollback: float | None = None,
+             progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report."""
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("--batch-size and --max-new-tokens must be >= 1")
-    plan = parse_methods(methods, thresholds, random_share, first_thresholds)
+    if rollback is not None and not continuous:
+        raise ValueError("--rollback takes tokens back, which needs per-row lengths: add --continuous")
+    if rollback is not None and not {"ead", "first"} & set(methods):
+        raise ValueError("--rollback applies to methods 'ead' and 'first'; add one of them to --methods")
+    plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback)
     state, rank, world = _distributed()
     dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
     problems = [dict(row) for row in dataset]

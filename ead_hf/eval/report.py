@@ -48,6 +48,8 @@ class MethodSummary:
     progressing: int = 0  # ... and cut while still progressing
     control_for: str | None = None  # random controls: the EAD method whose share they match
     large_work: float = math.nan  # generated positions the large model read or wrote (own tokens + catch-ups)
+    rollback: float | None = None  # EADConfig.rollback of a routed point
+    rolled_back: float = 0.0  # tokens taken back per problem (their reads count in large_work)
 
 
 def large_token_share(records: list[dict]) -> float | None:
@@ -97,6 +99,8 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
             real_cost=real_cost, time_ratio=wall / sum(r["wall_s"] for r in base) if base else math.nan, wall_s=wall,
             budget_cut=cut["budget"], looping=cut["looping"], progressing=cut["progressing"],
             control_for=mine[0].get("control_for"), large_work=large_work_share(mine),
+            rollback=(mine[0]["config"] or {}).get("rollback"),
+            rolled_back=sum(r.get("rolled_back", 0) for r in mine) / len(mine),
         ))
     order = {"small": 0, "ead": 1, "first": 2, "random": 3, "large": 4, "speculative": 5}
     return sorted(summaries, key=lambda s: (order.get(s.kind, 9), s.threshold or 0.0, s.method))
@@ -109,14 +113,15 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def markdown_table(summaries: list[MethodSummary]) -> str:
     lines = ["| method | τ (bits) | N | accuracy [95% CI] | retention vs large | large share | large work | paper cost | "
              "real cost (FLOPs) | time vs large | problems / hour | cut by budget | of which looping | "
-             "cut while progressing |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "cut while progressing | taken back / problem |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summaries:
         lines.append(
             f"| {s.method} | {_fmt(s.threshold, 3) if s.threshold is not None else ''} | {s.n} | "
             f"{100 * s.accuracy:.1f}% [{100 * s.ci_low:.1f}, {100 * s.ci_high:.1f}] | {_fmt(s.retention, 3)} | "
             f"{_fmt(s.large_share, 3)} | {_fmt(s.large_work, 3)} | {_fmt(s.paper_cost, 3)} | {_fmt(s.real_cost, 3)} | {_fmt(s.time_ratio, 3)} | "
-            f"{_fmt(3600 * s.n / s.wall_s if s.wall_s else None, 1)} | {s.budget_cut} | {s.looping} | {s.progressing} |")
+            f"{_fmt(3600 * s.n / s.wall_s if s.wall_s else None, 1)} | {s.budget_cut} | {s.looping} | {s.progressing} | "
+            f"{_fmt(s.rolled_back, 1)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -131,15 +136,21 @@ def _control_of(ead: MethodSummary, summaries: list[MethodSummary]) -> MethodSum
 
 
 def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tuple[str, str, PairedComparison]]:
-    """Every EAD point (both variants) against its random control, small-only and large-only, on the problems
-    both finished."""
+    """Every EAD point (every variant) against its random control, small-only and large-only, and a variant
+    (decide-first, rollback) also against every point of the paper's plain rule and its own point without
+    rollback, on the problems both finished."""
     solved: dict[str, dict[str, bool]] = defaultdict(dict)
     for record in records:
         solved[record["method"]].setdefault(record["problem_id"], bool(record["correct"]))
+    plain = [s.method for s in summaries if s.kind == "ead" and s.rollback is None]
     rows = []
     for ead in (s for s in summaries if s.kind in ROUTED):
         control = _control_of(ead, summaries)
-        for other in ([control.method] if control else []) + ["small", "large"]:
+        variant = ead.kind != "ead" or ead.rollback is not None
+        twin = [s.method for s in summaries if ead.rollback is not None and s.rollback is None
+                and (s.kind, s.threshold) == (ead.kind, ead.threshold) and s.method not in plain]
+        others = ([control.method] if control else []) + (plain + twin if variant else []) + ["small", "large"]
+        for other in others:
             common = sorted(set(solved[ead.method]) & set(solved.get(other, {})))
             if common:
                 rows.append((ead.method, other, paired_comparison([solved[ead.method][i] for i in common],
