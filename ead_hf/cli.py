@@ -41,6 +41,8 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--rollback", type=float, default=None, metavar="RHO",
                      help="EADConfig.rollback: when the large model catches up it takes back the first small-model "
                      "token it gives under RHO x its top probability, and writes there (greedy, no streaming)")
+    gen.add_argument("--check-every", type=int, default=None, metavar="M",
+                     help="with --rollback: the large model also checks once M generated tokens are unread")
     gen.add_argument("--max-new-tokens", type=int, default=512)
     gen.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it, else fp32), bf16, fp32")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -93,6 +95,9 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="EADConfig.rollback for every 'ead' and 'first' point (own method keys, e.g. "
                          "first@0.5,rollback=0.1): the large model takes back a small-model token it gives under "
                          "RHO x its top probability; needs --continuous")
+        run.add_argument("--check-every", type=int, default=None, metavar="M",
+                         help="EADConfig.check_every with --rollback: the large model also checks a row's tokens once "
+                         "M of them are unread, without an entropy trigger (keys gain ',check=M')")
         run.add_argument("--window", type=int, default=5)
         run.add_argument("--min-dwell", type=int, default=10)
         run.add_argument("--seed", type=int, default=0)
@@ -174,14 +179,14 @@ def _eval(args: argparse.Namespace) -> int:
         else:
             thresholds = [config.threshold] + thresholds
         if args.rollback is None:  # a recipe's rollback applies to the command's every point, as --rollback does
-            args.rollback = config.rollback
+            args.rollback, args.check_every = config.rollback, config.check_every
     table = run_eval(
         benchmark=args.eval_command, pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()], thresholds=thresholds,
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
         threshold_down=args.threshold_down, stop_loops=args.stop_loops, continuous=args.continuous,
-        first_thresholds=first_thresholds, rollback=args.rollback)
+        first_thresholds=first_thresholds, rollback=args.rollback, check_every=args.check_every)
     if table:
         print(table, end="")
     return 0
@@ -253,17 +258,19 @@ def _generate(args: argparse.Namespace) -> int:
         args.pair, recipe_config = recipe.pair, recipe.ead_config
         args.window, args.min_dwell = recipe_config.window, recipe_config.min_dwell
         args.decide_first = args.decide_first or recipe_config.variant == "decide_first"
-        args.rollback = recipe_config.rollback if args.rollback is None else args.rollback
+        if args.rollback is None:
+            args.rollback, args.check_every = recipe_config.rollback, recipe_config.check_every
         if args.threshold is None:
             args.threshold = recipe_config.threshold
             args.threshold_down = recipe_config.threshold_down if args.threshold_down is None else args.threshold_down
     pair = get_pair(args.pair)
     threshold = pair.default_threshold if args.threshold is None else args.threshold
     if args.decide_first:
-        config = EADConfig(threshold=threshold, window=1, min_dwell=1, variant="decide_first", rollback=args.rollback)
+        config = EADConfig(threshold=threshold, window=1, min_dwell=1, variant="decide_first", rollback=args.rollback,
+                           check_every=args.check_every)
     else:
         config = EADConfig(threshold=threshold, window=args.window, min_dwell=args.min_dwell, start=args.start,
-                           threshold_down=args.threshold_down, rollback=args.rollback)
+                           threshold_down=args.threshold_down, rollback=args.rollback, check_every=args.check_every)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
     if config.rollback is not None and args.sample:

@@ -41,6 +41,19 @@ class EADConfig:
     model proposes every position, and where the entropy of its distribution there is ``>= threshold`` the
     large model catches up and writes that same position instead (so the uncertain token itself goes to the
     large model, not the ten after it). Needs ``window=1``, ``min_dwell=1``, ``start="small"``.
+
+    ``rollback`` (rho in (0, 1], not in the paper; BiLD's rollback): when the large model reads tokens the small
+    model wrote since its last read, it checks each: the first whose probability under the large model is
+    below ``rollback`` times the large model's top probability there is dropped with every token after it, and
+    the large model writes that position instead. The router's clock counts steps, not kept tokens (a dropped
+    token's entropy stays in its window). Taking tokens back needs per-row lengths, so it runs under
+    continuous batching (`ead_hf.continuous.continuous_ead`, ``ead-hf eval --continuous``); None never checks.
+
+    ``check_every`` (m, with ``rollback``; speculative cascades' checks without a trigger): a row with m
+    generated tokens the large model has not read gets a large-model read that only checks them and the small
+    model's proposal for the next position, by the rollback rule: the first implausible one is taken back (or
+    the proposal replaced) and the large model writes there; if none is, the small model's token stands.
+    None (default): the large model reads only when it writes.
     """
 
     threshold: float
@@ -53,6 +66,7 @@ class EADConfig:
     variant: Literal["paper", "decide_first"] = "paper"
     threshold_down: float | None = None
     rollback: float | None = None
+    check_every: int | None = None
 
     def __post_init__(self) -> None:
         threshold = self.threshold
@@ -102,6 +116,14 @@ class EADConfig:
                 raise ValueError("EADConfig.rollback checks the entropy rule's small-model tokens; remove it for "
                                  "policy='random'")
             object.__setattr__(self, "rollback", float(rho))
+        every = self.check_every
+        if every is not None:
+            if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+                raise ValueError(f"EADConfig.check_every must be an int >= 1 (small-model tokens between checks) or "
+                                 f"None, got {every!r}")
+            if rho is None:
+                raise ValueError("EADConfig.check_every checks tokens by the rollback rule; set rollback (e.g. 0.1) "
+                                 "or remove check_every")
         if self.variant not in VARIANTS:
             raise ValueError(f"EADConfig.variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.variant!r}")
         if self.variant == "decide_first":

@@ -123,38 +123,52 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     active = [LARGE if config.starts_large else SMALL] * rows
     decide_first = config.variant == "decide_first"
 
-    def read(logits: torch.Tensor, model: int, members: list[int]) -> None:
+    def read_small(logits: torch.Tensor, members: list[int]) -> None:
+        if members:
+            logits.index_copy_(0, torch.tensor(members, device=device), runners[SMALL].read(
+                grid, mask, positions, members).to(device=device, dtype=torch.float32)[:, :vocab])
+
+    def read_large(logits: torch.Tensor, writers: list[int], chosen: torch.Tensor) -> None:
+        """The large model reads the rows it writes for, and (`check_every`) rows it only checks. Under rollback,
+        in each row the first small-model token it had not read and finds implausible is taken back with
+        everything after it, and the large model writes that position from its logits there."""
+        end = grid.shape[1]
+        checks = [] if config.check_every is None else [  # columns the large model has not read, per row
+            row for row in range(rows) if problem[row] is not None and row not in writers
+            and end - max(runners[LARGE].seen[row], start[row]) >= config.check_every]
+        members = writers + checks
         if not members:
             return
-        if model == LARGE and config.rollback is not None:
-            _read_and_roll_back(logits, members)
+        if config.rollback is None:
+            logits.index_copy_(0, torch.tensor(members, device=device), runners[LARGE].read(
+                grid, mask, positions, members).to(device=device, dtype=torch.float32)[:, :vocab])
             return
-        rows_read = runners[model].read(grid, mask, positions, members)
-        logits.index_copy_(0, torch.tensor(members, device=device),
-                           rows_read.to(device=device, dtype=torch.float32)[:, :vocab])
-
-    def _read_and_roll_back(logits: torch.Tensor, members: list[int]) -> None:
-        """The large model reads its rows; in each, the first small-model token it had not read and finds
-        implausible (`EADConfig.rollback`) is taken back with everything after it, and the large model writes
-        that position from its logits there."""
-        end = grid.shape[1]
         before = [runners[LARGE].seen[row] for row in members]
         last, history = runners[LARGE].read(grid, mask, positions, members, history=True)
         firsts = []
-        for row, seen, read_logits in zip(members, before, history):
-            column = max(seen + 1, start[row])  # columns seen+1.. are predicted by this read's logits
-            log_probs = torch.log_softmax(read_logits[column - 1 - seen:-1].to(device, torch.float32)[:, :vocab], -1)
-            taken = grid[row, column:end]
-            implausible = (log_probs.gather(1, taken[:, None])[:, 0] - log_probs.max(dim=-1).values
+        for index, (row, seen, read_logits) in enumerate(zip(members, before, history)):
+            # column `seen` was written or checked by the large model; seen+1.. are predicted by this read, and a
+            # check also judges the small model's proposal for column `end` (its logits are already in `logits`)
+            column = max(seen + 1, start[row])
+            check = index >= len(writers)
+            predicted = read_logits[column - 1 - seen:].to(device, torch.float32)[:, :vocab]
+            taken = torch.cat([grid[row, column:end], logits[row:row + 1].argmax(dim=-1)])
+            log_probs = torch.log_softmax(predicted if check else predicted[:-1], dim=-1)
+            implausible = (log_probs.gather(1, taken[:len(log_probs), None])[:, 0] - log_probs.max(dim=-1).values
                            < math.log(config.rollback))
-            checked = (choices[row, column:end] == SMALL) & (mask[row, column:end] == 1)
-            candidates = torch.where(implausible & checked, torch.arange(column, end, device=device), end)
-            firsts.append(torch.cat([candidates, candidates.new_full((1,), end)]).min())  # end: none
-        logits.index_copy_(0, torch.tensor(members, device=device), last.to(device, torch.float32)[:, :vocab])
+            checked = torch.cat([(choices[row, column:end] == SMALL) & (mask[row, column:end] == 1),
+                                 implausible.new_ones(1 if check else 0)])
+            candidates = torch.where(implausible & checked, torch.arange(column, column + len(checked), device=device),
+                                     end + 1)
+            firsts.append(torch.cat([candidates, candidates.new_full((1,), end + 1)]).min())  # end + 1: none
+        if writers:
+            logits.index_copy_(0, torch.tensor(writers, device=device),
+                               last[:len(writers)].to(device, torch.float32)[:, :vocab])
         for row, seen, read_logits, first in zip(members, before, history, torch.stack(firsts).tolist()):
-            if first == end:
+            if first > end:
                 continue
             logits[row] = read_logits[first - 1 - seen].to(device, torch.float32)[:vocab]
+            chosen[row] = True
             mask[row, first:] = 0
             choices[row, first:] = NO_TOKEN
             positions[row, first:] = positions[row, first - 1]  # the next column continues the kept tokens
@@ -168,13 +182,14 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         live = torch.tensor([index is not None for index in problem], device=device)
         logits = torch.zeros((rows, vocab), dtype=torch.float32, device=device)
         if decide_first:  # the small model proposes; where it is uncertain the large model writes instead
-            read(logits, SMALL, live_rows)
+            read_small(logits, live_rows)
             chosen = live & (entropy_bits(logits) >= config.threshold)
-            read(logits, LARGE, [row for row, flag in enumerate(chosen.tolist()) if flag])  # second host sync
+            writers = [row for row, flag in enumerate(chosen.tolist()) if flag]  # second host sync
         else:
-            for model in runners:
-                read(logits, model, [row for row in live_rows if active[row] == model])
-            chosen = router.active
+            read_small(logits, [row for row in live_rows if active[row] == SMALL])
+            writers = [row for row in live_rows if active[row] == LARGE]
+            chosen = router.active.clone()
+        read_large(logits, writers, chosen)
         entropy, tokens = entropy_bits(logits), logits.argmax(dim=-1)
         grid = torch.cat([grid, torch.where(live, tokens, pad_token_id)[:, None]], dim=1)
         mask = torch.cat([mask, live.long()[:, None]], dim=1)

@@ -85,3 +85,13 @@ def test_rollback_validation_and_round_trip():
             EADConfig(threshold=1.0, rollback=bad)
     with pytest.raises(ValueError, match="remove it for policy='random'"):
         EADConfig(threshold=1.0, policy="random", large_probability=0.5, rollback=0.1)
+
+
+def test_check_every_validation():
+    config = EADConfig(threshold=1.0, rollback=0.1, check_every=8)
+    assert EADConfig.from_dict(config.to_dict()) == config
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="EADConfig.check_every must be an int >= 1"):
+            EADConfig(threshold=1.0, rollback=0.1, check_every=bad)
+    with pytest.raises(ValueError, match="set rollback"):
+        EADConfig(threshold=1.0, check_every=8)

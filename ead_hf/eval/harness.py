@@ -30,11 +30,13 @@ class Method:
     control_for: str | None = None  # random: the key of the EAD run whose measured share it matches
     min_dwell: int | None = None  # random: the dwell of its control (1 for a decide-first point), else the run's
     rollback: float | None = None  # ead / first: EADConfig.rollback (rho)
+    check_every: int | None = None  # ead / first: EADConfig.check_every (m)
 
     @property
     def key(self) -> str:
         if self.kind in ("ead", "first"):
-            return f"{self.kind}@{self.threshold:g}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
+            return (f"{self.kind}@{self.threshold:g}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
+                    + ("" if self.check_every is None else f",check={self.check_every}"))
         if self.kind == "random":
             dwell = "" if self.min_dwell is None else f",dwell={self.min_dwell}"
             return f"random@p={self.large_probability:.4f}{dwell}"
@@ -48,10 +50,11 @@ class Method:
         if self.kind == "large":
             return EADConfig(threshold=float("-inf"), start="large", **common)
         if self.kind == "ead":
-            return EADConfig(threshold=self.threshold, threshold_down=threshold_down, rollback=self.rollback, **common)
+            return EADConfig(threshold=self.threshold, threshold_down=threshold_down, rollback=self.rollback,
+                             check_every=self.check_every, **common)
         if self.kind == "first":  # decide before committing: token-level, the small model's entropy at the position
             return EADConfig(threshold=self.threshold, window=1, min_dwell=1, variant="decide_first",
-                             rollback=self.rollback)
+                             rollback=self.rollback, check_every=self.check_every)
         if self.kind == "random":
             dwell = min_dwell if self.min_dwell is None else self.min_dwell
             return EADConfig(threshold=0.0, policy="random", large_probability=self.large_probability, seed=seed,
@@ -63,12 +66,13 @@ KINDS = ("small", "large", "ead", "first", "random", "speculative")
 
 
 def parse_methods(methods: list[str], thresholds: list[float], random_share: float | None = None,
-                  first_thresholds: list[float] = (), rollback: float | None = None) -> list[Method]:
+                  first_thresholds: list[float] = (), rollback: float | None = None,
+                  check_every: int | None = None) -> list[Method]:
     """The runs to make, in order. `random` becomes one control per EAD (and decide-first) threshold, placed
     right after the run whose measured share it matches (its p is only known then: `large_probability` stays
     None here; a decide-first point's control routes token by token, dwell 1), or a single control at
-    `random_share` when that is given. `rollback` applies to every EAD and decide-first point (its own method
-    keys, so a run folder can hold both)."""
+    `random_share` when that is given. `rollback` and `check_every` apply to every EAD and decide-first point (own
+    method keys, so a run folder can hold both)."""
     unknown = sorted(set(methods) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(KINDS)}")
@@ -83,7 +87,7 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
     for kind in methods:
         if kind in ("ead", "first"):
             for threshold in (thresholds if kind == "ead" else first_thresholds):
-                plan.append(Method(kind, threshold=threshold, rollback=rollback))
+                plan.append(Method(kind, threshold=threshold, rollback=rollback, check_every=check_every))
                 if "random" in methods and random_share is None:
                     plan.append(Method("random", control_for=plan[-1].key, min_dwell=1 if kind == "first" else None))
         elif kind == "random":

@@ -86,7 +86,7 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
              window: int = 5, min_dwell: int = 10, seed: int = 0, threshold_down: float | None = None,
              stop_loops: bool = False,
              continuous: bool = False, first_thresholds: list[float] = (), rollback: float | None = None,
-             progress: bool = True) -> str | None:
+             check_every: int | None = None, progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report."""
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("--batch-size and --max-new-tokens must be >= 1")
@@ -94,7 +94,9 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
         raise ValueError("--rollback takes tokens back, which needs per-row lengths: add --continuous")
     if rollback is not None and not {"ead", "first"} & set(methods):
         raise ValueError("--rollback applies to methods 'ead' and 'first'; add one of them to --methods")
-    plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback)
+    if check_every is not None and rollback is None:
+        raise ValueError("--check-every checks tokens by the rollback rule: add --rollback (e.g. 0.1)")
+    plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, check_every)
     state, rank, world = _distributed()
     dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
     problems = [dict(row) for row in dataset]

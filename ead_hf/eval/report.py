@@ -49,6 +49,7 @@ class MethodSummary:
     control_for: str | None = None  # random controls: the EAD method whose share they match
     large_work: float = math.nan  # generated positions the large model read or wrote (own tokens + catch-ups)
     rollback: float | None = None  # EADConfig.rollback of a routed point
+    check_every: int | None = None  # EADConfig.check_every of a routed point
     rolled_back: float = 0.0  # tokens taken back per problem (their reads count in large_work)
 
 
@@ -99,7 +100,7 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
             real_cost=real_cost, time_ratio=wall / sum(r["wall_s"] for r in base) if base else math.nan, wall_s=wall,
             budget_cut=cut["budget"], looping=cut["looping"], progressing=cut["progressing"],
             control_for=mine[0].get("control_for"), large_work=large_work_share(mine),
-            rollback=(mine[0]["config"] or {}).get("rollback"),
+            rollback=(mine[0]["config"] or {}).get("rollback"), check_every=(mine[0]["config"] or {}).get("check_every"),
             rolled_back=sum(r.get("rolled_back", 0) for r in mine) / len(mine),
         ))
     order = {"small": 0, "ead": 1, "first": 2, "random": 3, "large": 4, "speculative": 5}
@@ -137,8 +138,8 @@ def _control_of(ead: MethodSummary, summaries: list[MethodSummary]) -> MethodSum
 
 def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tuple[str, str, PairedComparison]]:
     """Every EAD point (every variant) against its random control, small-only and large-only, and a variant
-    (decide-first, rollback) also against every point of the paper's plain rule and its own point without
-    rollback, on the problems both finished."""
+    (decide-first, rollback, checks) also against every point of the paper's plain rule and its own point
+    without rollback (and without checks), on the problems both finished."""
     solved: dict[str, dict[str, bool]] = defaultdict(dict)
     for record in records:
         solved[record["method"]].setdefault(record["problem_id"], bool(record["correct"]))
@@ -147,8 +148,10 @@ def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tup
     for ead in (s for s in summaries if s.kind in ROUTED):
         control = _control_of(ead, summaries)
         variant = ead.kind != "ead" or ead.rollback is not None
-        twin = [s.method for s in summaries if ead.rollback is not None and s.rollback is None
-                and (s.kind, s.threshold) == (ead.kind, ead.threshold) and s.method not in plain]
+        twin = [s.method for s in summaries if ead.rollback is not None and s.method not in plain
+                and (s.kind, s.threshold) == (ead.kind, ead.threshold)  # the same point with fewer of the knobs
+                and (s.rollback is None or (s.rollback == ead.rollback and s.check_every is None
+                                            and ead.check_every is not None))]
         others = ([control.method] if control else []) + (plain + twin if variant else []) + ["small", "large"]
         for other in others:
             common = sorted(set(solved[ead.method]) & set(solved.get(other, {})))
