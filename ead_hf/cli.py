@@ -104,6 +104,9 @@ def _build_parser() -> argparse.ArgumentParser:
         run.add_argument("--out", type=Path, required=True)
     report = eval_commands.add_parser("report", help="write report.md and pareto.png for a run folder")
     report.add_argument("directory", type=Path)
+    report.add_argument("--skip", type=int, default=0, metavar="K",
+                        help="report only the problems after the first K of the seeded order (report.afterK.md), "
+                        "e.g. those no threshold was chosen on")
     budget = eval_commands.add_parser("budget", help="choose --max-new-tokens from a run at a generous budget "
                                       "(writes budget.md / budget.json in the run folder)")
     budget.add_argument("directory", type=Path)
@@ -161,7 +164,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .eval.jobs import report_run, run_eval
 
     if args.eval_command == "report":
-        print(report_run(args.directory), end="")
+        print(report_run(args.directory, args.skip), end="")
         return 0
     if args.eval_command == "budget":
         from .eval.budget import write_budget

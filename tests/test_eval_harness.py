@@ -16,7 +16,7 @@ from ead_hf import EADConfig, EADGenerator, EntropyRouter
 from ead_hf.calibration import calibrate_threshold
 from ead_hf.cli import main as cli_main
 from ead_hf.costs import ModelShape, forward_flops, generation_flops, paper_cost
-from ead_hf.eval.data import load_math, stratified_subset
+from ead_hf.eval.data import load_math, load_problems, stratified_subset
 from ead_hf.eval.harness import random_probability_for_share
 from ead_hf.eval.records import read_records
 from ead_hf.eval.report import markdown_table, pareto_plot, summarise
@@ -511,3 +511,20 @@ def test_rollback_points_join_a_run_and_are_compared_with_their_plain_twin(probl
     assert "add --continuous" in capsys.readouterr().err
     assert cli_main([*args, "--methods", "first", "--check-every", "3"]) == 2
     assert "add --rollback" in capsys.readouterr().err
+
+
+def test_report_after_the_first_k_problems(problems_file, tmp_path):
+    """`eval report --skip K` reports the problems after the first K of the run's seeded order only."""
+    out = tmp_path / "skip"
+    assert cli_main(["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--batch-size", "3",
+                     "--limit", "6", "--max-new-tokens", "6", "--dtype", "fp32", "--methods", "small,large",
+                     "--out", str(out)]) == 0
+    assert cli_main(["eval", "report", str(out), "--skip", "4"]) == 0
+    after = (out / "report.after4.md").read_text()
+    assert "| small |  | 2 |" in after and "| large |  | 2 |" in after and "after the first 4" in after
+    assert "| small |  | 6 |" in (out / "report.md").read_text() and (out / "pareto.report.after4.png").is_file()
+    order = [row["id"] for row in stratified_subset(load_problems(problems_file, "math"), 6, 0)]
+    large = [r for r in read_records(out) if r["method"] == "large" and r["problem_id"] in order[4:]]
+    accuracy = 100 * sum(r["correct"] for r in large) / 2
+    assert f"| large |  | 2 | {accuracy:.1f}% [" in after
+    assert cli_main(["eval", "report", str(out), "--skip", "-1"]) == 2

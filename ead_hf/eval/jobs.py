@@ -127,14 +127,26 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
     return None
 
 
-def report_run(directory: Path) -> str:
+def report_run(directory: Path, skip: int = 0) -> str:
+    """report.md (and pareto.png) of a run folder; with `skip` > 0, report.after{skip}.md over the problems after
+    the first `skip` of the run's seeded order (e.g. those no threshold was chosen on)."""
     directory = Path(directory)
     manifest_path = directory / "run.json"
     if not manifest_path.is_file():
         raise ValueError(f"{directory} is not a run folder (no run.json); run `ead-hf eval math --out {directory}` first")
     manifest = json.loads(manifest_path.read_text())
-    title = f"{manifest['pair']} on {get_benchmark(manifest.get('benchmark', 'math')).title[manifest['split']]}"
-    return write_report(directory, manifest["small_parameters"], manifest["large_parameters"], title)
+    benchmark = manifest.get("benchmark", "math")
+    title = f"{manifest['pair']} on {get_benchmark(benchmark).title[manifest['split']]}"
+    if skip < 0:
+        raise ValueError(f"--skip must be >= 0, got {skip}")
+    if not skip:
+        return write_report(directory, manifest["small_parameters"], manifest["large_parameters"], title)
+    data = manifest["data"]
+    path = default_data_path(manifest["split"], benchmark) if data.startswith("default:") else Path(data)
+    first = stratified_subset(load_problems(path, benchmark), skip, manifest["settings"]["seed"])
+    return write_report(directory, manifest["small_parameters"], manifest["large_parameters"],
+                        f"{title}, problems after the first {skip} of the seeded order",
+                        exclude=frozenset(first["id"]), stem=f"report.after{skip}")
 
 
 def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tokens: int, batch_size: int,

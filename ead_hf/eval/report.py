@@ -210,10 +210,12 @@ def pareto_plot(summaries: list[MethodSummary], path: Path, title: str) -> None:
     plt.close(figure)
 
 
-def write_report(directory: Path, small_parameters: int, large_parameters: int, title: str) -> str:
-    """report.md and pareto.png in the run folder, from every complete record there."""
+def write_report(directory: Path, small_parameters: int, large_parameters: int, title: str,
+                 exclude: frozenset[str] = frozenset(), stem: str = "report") -> str:
+    """`stem`.md and the Pareto plot in the run folder, from every complete record there whose problem is not
+    in `exclude`."""
     directory = Path(directory)
-    records = read_records(directory)
+    records = [r for r in read_records(directory) if r["problem_id"] not in exclude]
     summaries = summarise(records, small_parameters, large_parameters)
     if not summaries:
         raise ValueError(f"no complete records in {directory}")
@@ -223,6 +225,6 @@ def write_report(directory: Path, small_parameters: int, large_parameters: int, 
         table += ("\nPaired on the same problems (difference = EAD accuracy minus the other's; seeded bootstrap over "
                   "problems, 10,000 resamples; exact McNemar test on the discordant problems):\n\n"
                   + paired_table(paired))
-    (directory / "report.md").write_text(f"# {title}\n\n{table}", encoding="utf-8")
-    pareto_plot(summaries, directory / "pareto.png", title)
+    (directory / f"{stem}.md").write_text(f"# {title}\n\n{table}", encoding="utf-8")
+    pareto_plot(summaries, directory / ("pareto.png" if stem == "report" else f"pareto.{stem}.png"), title)
     return table
