@@ -46,7 +46,8 @@ def ends_in_loop(tokens: torch.Tensor, generated: torch.Tensor, max_period: int 
 
 @dataclass
 class FinishedRow:
-    """One prompt's answer. `forwards`: per model, (slots cached, columns read) of each forward the row was in."""
+    """One prompt's answer. `forwards`: per model, (slots cached, columns read, positions whose logits were
+    kept: 1, or every column read under rollback) of each forward the row was in."""
 
     index: int  # position of the prompt in the input list
     tokens: list[int]  # new tokens, the end-of-sequence token included
@@ -65,7 +66,7 @@ class FinishedRow:
             entropies=torch.tensor([self.entropies], dtype=torch.float32),
             ead_stats=EADStats.from_choices(choices, torch.tensor([self.catchup["small"]]),
                                             torch.tensor([self.catchup["large"]])),
-            ead_forwards={model: [(cached, read, 1) for cached, read in log] for model, log in self.forwards.items()},
+            ead_forwards={model: [(cached, read, 1) for cached, read, _ in log] for model, log in self.forwards.items()},
         )
 
 

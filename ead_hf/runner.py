@@ -117,7 +117,8 @@ class RowRunner(_Runner):
         self.seen = [0] * batch_size  # grid columns each row has read
         self.generation_start = [prompt_length] * batch_size  # grid column of each row's first generated token
         self.row_catchup = [0] * batch_size
-        self.row_forwards: list[list[tuple[int, int]]] = [[] for _ in range(batch_size)]  # (slots cached, read)
+        # per row, each forward it was in: (slots cached, columns read, positions whose logits were kept)
+        self.row_forwards: list[list[tuple[int, int, int]]] = [[] for _ in range(batch_size)]
 
     @property
     def catchup(self) -> torch.Tensor:
@@ -187,7 +188,7 @@ class RowRunner(_Runner):
         self._store(cache, new_mask, index, cached, start, end)
         for row in rows:
             self.row_catchup[row] += max(0, end - 1 - max(self.seen[row], self.generation_start[row]))
-            self.row_forwards[row].append((cached, width))
+            self.row_forwards[row].append((cached, width, width if every_position else 1))
             self.seen[row], self.filled[row] = end, cached + width
         return logits
 

@@ -41,7 +41,7 @@ def test_each_answer_equals_ead_alone(qwen_pair, tokenizer, threshold, window, d
         assert row.finish == ("eos" if tokens[-1] == 2 else "budget")
         assert (row.catchup["small"], row.catchup["large"]) == (stats["small_catchup_tokens"], stats["large_catchup_tokens"])
         mixed |= 0 < sum(choices) < len(choices)
-        reads = {m: sum(read for _, read in log) for m, log in row.forwards.items()}
+        reads = {m: sum(read for _, read, _ in log) for m, log in row.forwards.items()}
         # the row's forwards read its prompt once and then every token it or the other model wrote, minus the last
         assert reads["small"] + reads["large"] >= len(prompts[row.index]) + len(tokens) - 1
     if threshold in (5.3, 5.5):
@@ -117,6 +117,9 @@ def test_rollback_equals_its_reference(qwen_pair, tokenizer, variant, threshold,
         assert (row.tokens, row.choices, row.rolled_back) == (alone.tokens, alone.choices, alone.rolled_back), \
             PROMPTS[row.index]
         assert len(row.tokens) == 14 or row.tokens[-1] == 2
+        # the large model's reads keep the logits of every column (the check needs them: FLOPs count the head)
+        assert all(kept == read for _, read, kept in row.forwards["large"])
+        assert all(kept == 1 for _, _, kept in row.forwards["small"])
     rolled = [row.rolled_back for row in finished]
     assert sum(rolled) > 0 and len(set(rolled)) > 1, "rows should be taken back, by different amounts"
 

@@ -278,7 +278,8 @@ def _continuous(small, large, tokenizer, config: EADConfig, problems: list[dict]
             now = time.perf_counter()
             output = row.to_output(prompts[row.index])
             stats = output.ead_stats.row(0) | {"rolled_back": row.rolled_back}
-            flops = {role: sum(forward_flops(shapes[role], cached, read) for cached, read in row.forwards[role])
+            flops = {role: sum(forward_flops(shapes[role], cached, read, kept_logits=kept)
+                               for cached, read, kept in row.forwards[role])
                      for role in ("small", "large")}
             completion = (tokenizer.decode(row.tokens, skip_special_tokens=True), len(row.tokens), row.finish)
             yield problems[row.index], completion, stats, _runs(output.model_choices[0]), flops, now - last
