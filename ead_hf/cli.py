@@ -144,6 +144,9 @@ def _build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--data", type=Path, default=None)
     calibrate.add_argument("--decide-first", action="store_true",
                            help="calibrate the decide-first variant (window 1, dwell 1) instead of the paper's rule")
+    calibrate.add_argument("--rollback", type=float, default=None, metavar="RHO",
+                           help="calibrate the rule with EADConfig.rollback (needs --continuous)")
+    calibrate.add_argument("--check-every", type=int, default=None, metavar="M", help="and with check_every")
     calibrate.add_argument("--window", type=int, default=5)
     calibrate.add_argument("--min-dwell", type=int, default=10)
     calibrate.add_argument("--seed", type=int, default=0)
@@ -227,7 +230,8 @@ def _calibrate(args: argparse.Namespace) -> int:
                             out=args.out, data=args.data, iterations=args.iterations, window=args.window,
                             min_dwell=args.min_dwell, seed=args.seed, benchmark=args.benchmark,
                             stop_loops=args.stop_loops, continuous=args.continuous,
-                            variant="decide_first" if args.decide_first else "paper")
+                            variant="decide_first" if args.decide_first else "paper", rollback=args.rollback,
+                            check_every=args.check_every)
     evidence = recipe.benchmarks[args.benchmark]["calibration"]
     print(f"threshold {recipe.benchmarks[args.benchmark]['threshold']} bits: large share {evidence['share']:.3f}, "
           f"accuracy {evidence['accuracy']:.3f} on {evidence['problems']} {evidence['data']} problems; "

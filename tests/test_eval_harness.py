@@ -176,6 +176,21 @@ def test_calibrate_command_on_the_tiny_pair_writes_a_recipe(problems_file, tmp_p
     assert cli_main(["eval", "gsm8k", "--pair", "tiny-random", "--recipe", str(first_path), "--methods", "first",
                      "--limit", "2", "--max-new-tokens", "4", "--dtype", "fp32", "--out", str(run)]) == 0
     assert {r["method"] for r in read_records(run)} == {f"first@{first.config_for('gsm8k').threshold:g}"}
+    # a rollback variant too: its own recipe (the rule differs), its probes under its own method keys
+    rollback_path = tmp_path / "first-rollback.json"
+    assert cli_main([*gsm8k[:-1], str(first_path), "--decide-first", "--rollback", "0.05"]) == 2  # another rule
+    assert cli_main([*gsm8k[:-1], str(rollback_path), "--decide-first", "--rollback", "0.05"]) == 0
+    rolled = load_recipe(rollback_path)
+    assert (rolled.ead_config.variant, rolled.ead_config.rollback) == ("decide_first", 0.05)
+    assert {r["method"] for r in read_records(tmp_path / "first-rollback.gsm8k-calibration")} == {
+        f"first@{p['threshold']:g},rollback=0.05" for p in rolled.benchmarks["gsm8k"]["calibration"]["probes"]}
+    run = tmp_path / "rollback-run"  # eval --recipe carries the recipe's rollback to its point
+    assert cli_main(["eval", "gsm8k", "--pair", "tiny-random", "--recipe", str(rollback_path), "--methods", "first",
+                     "--limit", "2", "--max-new-tokens", "4", "--dtype", "fp32", "--continuous", "--out", str(run)]) == 0
+    assert {r["method"] for r in read_records(run)} == {
+        f"first@{rolled.config_for('gsm8k').threshold:g},rollback=0.05"}
+    no_continuous = [a for a in gsm8k if a != "--continuous"]
+    assert cli_main([*no_continuous[:-1], str(tmp_path / "x.json"), "--rollback", "0.05"]) == 2
 
 
 def _record(method, kind, pid, correct, small, large, flops_s, flops_l, wall, threshold=None):

@@ -153,7 +153,8 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
                    dtype: str, out: Path, data: Path | None = None, iterations: int = 6, window: int = 5,
                    min_dwell: int = 10, seed: int = 0, low: float = 0.0, high: float = 8.0,
                    benchmark: str = "math", stop_loops: bool = False, continuous: bool = False,
-                   variant: str = "paper", progress: bool = True) -> Recipe:
+                   variant: str = "paper", rollback: float | None = None, check_every: int | None = None,
+                   progress: bool = True) -> Recipe:
     """Bisection on a benchmark's train split towards `target_share`; writes (or adds the benchmark to) a recipe.
 
     Each probe is an evaluation run (`run_method`) whose records go to `<recipe>.<benchmark>-calibration/`, so the evidence
@@ -164,6 +165,10 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
         raise ValueError(f"variant must be 'paper' or 'decide_first', got {variant!r}")
     if variant == "decide_first":
         window, min_dwell = 1, 1
+    if rollback is not None and not continuous:
+        raise ValueError("--rollback takes tokens back, which needs per-row lengths: add --continuous")
+    EADConfig(threshold=0.0, window=window, min_dwell=min_dwell, variant=variant, rollback=rollback,
+              check_every=check_every)  # the rule's knobs are checked before the pair loads
     dataset = load_problems(data or default_data_path("train", benchmark), benchmark)
     sample = [dict(r) for r in stratified_subset(dataset, problems, seed)]
     loaded = load_pair(pair, dtype=dtype)
@@ -177,7 +182,7 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
     results: dict[float, tuple[float, float]] = {}
 
     def measure(threshold: float) -> float:
-        method = Method(kind, threshold=threshold)
+        method = Method(kind, threshold=threshold, rollback=rollback, check_every=check_every)
         run_method(method, loaded.small, loaded.large, loaded.tokenizer, sample, settings, store, progress=progress)
         ids = {p["id"] for p in sample}
         mine = [r for r in read_records(records_dir) if r["method"] == method.key and r["problem_id"] in ids]
@@ -191,13 +196,15 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
                 "seed": seed, "max_new_tokens": max_new_tokens, "stop_loops": stop_loops, "continuous": continuous,
                 "records": records_dir.name, "share": result.share, "accuracy": results[result.threshold][1],
                 "probes": [{"threshold": t, "share": s, "accuracy": results[t][1]} for t, s in result.probes]}
-    config = EADConfig(threshold=result.threshold, window=window, min_dwell=min_dwell, variant=variant)
+    config = EADConfig(threshold=result.threshold, window=window, min_dwell=min_dwell, variant=variant,
+                       rollback=rollback, check_every=check_every)
     if out.is_file():  # add this benchmark's threshold to an existing recipe of the pair
         recipe = load_recipe(out)
-        rule = (recipe.ead_config.window, recipe.ead_config.min_dwell, recipe.ead_config.variant)
-        if recipe.pair != pair or rule != (window, min_dwell, variant):
-            raise ValueError(f"{out} is a recipe for {recipe.pair} (window, dwell, variant {rule}); write this "
-                             "calibration to another --out")
+        known = recipe.ead_config
+        rule = (known.window, known.min_dwell, known.variant, known.rollback, known.check_every)
+        if recipe.pair != pair or rule != (window, min_dwell, variant, rollback, check_every):
+            raise ValueError(f"{out} is a recipe for {recipe.pair} (window, dwell, variant, rollback, check_every "
+                             f"{rule}); write this calibration to another --out")
     else:
         spec = get_pair(pair)
         models = {role: ({"gguf_packages": source.requirements(), "sha256": source.sha256, "name": source.model_name}
