@@ -27,7 +27,16 @@ from .routing import EntropyRouter, entropy_bits
 from .compat import full_attention_only
 from .runner import RowRunner
 
-__all__ = ["FinishedRow", "continuous_ead", "ends_in_loop"]
+__all__ = ["FinishedRow", "continuous_ead", "ends_in_loop", "first_implausible"]
+
+
+def first_implausible(logits: torch.Tensor, tokens: torch.Tensor, checkable: torch.Tensor, rollback: float) -> torch.Tensor:
+    """Index of the first checkable token whose probability under `logits` (one row per token) is below
+    `rollback` x the top probability there (the rollback rule), or len(tokens) when there is none."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    implausible = log_probs.gather(1, tokens[:, None])[:, 0] - log_probs.max(dim=-1).values < math.log(rollback)
+    index = torch.arange(len(tokens), device=tokens.device)
+    return torch.cat([torch.where(implausible & checkable, index, len(tokens)), index.new_full((1,), len(tokens))]).min()
 
 
 def ends_in_loop(tokens: torch.Tensor, generated: torch.Tensor, max_period: int = 64, repeats: int = 3,
@@ -146,22 +155,19 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
             return
         before = [runners[LARGE].seen[row] for row in members]
         last, history = runners[LARGE].read(grid, mask, positions, members, history=True)
-        firsts = []
+        firsts = []  # per member: the grid column the large model writes at instead, or end + 1 for none
         for index, (row, seen, read_logits) in enumerate(zip(members, before, history)):
             # column `seen` was written or checked by the large model; seen+1.. are predicted by this read, and a
             # check also judges the small model's proposal for column `end` (its logits are already in `logits`)
             column = max(seen + 1, start[row])
-            check = index >= len(writers)
-            predicted = read_logits[column - 1 - seen:].to(device, torch.float32)[:, :vocab]
-            taken = torch.cat([grid[row, column:end], logits[row:row + 1].argmax(dim=-1)])
-            log_probs = torch.log_softmax(predicted if check else predicted[:-1], dim=-1)
-            implausible = (log_probs.gather(1, taken[:len(log_probs), None])[:, 0] - log_probs.max(dim=-1).values
-                           < math.log(config.rollback))
-            checked = torch.cat([(choices[row, column:end] == SMALL) & (mask[row, column:end] == 1),
-                                 implausible.new_ones(1 if check else 0)])
-            candidates = torch.where(implausible & checked, torch.arange(column, column + len(checked), device=device),
-                                     end + 1)
-            firsts.append(torch.cat([candidates, candidates.new_full((1,), end + 1)]).min())  # end + 1: none
+            taken = grid[row, column:end]
+            checkable = (choices[row, column:end] == SMALL) & (mask[row, column:end] == 1)
+            if index >= len(writers):  # a check
+                taken = torch.cat([taken, logits[row:row + 1].argmax(dim=-1)])
+                checkable = torch.cat([checkable, checkable.new_ones(1)])
+            predicted = read_logits[column - 1 - seen:][:len(taken)].to(device, torch.float32)[:, :vocab]
+            offset = first_implausible(predicted, taken, checkable, config.rollback)
+            firsts.append(torch.where(offset < len(taken), column + offset, end + 1))
         if writers:
             logits.index_copy_(0, torch.tensor(writers, device=device),
                                last[:len(writers)].to(device, torch.float32)[:, :vocab])

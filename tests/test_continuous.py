@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.continuous import continuous_ead, ends_in_loop
+from ead_hf.continuous import continuous_ead, ends_in_loop, first_implausible
 
 from .reference import reference_decide_first, reference_ead
 
@@ -134,3 +134,16 @@ def test_rollback_that_never_fires_changes_nothing(qwen_pair, tokenizer):
         runs[rollback] = {row.index: (row.tokens, row.choices, row.rolled_back) for row in continuous_ead(
             small, large, config, prompts, max_new_tokens=14, batch_size=3, eos_token_ids=[2])}
     assert runs[None] == runs[1e-30]
+
+
+def test_first_implausible_is_the_rollback_rule():
+    """p(token) < rho * max p, first among the checkable tokens; len(tokens) when none is."""
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.6, 0.35, 0.05], [0.1, 0.1, 0.8], [0.9, 0.05, 0.05]])
+    logits = probs.log()
+    tokens = torch.tensor([1, 2, 0, 1])  # ratios to the top: 0.6, 1/12, 1/8, 1/18
+    everything = torch.ones(4, dtype=torch.bool)
+    assert int(first_implausible(logits, tokens, everything, 0.1)) == 1
+    assert int(first_implausible(logits, tokens, everything, 0.05)) == 4  # none below 1/20
+    assert int(first_implausible(logits, tokens, torch.tensor([True, False, True, True]), 0.1)) == 3
+    assert int(first_implausible(logits, tokens, everything, 0.7)) == 0
+    assert int(first_implausible(logits[:0], tokens[:0], everything[:0], 0.5)) == 0
