@@ -94,7 +94,8 @@ def _check_arguments(model, small, ead_config, input_ids, generation_config, log
     if config.rollback is not None:
         raise ValueError("EADConfig.rollback takes tokens back, so rows end up at different lengths, which generate() "
                          "(one token per row per step) cannot express; run it under continuous batching: "
-                         "ead_hf.continuous_ead, `ead-hf generate --continuous` or `ead-hf eval --continuous`")
+                         "ead_hf.continuous.continuous_ead, `ead-hf generate --rollback RHO` or `ead-hf eval --continuous "
+                         "--rollback RHO`")
     prepared_cache = pop_prepared_cache(model_kwargs)
     if prepared_cache is not None and prepared_cache.get_seq_length() > 0:
         raise ValueError("EAD cannot continue from a filled cache (each model keeps its own); pass no cache")

@@ -145,5 +145,5 @@ def test_transformers_inside_the_tested_range(version):
 def test_rollback_points_generate_to_continuous_batching(qwen_pair, batch):
     small, large = qwen_pair
     config = EADConfig(threshold=5.0, rollback=0.1)
-    with pytest.raises(ValueError, match="rollback .* continuous batching: ead_hf.continuous_ead"):
+    with pytest.raises(ValueError, match=r"rollback .* continuous batching: ead_hf\.continuous\.continuous_ead"):
         EADGenerator(small, large, config).generate(**batch, max_new_tokens=3)
