@@ -64,7 +64,7 @@ class FinishedRow:
     entropies: list[float]  # bits, of the distribution each new token was taken from
     finish: str  # "eos", "budget" or "loop"
     catchup: dict[str, int]
-    forwards: dict[str, list[tuple[int, int]]]
+    forwards: dict[str, list[tuple[int, int, int]]]
     rolled_back: int = 0  # tokens the large model took back (EADConfig.rollback); their reads count in catchup
 
     def to_output(self, prompt: list[int]) -> EADGenerateOutput:
@@ -133,10 +133,14 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     active = [LARGE if config.starts_large else SMALL] * rows
     decide_first = config.variant == "decide_first"
 
+    def put(logits: torch.Tensor, members: list[int], read_logits: torch.Tensor) -> None:
+        """Rows `members` of the step's logits: float32, over the shared vocabulary."""
+        logits.index_copy_(0, torch.tensor(members, device=device),
+                           read_logits.to(device=device, dtype=torch.float32)[:, :vocab])
+
     def read_small(logits: torch.Tensor, members: list[int]) -> None:
         if members:
-            logits.index_copy_(0, torch.tensor(members, device=device), runners[SMALL].read(
-                grid, mask, positions, members).to(device=device, dtype=torch.float32)[:, :vocab])
+            put(logits, members, runners[SMALL].read(grid, mask, positions, members))
 
     def read_large(logits: torch.Tensor, writers: list[int], chosen: torch.Tensor) -> None:
         """The large model reads the rows it writes for, and (`check_every`) rows it only checks. Under rollback,
@@ -150,8 +154,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         if not members:
             return
         if config.rollback is None:
-            logits.index_copy_(0, torch.tensor(members, device=device), runners[LARGE].read(
-                grid, mask, positions, members).to(device=device, dtype=torch.float32)[:, :vocab])
+            put(logits, members, runners[LARGE].read(grid, mask, positions, members))
             return
         before = [runners[LARGE].seen[row] for row in members]
         last, history = runners[LARGE].read(grid, mask, positions, members, history=True)
@@ -169,8 +172,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
             offset = first_implausible(predicted, taken, checkable, config.rollback)
             firsts.append(torch.where(offset < len(taken), column + offset, end + 1))
         if writers:
-            logits.index_copy_(0, torch.tensor(writers, device=device),
-                               last[:len(writers)].to(device, torch.float32)[:, :vocab])
+            put(logits, writers, last[:len(writers)])
         for row, seen, read_logits, first in zip(members, before, history, torch.stack(firsts).tolist()):
             if first > end:
                 continue
