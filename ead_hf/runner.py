@@ -135,6 +135,28 @@ class RowRunner(_Runner):
         self.row_catchup[row], self.row_forwards[row] = 0, []
         if self.mask is not None:
             self.mask[row] = 0
+            if max(self.filled) > 2 * int(self.mask.sum(dim=1).max()) + _SLACK:
+                self.compact()
+
+    def compact(self) -> None:
+        """Move each row's attended slots to the front, in order, and drop the rest.
+
+        A forward writes at the highest slot any of its rows has used, so a row that took a new prompt jumps to
+        the others' level, and over a long run the slots would grow with every step taken (attention and memory
+        growing with them) while each row attends only to its own prompt and answer. Slot order does not matter
+        (positions come from position_ids): this changes which slots hold a key, not what a row attends to."""
+        attended = self.mask.bool()
+        counts = attended.sum(dim=1)
+        keep = int(counts.max())
+        order = torch.sort((~attended).to(torch.int8), dim=1, stable=True).indices[:, :keep]
+
+        def gather(buffer: torch.Tensor) -> torch.Tensor:
+            index = order.to(buffer.device)[:, None, :, None].expand(-1, buffer.shape[1], -1, buffer.shape[3])
+            return buffer.gather(2, index)
+
+        self.keys, self.values = [gather(k) for k in self.keys], [gather(v) for v in self.values]
+        self.mask, self.slot_column = self.mask.gather(1, order), self.slot_column.gather(1, order)
+        self.filled = counts.tolist()
 
     def forget(self, row: int, column: int) -> None:
         """Mask the slots of `row` that hold grid columns >= `column` (tokens taken back)."""

@@ -135,3 +135,65 @@ def test_row_runner_groups_forwards_by_catch_up_width(qwen_pair, batch):
     assert [(read, rows) for _, read, rows in runner.forward_log[-2:]] == [(1, 1), (6, 2)]
     with pytest.raises(ValueError, match="forward_overhead must be >= 0"):
         RowRunner(small, prompt_length=3, batch_size=1, forward_overhead=-1)
+
+
+def _with_new_prompt(grid, mask, positions, row: int, prompt: list[int]):
+    """The grid with `row` holding only `prompt`, in its last columns (as continuous batching places one)."""
+    grid, mask, positions = grid.clone(), mask.clone(), positions.clone()
+    grid[row, -len(prompt):] = torch.tensor(prompt)
+    mask[row] = 0
+    mask[row, -len(prompt):] = 1
+    positions[row, -len(prompt):] = torch.arange(len(prompt))
+    return grid, mask, positions
+
+
+def test_compacting_the_slots_keeps_what_every_row_attends_to(qwen_pair, batch):
+    small, _ = qwen_pair
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    lane = RowRunner(small, prompt_length=ids.shape[1], batch_size=3, forward_overhead=0)
+    grid = (ids, mask, (mask.cumsum(-1) - 1).clamp(min=0))
+    lane.read(*grid)
+    for step in range(4):
+        grid = _with_random_column(*grid, step)
+        _assert_logits_alone(small, grid, [0, 1, 2], lane.read(*grid))
+    grid = _with_new_prompt(*grid, row=1, prompt=[5, 6])
+    lane.reset_row(1, grid[0].shape[1] - 2, grid[0].shape[1])
+    lane.forget(2, grid[0].shape[1] - 2)  # row 2 takes back its last two tokens, as a rollback does
+    grid[1][2, -2:] = 0
+    grid[2][2, -2:] = grid[2][2, -3]  # its next position continues the kept tokens
+    for step in range(4, 6):
+        grid = _with_random_column(*grid, step)
+        _assert_logits_alone(small, grid, [0, 1, 2], lane.read(*grid))
+    before = max(lane.filled)
+    lane.compact()
+    attended = grid[1].sum(dim=1).tolist()  # each row's unmasked columns: what it attends to
+    assert lane.filled == attended and max(lane.filled) < before
+    assert lane.mask.sum(dim=1).tolist() == attended and lane.mask.shape[1] == max(attended)
+    for step, rows in zip(range(6, 9), ([0, 1, 2], [0, 2], [0, 1, 2])):  # reads after compacting are unchanged
+        grid = _with_random_column(*grid, step)
+        _assert_logits_alone(small, grid, rows, lane.read(*grid, rows))
+
+
+def test_slots_stay_bounded_over_many_prompts(qwen_pair):
+    """Rows taking prompt after prompt (as continuous batching does) compact their slots instead of growing them
+    with every step of the run."""
+    small, _ = qwen_pair
+    generator = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(4, 100, (3,), generator=generator).tolist() for _ in range(140)]
+    grid = (torch.tensor([prompts[0], prompts[1]]), torch.ones(2, 3, dtype=torch.long), torch.arange(3).expand(2, -1))
+    lane = RowRunner(small, prompt_length=3, batch_size=2)
+    lane.read(*grid)
+    steps, next_prompt, age = 0, 2, [0, 2]  # row 1 starts later in its answer, so rows reset at different steps
+    while next_prompt < len(prompts):
+        grid = _with_random_column(*grid, steps)
+        logits = lane.read(*grid)
+        if steps % 20 == 0:
+            _assert_logits_alone(small, grid, [0, 1], logits)
+        steps, age = steps + 1, [a + 1 for a in age]
+        for row in (0, 1):
+            if age[row] == 5 and next_prompt < len(prompts):
+                grid = _with_new_prompt(*grid, row=row, prompt=prompts[next_prompt])
+                lane.reset_row(row, grid[0].shape[1] - 3, grid[0].shape[1])
+                next_prompt, age[row] = next_prompt + 1, 0
+    # without compacting, every row would have used about as many slots as there were steps
+    assert steps > 340 and max(lane.filled) <= 2 * 8 + 256 + 1 and lane.mask.shape[1] < steps
