@@ -19,7 +19,7 @@ from ead_hf.costs import ModelShape, forward_flops, generation_flops, paper_cost
 from ead_hf.eval.data import load_math, load_problems, stratified_subset
 from ead_hf.eval.harness import random_probability_for_share
 from ead_hf.eval.records import read_records
-from ead_hf.eval.report import markdown_table, pareto_plot, summarise
+from ead_hf.eval.report import markdown_table, pareto_plot, summarise, write_report
 from ead_hf.testing import tiny_pair
 
 SUBJECTS = ["Algebra", "Geometry", "Number Theory"]
@@ -40,8 +40,8 @@ def _eval_args(out, data, *extra):
 
 
 def _without_wall_clock(report_path):
-    """report.md's lines with the wall-clock cells of the method table blanked."""
-    lines = report_path.read_text().splitlines()
+    """report.md's lines with the wall-clock cells of the method table blanked and the machine-load note left out."""
+    lines = [line for line in report_path.read_text().splitlines() if line and not line.startswith("Time columns measured")]
     header = next(line for line in lines if line.startswith("| method |")).split("|")
     timed = {header.index(" time vs large "), header.index(" problems / hour ")}
     return ["|".join("" if i in timed and line.startswith("| ") and line.count("|") == len(header) - 1 else cell
@@ -49,8 +49,8 @@ def _without_wall_clock(report_path):
 
 
 def _comparable(records):
-    """Records without wall-clock fields, in a canonical order."""
-    return sorted(({k: v for k, v in r.items() if not k.endswith("wall_s")} for r in records),
+    """Records without wall-clock and machine-load fields, in a canonical order."""
+    return sorted(({k: v for k, v in r.items() if not k.endswith("wall_s") and k != "load_avg"} for r in records),
                   key=lambda r: (r["method"], r["problem_id"]))
 
 
@@ -224,6 +224,23 @@ def test_report_from_fixture_records(tmp_path):
     assert "| 0.625 | 2880.0 | 2 | 0 | 2 |" in table and "| 0.300 | 0.500 |" in table  # EAD: 2 problems in 2.5 s of wall time
     pareto_plot(list(summaries.values()), tmp_path / "p.png", "fixture")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_flags_time_measured_while_the_machine_was_busy(tmp_path):
+    def at_load(record, load):
+        return record | {"batch": record["problem_id"], "batch_rows": 1} | (
+            {"load_avg": load, "cpus": 2} if load is not None else {})
+
+    records = [at_load(_record("large", "large", p, True, 0, 10, 0, 100, 2.0), 2.1) for p in "ab"]
+    records += [at_load(_record("small", "small", p, False, 10, 0, 30, 0, 0.5), load) for p, load in zip("ab", (4.0, 2.4))]
+    records += [at_load(_record("ead@1", "ead", p, True, 6, 4, 40, 60, 1.5, 1.0), None) for p in "ab"]  # older records
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summaries = {s.method: s for s in summarise(records, small_parameters=1, large_parameters=3)}
+    assert summaries["small"].contended == 0.5 and summaries["large"].contended == 0.0
+    assert math.isnan(summaries["ead@1"].contended)
+    report = write_report(tmp_path, 1, 3, "fixture")
+    assert "other work shared the CPUs" in report and "small (50%)" in report
+    assert "large (" not in report and "ead@1 (" not in report
 
 
 def test_random_control_matches_the_requested_share():

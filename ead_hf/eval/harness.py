@@ -3,6 +3,7 @@ appending per-problem records; rerunning the same command resumes where it stopp
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -211,8 +212,14 @@ def _record(method: Method, config: EADConfig | None, settings: EvalSettings, ba
         "extracted": scored[0], "gold": problem["answer"], "correct": bool(scored[1]), **stats,
         "routing": routing,
         "flops_small": flops["small"] if flops else None, "flops_large": flops["large"] if flops else None,
-        "batch_wall_s": wall, "wall_s": wall / len(batch),
+        "batch_wall_s": wall, "wall_s": wall / len(batch), **machine_load(),
     }
+
+
+def machine_load() -> dict:
+    """The 1-minute load average and CPU count when a record is written: the report flags time measured
+    while other work shared the CPUs (records from before this field, or without a load average, say nothing)."""
+    return {"load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "cpus": os.cpu_count()}
 
 
 def run_method(method: Method, small, large, tokenizer, problems: list[dict], settings: EvalSettings,

@@ -51,6 +51,19 @@ class MethodSummary:
     rollback: float | None = None  # EADConfig.rollback of a routed point
     check_every: int | None = None  # EADConfig.check_every of a routed point
     rolled_back: float = 0.0  # tokens taken back per problem (their reads count in large_work)
+    contended: float = math.nan  # share of records written while other work shared the CPUs (see busy_share)
+
+
+# A run's own process keeps about `cpus` threads busy; a 1-minute load average this far above the CPU count means
+# other work was running too, and the time columns of what was written then are inflated.
+_BUSY_MARGIN = 0.5
+
+
+def busy_share(records: list[dict]) -> float:
+    """Share of the records written while the 1-minute load average exceeded the CPU count by `_BUSY_MARGIN`
+    (NaN when none of them recorded the load)."""
+    loads = [(r["load_avg"], r["cpus"]) for r in records if r.get("load_avg") is not None and r.get("cpus")]
+    return sum(load > cpus + _BUSY_MARGIN for load, cpus in loads) / len(loads) if loads else math.nan
 
 
 def large_token_share(records: list[dict]) -> float | None:
@@ -101,7 +114,7 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
             budget_cut=cut["budget"], looping=cut["looping"], progressing=cut["progressing"],
             control_for=mine[0].get("control_for"), large_work=large_work_share(mine),
             rollback=(mine[0]["config"] or {}).get("rollback"), check_every=(mine[0]["config"] or {}).get("check_every"),
-            rolled_back=sum(r.get("rolled_back", 0) for r in mine) / len(mine),
+            rolled_back=sum(r.get("rolled_back", 0) for r in mine) / len(mine), contended=busy_share(mine),
         ))
     order = {"small": 0, "ead": 1, "first": 2, "random": 3, "large": 4, "speculative": 5}
     return sorted(summaries, key=lambda s: (order.get(s.kind, 9), s.threshold or 0.0, s.method))
@@ -220,6 +233,10 @@ def write_report(directory: Path, small_parameters: int, large_parameters: int, 
     if not summaries:
         raise ValueError(f"no complete records in {directory}")
     table = markdown_table(summaries)
+    busy = [f"{s.method} ({100 * s.contended:.0f}%)" for s in summaries if s.contended > 0]
+    if busy:
+        table += ("\nTime columns measured while other work shared the CPUs (1-minute load average above the CPU "
+                  f"count + {_BUSY_MARGIN:g} when a record was written; share of records): {', '.join(busy)}.\n")
     paired = paired_rows(records, summaries)
     if paired:
         table += ("\nPaired on the same problems (difference = EAD accuracy minus the other's; seeded bootstrap over "
