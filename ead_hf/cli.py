@@ -73,6 +73,10 @@ def _build_parser() -> argparse.ArgumentParser:
         run.add_argument("--recipe", help="add the recipe's threshold to --thresholds (first)")
         run.add_argument("--limit", type=int, default=None,
                          help="seeded subset size (stratified by level x subject where the benchmark has them)")
+        run.add_argument("--chunk", type=int, default=None, metavar="K",
+                         help="run in rounds of K problems (every method on the first K, then the next K, ...; "
+                         "report.md rewritten after each), so a run stopped at any point has every method at "
+                         "about the same N")
         run.add_argument("--batch-size", type=int, default=8)
         run.add_argument("--max-new-tokens", type=int, default=512)
         run.add_argument("--dtype", default="auto")
@@ -192,7 +196,7 @@ def _eval(args: argparse.Namespace) -> int:
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
         threshold_down=args.threshold_down, stop_loops=args.stop_loops, continuous=args.continuous,
-        first_thresholds=first_thresholds, rollback=args.rollback, check_every=args.check_every)
+        first_thresholds=first_thresholds, rollback=args.rollback, check_every=args.check_every, chunk=args.chunk)
     if table:
         print(table, end="")
     return 0

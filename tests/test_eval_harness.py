@@ -309,6 +309,21 @@ def test_growing_a_run_keeps_finished_problems_and_adds_the_rest(problems_file, 
     assert json.loads((out / "run.json").read_text())["limit"] == 10
 
 
+def test_rounds_of_k_problems_give_the_records_of_one_pass(problems_file, tmp_path):
+    methods = ["--methods", "small,ead,random", "--thresholds", "5.3", "--min-dwell", "1", "--window", "1", "--limit", "7"]
+    assert cli_main(_eval_args(tmp_path / "one", problems_file, *methods)) == 0
+    assert cli_main(_eval_args(tmp_path / "rounds", problems_file, *methods, "--chunk", "3")) == 0
+    greedy = [r for r in read_records(tmp_path / "rounds") if r["kind"] != "random"]
+    assert _comparable(greedy) == _comparable([r for r in read_records(tmp_path / "one") if r["kind"] != "random"])
+    order = [(r["method"], r["problem_id"]) for r in read_records(tmp_path / "rounds")]
+    first_round = {pid for _, pid in order[:3]}
+    assert len(order) == 21 and len(first_round) == 3
+    # every method finished the first 3 problems before any method started the next ones
+    assert {pid for _, pid in order[:9]} == first_round and all(pid not in first_round for _, pid in order[9:])
+    assert len({method for method, _ in order[:9]}) == 3
+    assert cli_main(_eval_args(tmp_path / "bad", problems_file, *methods, "--chunk", "0")) == 2
+
+
 def test_a_run_folder_refuses_other_settings(problems_file, tmp_path):
     out = tmp_path / "run"
     base = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--limit", "3", "--batch-size",

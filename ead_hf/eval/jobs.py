@@ -86,10 +86,15 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
              window: int = 5, min_dwell: int = 10, seed: int = 0, threshold_down: float | None = None,
              stop_loops: bool = False,
              continuous: bool = False, first_thresholds: list[float] = (), rollback: float | None = None,
-             check_every: int | None = None, progress: bool = True) -> str | None:
-    """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report."""
+             check_every: int | None = None, chunk: int | None = None, progress: bool = True) -> str | None:
+    """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report.
+
+    With `chunk`, in rounds: every method on the first `chunk` problems, then on the next `chunk`, ..., the
+    report rewritten after each round, so a run stopped at any point has every method at about the same N."""
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("--batch-size and --max-new-tokens must be >= 1")
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"--chunk must be >= 1 (problems per round), got {chunk}")
     if rollback is not None and not continuous:
         raise ValueError("--rollback takes tokens back, which needs per-row lengths: add --continuous")
     if rollback is not None and not {"ead", "first"} & set(methods):
@@ -109,22 +114,23 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
     if rank == 0:
         _check_and_write_manifest(out, loaded, settings, benchmark, split, limit,
                                   str(Path(data)) if data else f"default:{split}", thresholds[0] if thresholds else None)
-    state.wait_for_everyone()
-    for method in plan:
-        if method.kind == "random":
-            state.wait_for_everyone()  # the EAD records it matches are on disk, from every rank
-            dwell = min_dwell if method.min_dwell is None else method.min_dwell
-            probability = _random_probability(out, random_share, method.control_for, dwell)
-            method = Method("random", large_probability=probability, control_for=method.control_for,
-                            min_dwell=method.min_dwell)
-            store = RecordStore(out, rank, world)
-        subset = problems[:speculative_limit] if method.kind == "speculative" and speculative_limit else problems
-        run_method(method, loaded.small, loaded.large, loaded.tokenizer, subset, settings, store, rank=rank,
-                   world_size=world, progress=progress)
-    state.wait_for_everyone()
-    if rank == 0:
-        return report_run(out)
-    return None
+    ends, table = range(chunk, len(problems) + chunk, chunk) if chunk else [len(problems)], None
+    for end in ends:
+        state.wait_for_everyone()
+        for method in plan:
+            if method.kind == "random":
+                state.wait_for_everyone()  # the EAD records it matches are on disk, from every rank
+                dwell = min_dwell if method.min_dwell is None else method.min_dwell
+                probability = _random_probability(out, random_share, method.control_for, dwell)
+                method = Method("random", large_probability=probability, control_for=method.control_for,
+                                min_dwell=method.min_dwell)
+                store = RecordStore(out, rank, world)
+            subset = problems[:min(end, speculative_limit or end) if method.kind == "speculative" else end]
+            run_method(method, loaded.small, loaded.large, loaded.tokenizer, subset, settings, store, rank=rank,
+                       world_size=world, progress=progress)
+        state.wait_for_everyone()
+        table = report_run(out) if rank == 0 else None
+    return table
 
 
 def report_run(directory: Path, skip: int = 0) -> str:
