@@ -94,7 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="continuous batching: --batch-size rows, each refilled with the next problem as soon "
                          "as its answer ends (not for speculative, which runs one problem at a time)")
         run.add_argument("--threshold-down", type=_threshold, default=None,
-                         help="hysteresis for every 'ead' threshold: leave the large model only below this mean")
+                         help="hysteresis for every 'ead' point: leave the large model only below this mean "
+                         "(own method keys, e.g. ead@0.625,down=0.4)")
         run.add_argument("--rollback", type=float, default=None, metavar="RHO",
                          help="EADConfig.rollback for every 'ead' and 'first' point (own method keys, e.g. "
                          "first@0.5,rollback=0.1): the large model takes back a small-model token it gives under "
@@ -102,8 +103,11 @@ def _build_parser() -> argparse.ArgumentParser:
         run.add_argument("--check-every", type=int, default=None, metavar="M",
                          help="EADConfig.check_every with --rollback: the large model also checks a row's tokens once "
                          "M of them are unread, without an entropy trigger (keys gain ',check=M')")
-        run.add_argument("--window", type=int, default=5)
-        run.add_argument("--min-dwell", type=int, default=10)
+        run.add_argument("--window", type=int, default=None,
+                         help="entropy window of every 'ead' point (default 5, the paper's; other values are named "
+                         "in the method key, e.g. ead@1,window=1,dwell=2)")
+        run.add_argument("--min-dwell", type=int, default=None,
+                         help="minimum dwell of every 'ead' point and its random control (default 10, the paper's)")
         run.add_argument("--seed", type=int, default=0)
         run.add_argument("--out", type=Path, required=True)
     report = eval_commands.add_parser("report", help="write report.md and pareto.png for a run folder")
@@ -190,6 +194,10 @@ def _eval(args: argparse.Namespace) -> int:
             thresholds = [config.threshold] + thresholds
         if args.rollback is None:  # a recipe's rollback applies to the command's every point, as --rollback does
             args.rollback, args.check_every = config.rollback, config.check_every
+        if config.variant == "paper":  # and so do its routing knobs, unless given
+            args.window = config.window if args.window is None else args.window
+            args.min_dwell = config.min_dwell if args.min_dwell is None else args.min_dwell
+            args.threshold_down = config.threshold_down if args.threshold_down is None else args.threshold_down
     table = run_eval(
         benchmark=args.eval_command, pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()], thresholds=thresholds,
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,

@@ -352,11 +352,12 @@ def test_growing_a_run_keeps_one_random_control(problems_file, tmp_path):
             "--min-dwell", "1", "--window", "1", "--out", str(out)]
     assert cli_main([*base, "--limit", "4"]) == 0
     manifest = json.loads((out / "run.json").read_text())
-    probability = manifest["random_controls"]["ead@5.3"]
+    point = "ead@5.3,window=1,dwell=1"  # the key names the knobs that differ from the paper's rule
+    probability = manifest["random_controls"][point]
     assert cli_main([*base, "--limit", "9"]) == 0
     methods = {r["method"] for r in read_records(out)}
-    assert methods == {"ead@5.3", f"random@p={probability:.4f}"}
-    ead = [r for r in read_records(out) if r["method"] == "ead@5.3"]
+    assert methods == {point, f"random@p={probability:.4f},dwell=1"}
+    ead = [r for r in read_records(out) if r["method"] == point]
     share = sum(r["large_tokens"] for r in ead) / sum(r["large_tokens"] + r["small_tokens"] for r in ead)
     assert round(random_probability_for_share(share, 1), 4) != probability, "the grown share should differ"
     for record in ead:  # the routing trace agrees with the counts
@@ -364,11 +365,16 @@ def test_growing_a_run_keeps_one_random_control(problems_file, tmp_path):
         assert sum(n for model, n in record["routing"] if model == 0) == record["small_tokens"]
         assert len(record["routing"]) - 1 == record["switches"]
         assert all(a[0] != b[0] for a, b in zip(record["routing"], record["routing"][1:]))
-    assert cli_main([*base, "--limit", "9", "--window", "2"]) == 2  # another window is another run
-    assert cli_main([*base, "--limit", "9", "--threshold-down", "4"]) == 2  # hysteresis is another run too
-    hysteresis = tmp_path / "hysteresis"
-    assert cli_main([*base[:-1], str(hysteresis), "--limit", "3", "--methods", "ead", "--threshold-down", "4"]) == 0
-    assert {r["config"]["threshold_down"] for r in read_records(hysteresis)} == {4.0}
+    # other routing knobs join the folder as points of their own, paired with the same baselines
+    assert cli_main([*base, "--limit", "9", "--methods", "ead", "--window", "2"]) == 0
+    assert cli_main([*base, "--limit", "9", "--methods", "ead", "--threshold-down", "4"]) == 0
+    configs = {r["method"]: r["config"] for r in read_records(out)}
+    assert (configs["ead@5.3,window=2,dwell=1"]["window"], configs["ead@5.3,window=1,dwell=1,down=4"]["threshold_down"]) == (2, 4.0)
+    assert len(read_records(out)) == 4 * 9
+    manifest = json.loads((out / "run.json").read_text())  # a folder from before the keys named the knobs
+    manifest["settings"]["window"] = 2
+    (out / "run.json").write_text(json.dumps(manifest))
+    assert cli_main([*base, "--limit", "9"]) == 2
 
 
 def test_run_folders_from_0_1_resume_unless_they_used_a_removed_schedule(problems_file, tmp_path):
@@ -394,13 +400,13 @@ def test_each_threshold_gets_its_own_random_control_and_paired_rows(problems_fil
     assert cli_main(args) == 0
     records = read_records(out)
     controls = json.loads((out / "run.json").read_text())["random_controls"]
-    assert set(controls) == {"ead@5.3", "ead@5.5"}
+    assert set(controls) == {"ead@5.3,window=1,dwell=1", "ead@5.5,window=1,dwell=1"}
     for ead_key, probability in controls.items():
         ead = [r for r in records if r["method"] == ead_key]
         share = sum(r["large_tokens"] for r in ead) / sum(r["large_tokens"] + r["small_tokens"] for r in ead)
         assert probability == round(random_probability_for_share(share, 1), 4)
         control = [r for r in records if r["kind"] == "random" and r["control_for"] == ead_key]
-        assert len(control) == 6 and control[0]["method"] == f"random@p={probability:.4f}"
+        assert len(control) == 6 and control[0]["method"] == f"random@p={probability:.4f},dwell=1"
     for record in records:  # how each completion ended
         assert record["finish"] in ("eos", "budget")
         assert record["new_tokens"] == record["small_tokens"] + record["large_tokens"]
@@ -409,15 +415,14 @@ def test_each_threshold_gets_its_own_random_control_and_paired_rows(problems_fil
     report = (out / "report.md").read_text()
     assert "| cut by budget | of which looping | cut while progressing |" in report
     for ead_key, probability in controls.items():
-        for other in (f"random@p={probability:.4f}", "small", "large"):
+        for other in (f"random@p={probability:.4f},dwell=1", "small", "large"):
             assert f"| {ead_key} | {other} | 6 |" in report
 
 
 def test_a_legacy_single_control_is_kept_for_the_first_threshold(problems_file, tmp_path):
     out = tmp_path / "legacy-control"
     base = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--batch-size", "3", "--limit", "3",
-            "--max-new-tokens", "4", "--dtype", "fp32", "--methods", "ead", "--thresholds", "5.3", "--min-dwell", "1",
-            "--window", "1", "--out", str(out)]
+            "--max-new-tokens", "4", "--dtype", "fp32", "--methods", "ead", "--thresholds", "5.3", "--out", str(out)]
     assert cli_main(base) == 0
     manifest = json.loads((out / "run.json").read_text())
     del manifest["benchmark"]  # a run from before GSM8K, with one control matched to its first threshold
@@ -522,7 +527,7 @@ def test_decide_first_points_get_token_level_controls(problems_file, tmp_path):
     control = [r for r in records if r["control_for"] == "first@5.4"]
     assert len(control) == 6 and control[0]["method"] == f"random@p={controls['first@5.4']:.4f},dwell=1"
     assert control[0]["config"]["min_dwell"] == 1
-    ead_control = [r for r in records if r["control_for"] == "ead@5.3"]
+    ead_control = [r for r in records if r["control_for"] == "ead@5.3,window=2,dwell=2"]
     assert ead_control[0]["config"]["min_dwell"] == 2
     report = (out / "report.md").read_text()
     assert f"| first@5.4 | random@p={controls['first@5.4']:.4f},dwell=1 | 6 |" in report
@@ -533,7 +538,7 @@ def test_rollback_points_join_a_run_and_are_compared_with_their_plain_twin(probl
     out = tmp_path / "rollback"
     args = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--batch-size", "3", "--limit", "6",
             "--max-new-tokens", "12", "--dtype", "fp32", "--thresholds", "5.3", "--first-thresholds", "5.4",
-            "--min-dwell", "2", "--window", "2", "--out", str(out), "--continuous"]
+            "--out", str(out), "--continuous"]  # ead@5.3: the paper's rule (window 5, dwell 10)
     assert cli_main([*args, "--methods", "small,large,ead,first"]) == 0
     assert cli_main([*args, "--methods", "first,random", "--rollback", "0.05"]) == 0  # same folder, new keys
     records = read_records(out)

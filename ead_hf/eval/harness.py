@@ -21,45 +21,56 @@ from .truncation import RepetitionLoopStop, finish_reason, is_looping
 __all__ = ["Method", "parse_methods", "random_probability_for_share", "run_method", "EvalSettings", "score", "generate_batch"]
 
 
+_PAPER = EADConfig(threshold=0.0)  # the paper's routing knobs: window 5, dwell 10, one threshold
+
+
 @dataclass(frozen=True)
 class Method:
-    """One configuration to evaluate; `key` names it in records and reports."""
+    """One configuration to evaluate; `key` names it in records and reports, including every routing knob that
+    differs from the paper's rule, so variants of one run folder share its baselines and controls."""
 
     kind: str  # small | large | ead | first | random | speculative
     threshold: float | None = None
     large_probability: float | None = None
     control_for: str | None = None  # random: the key of the EAD run whose measured share it matches
-    min_dwell: int | None = None  # random: the dwell of its control (1 for a decide-first point), else the run's
+    min_dwell: int | None = None  # ead: its dwell; random: its control's dwell (1 for decide-first); None: the paper's
     rollback: float | None = None  # ead / first: EADConfig.rollback (rho)
     check_every: int | None = None  # ead / first: EADConfig.check_every (m)
+    window: int | None = None  # ead: EADConfig.window; None: the paper's
+    threshold_down: float | None = None  # ead: EADConfig.threshold_down (hysteresis)
+
+    @property
+    def dwell(self) -> int:
+        return _PAPER.min_dwell if self.min_dwell is None else self.min_dwell
 
     @property
     def key(self) -> str:
+        dwell = "" if self.dwell == _PAPER.min_dwell else f",dwell={self.dwell}"
         if self.kind in ("ead", "first"):
-            return (f"{self.kind}@{self.threshold:g}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
+            knobs = ""
+            if self.kind == "ead":
+                knobs = ("" if self.window in (None, _PAPER.window) else f",window={self.window}") + dwell + (
+                    "" if self.threshold_down is None else f",down={self.threshold_down:g}")
+            return (f"{self.kind}@{self.threshold:g}{knobs}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
                     + ("" if self.check_every is None else f",check={self.check_every}"))
         if self.kind == "random":
-            dwell = "" if self.min_dwell is None else f",dwell={self.min_dwell}"
             return f"random@p={self.large_probability:.4f}{dwell}"
         return self.kind
 
-    def ead_config(self, window: int, min_dwell: int, seed: int = 0,
-                   threshold_down: float | None = None) -> EADConfig | None:
-        common = dict(window=window, min_dwell=min_dwell)
+    def ead_config(self, seed: int = 0) -> EADConfig | None:
         if self.kind == "small":
-            return EADConfig(threshold=float("inf"), **common)
+            return EADConfig(threshold=float("inf"))
         if self.kind == "large":
-            return EADConfig(threshold=float("-inf"), start="large", **common)
+            return EADConfig(threshold=float("-inf"), start="large")
         if self.kind == "ead":
-            return EADConfig(threshold=self.threshold, threshold_down=threshold_down, rollback=self.rollback,
-                             check_every=self.check_every, **common)
+            return EADConfig(threshold=self.threshold, window=_PAPER.window if self.window is None else self.window, min_dwell=self.dwell,
+                             threshold_down=self.threshold_down, rollback=self.rollback, check_every=self.check_every)
         if self.kind == "first":  # decide before committing: token-level, the small model's entropy at the position
             return EADConfig(threshold=self.threshold, window=1, min_dwell=1, variant="decide_first",
                              rollback=self.rollback, check_every=self.check_every)
         if self.kind == "random":
-            dwell = min_dwell if self.min_dwell is None else self.min_dwell
             return EADConfig(threshold=0.0, policy="random", large_probability=self.large_probability, seed=seed,
-                             **{**common, "min_dwell": dwell})
+                             min_dwell=self.dwell)
         return None
 
 
@@ -68,12 +79,14 @@ KINDS = ("small", "large", "ead", "first", "random", "speculative")
 
 def parse_methods(methods: list[str], thresholds: list[float], random_share: float | None = None,
                   first_thresholds: list[float] = (), rollback: float | None = None,
-                  check_every: int | None = None) -> list[Method]:
+                  check_every: int | None = None, window: int | None = None, min_dwell: int | None = None,
+                  threshold_down: float | None = None) -> list[Method]:
     """The runs to make, in order. `random` becomes one control per EAD (and decide-first) threshold, placed
     right after the run whose measured share it matches (its p is only known then: `large_probability` stays
-    None here; a decide-first point's control routes token by token, dwell 1), or a single control at
-    `random_share` when that is given. `rollback` and `check_every` apply to every EAD and decide-first point (own
-    method keys, so a run folder can hold both)."""
+    None here; it routes with its point's dwell: 1 for decide-first), or a single control at `random_share`
+    when that is given. `rollback` and `check_every` apply to every EAD and decide-first point, `window`,
+    `min_dwell` and `threshold_down` to every EAD point (each named in the method key, so a run folder can
+    hold a point with and without them)."""
     unknown = sorted(set(methods) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(KINDS)}")
@@ -88,12 +101,14 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
     for kind in methods:
         if kind in ("ead", "first"):
             for threshold in (thresholds if kind == "ead" else first_thresholds):
-                plan.append(Method(kind, threshold=threshold, rollback=rollback, check_every=check_every))
+                routing = dict(window=window, min_dwell=min_dwell, threshold_down=threshold_down) if kind == "ead" else {}
+                plan.append(Method(kind, threshold=threshold, rollback=rollback, check_every=check_every, **routing))
                 if "random" in methods and random_share is None:
-                    plan.append(Method("random", control_for=plan[-1].key, min_dwell=1 if kind == "first" else None))
+                    plan.append(Method("random", control_for=plan[-1].key,
+                                       min_dwell=1 if kind == "first" else plan[-1].min_dwell))
         elif kind == "random":
             if random_share is not None:
-                plan.append(Method("random"))
+                plan.append(Method("random", min_dwell=min_dwell))
         else:
             plan.append(Method(kind))
     return plan
@@ -141,12 +156,9 @@ class EvalSettings:
     dtype: str
     max_new_tokens: int = 512
     batch_size: int = 8
-    window: int = 5
-    min_dwell: int = 10
     seed: int = 0
     stop_loops: bool = False  # end rows caught in an exact repetition loop (truncation.RepetitionLoopStop)
     continuous: bool = False  # refill finished rows with the next problem (ead_hf.continuous); batch_size = rows
-    threshold_down: float | None = None  # hysteresis of the 'ead' methods (EADConfig.threshold_down)
 
 
 def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
@@ -230,7 +242,7 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
 
     batch_size = 1 if method.kind == "speculative" else settings.batch_size
     remaining = [p for p in problems if not store.is_done(method.key, p["id"])]
-    config = method.ead_config(settings.window, settings.min_dwell, settings.seed, settings.threshold_down)
+    config = method.ead_config(settings.seed)
     shapes = {"small": ModelShape.of(small), "large": ModelShape.of(large)}
     desc = f"{method.key} (rank {rank})" if world_size > 1 else method.key
     if settings.continuous and config is not None:

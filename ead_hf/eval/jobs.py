@@ -47,6 +47,11 @@ def _random_probability(directory: Path, random_share: float | None, key: str | 
     return probability
 
 
+# Runs before ead_hf 0.3 kept the routing knobs of their 'ead' points in run.json; those with the paper's values
+# read on under today's keys, which name only the knobs that differ from the paper.
+_FOLDER_ROUTING = {"window": 5, "min_dwell": 10, "threshold_down": None}
+
+
 def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, benchmark: str, split: str, limit,
                               data: str, first_threshold: float | None) -> None:
     """A run folder holds one configuration; only --limit may change (a larger one grows the run)."""
@@ -62,7 +67,10 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
             raise ValueError(f"{directory} was run with a schedule removed in ead_hf 0.2; use another --out")
         previous["settings"].setdefault("stop_loops", False)  # runs from before the loop stop let loops run
         previous["settings"].setdefault("continuous", False)  # and ran fixed batches
-        previous["settings"].setdefault("threshold_down", None)  # and had one threshold
+        routing = {k: previous["settings"].pop(k, default) for k, default in _FOLDER_ROUTING.items()}
+        if routing != _FOLDER_ROUTING:  # runs from before the routing knobs were named in the method keys
+            raise ValueError(f"{directory} was run with routing knobs {routing} set for the whole folder, which its "
+                             "method keys do not name; use another --out (knobs now go in each method's key)")
         previous.setdefault("benchmark", "math")  # runs from before GSM8K were MATH runs
         manifest["random_controls"] = previous.get("random_controls", {})
         if "random_large_probability" in previous and first_threshold is not None:
@@ -83,7 +91,8 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
 def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Path, limit: int | None,
              batch_size: int, max_new_tokens: int, dtype: str, benchmark: str = "math", split: str = "test",
              data: Path | None = None, random_share: float | None = None, speculative_limit: int | None = None,
-             window: int = 5, min_dwell: int = 10, seed: int = 0, threshold_down: float | None = None,
+             window: int | None = None, min_dwell: int | None = None, seed: int = 0,
+             threshold_down: float | None = None,
              stop_loops: bool = False,
              continuous: bool = False, first_thresholds: list[float] = (), rollback: float | None = None,
              check_every: int | None = None, chunk: int | None = None, progress: bool = True) -> str | None:
@@ -101,14 +110,14 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
         raise ValueError("--rollback applies to methods 'ead' and 'first'; add one of them to --methods")
     if check_every is not None and rollback is None:
         raise ValueError("--check-every checks tokens by the rollback rule: add --rollback (e.g. 0.1)")
-    plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, check_every)
+    plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, check_every, window, min_dwell,
+                         threshold_down)
     state, rank, world = _distributed()
     dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
     problems = [dict(row) for row in dataset]
     loaded = load_pair(pair, dtype=dtype, progress=progress and rank == 0)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, window=window, min_dwell=min_dwell, seed=seed,
-                            threshold_down=threshold_down, stop_loops=stop_loops, continuous=continuous)
+                            batch_size=batch_size, seed=seed, stop_loops=stop_loops, continuous=continuous)
     out = Path(out)
     store = RecordStore(out, rank, world)
     if rank == 0:
@@ -120,8 +129,7 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
         for method in plan:
             if method.kind == "random":
                 state.wait_for_everyone()  # the EAD records it matches are on disk, from every rank
-                dwell = min_dwell if method.min_dwell is None else method.min_dwell
-                probability = _random_probability(out, random_share, method.control_for, dwell)
+                probability = _random_probability(out, random_share, method.control_for, method.dwell)
                 method = Method("random", large_probability=probability, control_for=method.control_for,
                                 min_dwell=method.min_dwell)
                 store = RecordStore(out, rank, world)
@@ -179,8 +187,7 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
     sample = [dict(r) for r in stratified_subset(dataset, problems, seed)]
     loaded = load_pair(pair, dtype=dtype)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, window=window, min_dwell=min_dwell, seed=seed,
-                            stop_loops=stop_loops, continuous=continuous)
+                            batch_size=batch_size, seed=seed, stop_loops=stop_loops, continuous=continuous)
     records_dir = out.parent / f"{out.stem}.{benchmark}-calibration"
     store = RecordStore(records_dir)
     _check_and_write_manifest(records_dir, loaded, settings, benchmark, "train", problems,
@@ -188,7 +195,8 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
     results: dict[float, tuple[float, float]] = {}
 
     def measure(threshold: float) -> float:
-        method = Method(kind, threshold=threshold, rollback=rollback, check_every=check_every)
+        routing = dict(window=window, min_dwell=min_dwell) if kind == "ead" else {}
+        method = Method(kind, threshold=threshold, rollback=rollback, check_every=check_every, **routing)
         run_method(method, loaded.small, loaded.large, loaded.tokenizer, sample, settings, store, progress=progress)
         ids = {p["id"] for p in sample}
         mine = [r for r in read_records(records_dir) if r["method"] == method.key and r["problem_id"] in ids]

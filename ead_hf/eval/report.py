@@ -52,6 +52,13 @@ class MethodSummary:
     check_every: int | None = None  # EADConfig.check_every of a routed point
     rolled_back: float = 0.0  # tokens taken back per problem (their reads count in large_work)
     contended: float = math.nan  # share of records written while other work shared the CPUs (see busy_share)
+    routing: tuple = (5, 10, None)  # EADConfig (window, min_dwell, threshold_down) of a routed point
+
+    @property
+    def paper_rule(self) -> bool:
+        """The paper's rule exactly: an 'ead' point with window 5, dwell 10, one threshold, no rollback."""
+        return (self.kind == "ead" and self.routing == (5, 10, None) and self.rollback is None
+                and self.check_every is None)
 
 
 # A run's own process keeps about `cpus` threads busy; a 1-minute load average this far above the CPU count means
@@ -115,6 +122,7 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
             control_for=mine[0].get("control_for"), large_work=large_work_share(mine),
             rollback=(mine[0]["config"] or {}).get("rollback"), check_every=(mine[0]["config"] or {}).get("check_every"),
             rolled_back=sum(r.get("rolled_back", 0) for r in mine) / len(mine), contended=busy_share(mine),
+            routing=tuple((mine[0]["config"] or {}).get(k) for k in ("window", "min_dwell", "threshold_down")),
         ))
     order = {"small": 0, "ead": 1, "first": 2, "random": 3, "large": 4, "speculative": 5}
     return sorted(summaries, key=lambda s: (order.get(s.kind, 9), s.threshold or 0.0, s.method))
@@ -151,18 +159,19 @@ def _control_of(ead: MethodSummary, summaries: list[MethodSummary]) -> MethodSum
 
 def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tuple[str, str, PairedComparison]]:
     """Every EAD point (every variant) against its random control, small-only and large-only, and a variant
-    (decide-first, rollback, checks) also against every point of the paper's plain rule and its own point
+    (decide-first, rollback, checks, another window or dwell, hysteresis) also against every point of the paper's
+    plain rule and its own point
     without rollback (and without checks), on the problems both finished."""
     solved: dict[str, dict[str, bool]] = defaultdict(dict)
     for record in records:
         solved[record["method"]].setdefault(record["problem_id"], bool(record["correct"]))
-    plain = [s.method for s in summaries if s.kind == "ead" and s.rollback is None]
+    plain = [s.method for s in summaries if s.paper_rule]
     rows = []
     for ead in (s for s in summaries if s.kind in ROUTED):
         control = _control_of(ead, summaries)
-        variant = ead.kind != "ead" or ead.rollback is not None
+        variant = not ead.paper_rule
         twin = [s.method for s in summaries if ead.rollback is not None and s.method not in plain
-                and (s.kind, s.threshold) == (ead.kind, ead.threshold)  # the same point with fewer of the knobs
+                and (s.kind, s.threshold, s.routing) == (ead.kind, ead.threshold, ead.routing)  # fewer of the knobs
                 and (s.rollback is None or (s.rollback == ead.rollback and s.check_every is None
                                             and ead.check_every is not None))]
         others = ([control.method] if control else []) + (plain + twin if variant else []) + ["small", "large"]
@@ -190,14 +199,18 @@ def pareto_plot(summaries: list[MethodSummary], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for kind, colour, label in (("ead", "tab:blue", "EAD"), ("first", "tab:orange", "EAD, decide first")):
-        points = sorted((s for s in summaries if s.kind == kind), key=lambda s: s.large_share)
+    groups = (([s for s in summaries if s.paper_rule], "o-", "tab:blue", "EAD (paper's rule)"),
+              ([s for s in summaries if s.kind == "first"], "o-", "tab:orange", "EAD, decide first"),
+              ([s for s in summaries if s.kind == "ead" and not s.paper_rule], "o", "tab:cyan", "EAD, other knobs"))
+    for points, style, colour, label in groups:
+        points = sorted(points, key=lambda s: s.large_share)
         if points:
-            axes.plot([s.large_share for s in points], [100 * s.accuracy for s in points], "o-", color=colour,
+            axes.plot([s.large_share for s in points], [100 * s.accuracy for s in points], style, color=colour,
                       label=label)
         for s in points:
-            axes.annotate(f"τ={s.threshold:g}", (s.large_share, 100 * s.accuracy), textcoords="offset points",
-                          xytext=(4, 4), fontsize=8)
+            name = f"τ={s.threshold:g}" if s.paper_rule else s.method
+            axes.annotate(name, (s.large_share, 100 * s.accuracy), textcoords="offset points", xytext=(4, 4),
+                          fontsize=8)
     for s in (s for s in summaries if s.kind == "random" and s.control_for):
         axes.annotate(f"control of {s.control_for}", (s.large_share, 100 * s.accuracy), textcoords="offset points",
                       xytext=(4, -10), fontsize=7, color="tab:red")
