@@ -47,8 +47,8 @@ def _random_probability(directory: Path, random_share: float | None, key: str | 
     return probability
 
 
-# Runs before ead_hf 0.3 kept the routing knobs of their 'ead' points in run.json; those with the paper's values
-# read on under today's keys, which name only the knobs that differ from the paper.
+# Run folders from before the method keys named the routing knobs kept them in run.json; those with the paper's
+# values read on under today's keys, which name only the knobs that differ from the paper's rule.
 _FOLDER_ROUTING = {"window": 5, "min_dwell": 10, "threshold_down": None}
 
 
