@@ -552,6 +552,9 @@ def test_rollback_points_join_a_run_and_are_compared_with_their_plain_twin(probl
     for other in ("first@5.4", "ead@5.3", control[0]["method"], "small", "large"):
         assert f"| first@5.4,rollback=0.05 | {other} | 6 |" in report, other
     assert "| first@5.4 | ead@5.3 | 6 |" in report  # decide-first against the paper's rule
+    assert cli_main([*args, "--methods", "ead", "--window", "2", "--min-dwell", "2"]) == 0  # finer routing joins too
+    report = (out / "report.md").read_text()
+    assert "| ead@5.3,window=2,dwell=2 | ead@5.3 | 6 |" in report and "| ead@5.3 | ead@5.3,window=2" not in report
     assert cli_main([*args, "--methods", "first", "--rollback", "0.05", "--check-every", "3"]) == 0
     checked = [r for r in read_records(out) if r["method"] == "first@5.4,rollback=0.05,check=3"]
     assert len(checked) == 6 and all(r["config"]["check_every"] == 3 for r in checked)
