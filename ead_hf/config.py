@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-__all__ = ["EADConfig", "VARIANTS", "resolve_ead_config"]
+__all__ = ["EADConfig", "PAPER_ROUTING", "VARIANTS", "resolve_ead_config"]
 
 _STARTS = ("small", "large")
 VARIANTS = ("paper", "decide_first")
@@ -170,6 +170,10 @@ class EADConfig:
                         f"EADConfig.{name}: cannot read {data[name]!r} as a number (use e.g. 2.5, 'inf', '-inf')"
                     ) from None
         return cls(**data)
+
+
+# The paper's routing knobs, i.e. EADConfig's defaults; evaluation keys name only the knobs that differ from them.
+PAPER_ROUTING = {name: EADConfig.__dataclass_fields__[name].default for name in ("window", "min_dwell", "threshold_down")}
 
 
 def resolve_ead_config(ead_config: Any) -> EADConfig:

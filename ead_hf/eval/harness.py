@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from transformers import StoppingCriteriaList
 
-from ..config import EADConfig
+from ..config import PAPER_ROUTING, EADConfig
 from ..continuous import continuous_ead
 from ..costs import ModelShape, forward_flops, generation_flops
 from ..generator import EADGenerator
@@ -19,9 +19,6 @@ from .records import RecordStore
 from .truncation import RepetitionLoopStop, finish_reason, is_looping
 
 __all__ = ["Method", "parse_methods", "random_probability_for_share", "run_method", "EvalSettings", "score", "generate_batch"]
-
-
-_PAPER = EADConfig(threshold=0.0)  # the paper's routing knobs: window 5, dwell 10, one threshold
 
 
 @dataclass(frozen=True)
@@ -41,15 +38,19 @@ class Method:
 
     @property
     def dwell(self) -> int:
-        return _PAPER.min_dwell if self.min_dwell is None else self.min_dwell
+        return PAPER_ROUTING["min_dwell"] if self.min_dwell is None else self.min_dwell
+
+    @property
+    def window_size(self) -> int:
+        return PAPER_ROUTING["window"] if self.window is None else self.window
 
     @property
     def key(self) -> str:
-        dwell = "" if self.dwell == _PAPER.min_dwell else f",dwell={self.dwell}"
+        dwell = "" if self.dwell == PAPER_ROUTING["min_dwell"] else f",dwell={self.dwell}"
         if self.kind in ("ead", "first"):
             knobs = ""
             if self.kind == "ead":
-                knobs = ("" if self.window in (None, _PAPER.window) else f",window={self.window}") + dwell + (
+                knobs = ("" if self.window_size == PAPER_ROUTING["window"] else f",window={self.window}") + dwell + (
                     "" if self.threshold_down is None else f",down={self.threshold_down:g}")
             return (f"{self.kind}@{self.threshold:g}{knobs}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
                     + ("" if self.check_every is None else f",check={self.check_every}"))
@@ -63,7 +64,7 @@ class Method:
         if self.kind == "large":
             return EADConfig(threshold=float("-inf"), start="large")
         if self.kind == "ead":
-            return EADConfig(threshold=self.threshold, window=_PAPER.window if self.window is None else self.window, min_dwell=self.dwell,
+            return EADConfig(threshold=self.threshold, window=self.window_size, min_dwell=self.dwell,
                              threshold_down=self.threshold_down, rollback=self.rollback, check_every=self.check_every)
         if self.kind == "first":  # decide before committing: token-level, the small model's entropy at the position
             return EADConfig(threshold=self.threshold, window=1, min_dwell=1, variant="decide_first",

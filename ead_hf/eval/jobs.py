@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..calibration import calibrate_threshold
-from ..config import EADConfig
+from ..config import PAPER_ROUTING, EADConfig
 from ..model_pairs import get_pair, load_pair
 from ..recipes import Recipe, load_recipe
 from .data import default_data_path, get_benchmark, load_problems, stratified_subset
@@ -47,11 +47,6 @@ def _random_probability(directory: Path, random_share: float | None, key: str | 
     return probability
 
 
-# Run folders from before the method keys named the routing knobs kept them in run.json; those with the paper's
-# values read on under today's keys, which name only the knobs that differ from the paper's rule.
-_FOLDER_ROUTING = {"window": 5, "min_dwell": 10, "threshold_down": None}
-
-
 def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, benchmark: str, split: str, limit,
                               data: str, first_threshold: float | None) -> None:
     """A run folder holds one configuration; only --limit may change (a larger one grows the run)."""
@@ -67,8 +62,10 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
             raise ValueError(f"{directory} was run with a schedule removed in ead_hf 0.2; use another --out")
         previous["settings"].setdefault("stop_loops", False)  # runs from before the loop stop let loops run
         previous["settings"].setdefault("continuous", False)  # and ran fixed batches
-        routing = {k: previous["settings"].pop(k, default) for k, default in _FOLDER_ROUTING.items()}
-        if routing != _FOLDER_ROUTING:  # runs from before the routing knobs were named in the method keys
+        # run folders from before the method keys named the routing knobs kept them in run.json; those with the
+        # paper's values read on under today's keys, which name only the knobs that differ from the paper's rule
+        routing = {k: previous["settings"].pop(k, default) for k, default in PAPER_ROUTING.items()}
+        if routing != PAPER_ROUTING:
             raise ValueError(f"{directory} was run with routing knobs {routing} set for the whole folder, which its "
                              "method keys do not name; use another --out (knobs now go in each method's key)")
         previous.setdefault("benchmark", "math")  # runs from before GSM8K were MATH runs

@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import PAPER_ROUTING
 from ..costs import paper_cost
 from .records import read_records
 from .stats import PairedComparison, paired_comparison
@@ -52,12 +53,12 @@ class MethodSummary:
     check_every: int | None = None  # EADConfig.check_every of a routed point
     rolled_back: float = 0.0  # tokens taken back per problem (their reads count in large_work)
     contended: float = math.nan  # share of records written while other work shared the CPUs (see busy_share)
-    routing: tuple = (5, 10, None)  # EADConfig (window, min_dwell, threshold_down) of a routed point
+    routing: tuple = tuple(PAPER_ROUTING.values())  # EADConfig (window, min_dwell, threshold_down) of a routed point
 
     @property
     def paper_rule(self) -> bool:
         """The paper's rule exactly: an 'ead' point with window 5, dwell 10, one threshold, no rollback."""
-        return (self.kind == "ead" and self.routing == (5, 10, None) and self.rollback is None
+        return (self.kind == "ead" and self.routing == tuple(PAPER_ROUTING.values()) and self.rollback is None
                 and self.check_every is None)
 
 
@@ -122,7 +123,7 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
             control_for=mine[0].get("control_for"), large_work=large_work_share(mine),
             rollback=(mine[0]["config"] or {}).get("rollback"), check_every=(mine[0]["config"] or {}).get("check_every"),
             rolled_back=sum(r.get("rolled_back", 0) for r in mine) / len(mine), contended=busy_share(mine),
-            routing=tuple((mine[0]["config"] or {}).get(k) for k in ("window", "min_dwell", "threshold_down")),
+            routing=tuple((mine[0]["config"] or {}).get(k) for k in PAPER_ROUTING),
         ))
     order = {"small": 0, "ead": 1, "first": 2, "random": 3, "large": 4, "speculative": 5}
     return sorted(summaries, key=lambda s: (order.get(s.kind, 9), s.threshold or 0.0, s.method))
