@@ -30,8 +30,9 @@ class EADConfig:
     large model with probability ``large_probability`` (entropy is ignored; ``threshold`` is unused), drawn
     from a generator seeded with ``seed`` so that sampling draws are not disturbed.
 
-    In a batch, each step runs every model some live row needs on the whole batch (rows never wait; the
-    experiments that let rows wait or ran models on row subsets measured slower, see README).
+    In a `generate()` batch, each step runs every model some live row needs on the whole batch (rows never wait;
+    letting rows wait or running models on row subsets measured slower there, see docs/performance.md); the
+    evaluation's continuous batching (`ead_hf.continuous`) runs each model on the rows that chose it.
 
     ``threshold_down`` (hysteresis, not in the paper): a row on the large model moves back to the small one
     only once the mean drops below ``threshold_down`` (<= ``threshold``), so a stretch that is still fairly

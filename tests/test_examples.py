@@ -15,6 +15,7 @@ SHOWS = {
     "pipeline.py": "records with model_choices: 2",
     "quickstart.py": "legend:",
     "sampling_stream.py": "same sample from the same seed: True",
+    "variants.py": "exactly the positions where the small model's entropy >=",
 }
 
 
