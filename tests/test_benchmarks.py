@@ -168,6 +168,24 @@ def test_paired_comparison():
     with pytest.raises(ValueError, match="same problems"):
         paired_comparison(a, b[:-1])
     assert math.isclose(c.p_value, mcnemar_exact(5, 1))
+    assert c.ratio == pytest.approx(35 / 31) and c.ratio_low < 35 / 31 < c.ratio_high
+    assert (same.ratio, same.ratio_low, same.ratio_high) == (1.0, 1.0, 1.0)
+    assert math.isnan(paired_comparison(a, [False] * 100).ratio)  # b solved nothing: no ratio
+
+
+def test_accuracy_ratio_interval_matches_the_delta_method():
+    """With many problems the bootstrap interval of accuracy(a) / accuracy(b) approaches the delta method's
+    R +- 1.96 sd(a - R b) / (sqrt(n) mean(b)) for paired 0/1 outcomes (an independent formula)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    b = rng.random(3000) < 0.45
+    a = np.where(rng.random(3000) < 0.85, b, rng.random(3000) < 0.3)  # a mostly agrees with b, keeps ~0.9 of it
+    c = paired_comparison(a.tolist(), b.tolist(), resamples=4000)
+    ratio = a.mean() / b.mean()
+    half = 1.96 * np.std(a - ratio * b) / (np.sqrt(len(a)) * b.mean())
+    assert c.ratio == pytest.approx(ratio)
+    assert c.ratio_low == pytest.approx(ratio - half, abs=0.01) and c.ratio_high == pytest.approx(ratio + half, abs=0.01)
 
 
 # --- loop stop ----------------------------------------------------------------------------------------------

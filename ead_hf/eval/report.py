@@ -185,11 +185,13 @@ def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tup
 
 
 def paired_table(rows: list[tuple[str, str, PairedComparison]]) -> str:
-    lines = ["| EAD point | against | N | difference (points) [95% CI] | EAD wins / losses | McNemar p |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| EAD point | against | N | difference (points) [95% CI] | accuracy ratio [95% CI] | EAD wins / losses | "
+             "McNemar p |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for method, other, c in rows:
+        ratio = "n/a" if math.isnan(c.ratio) else f"{c.ratio:.2f} [{c.ratio_low:.2f}, {c.ratio_high:.2f}]"
         lines.append(f"| {method} | {other} | {c.n} | {100 * c.difference:+.1f} [{100 * c.ci_low:+.1f}, "
-                     f"{100 * c.ci_high:+.1f}] | {c.wins} / {c.losses} | {c.p_value:.3g} |")
+                     f"{100 * c.ci_high:+.1f}] | {ratio} | {c.wins} / {c.losses} | {c.p_value:.3g} |")
     return "\n".join(lines) + "\n"
 
 
@@ -254,7 +256,8 @@ def write_report(directory: Path, small_parameters: int, large_parameters: int, 
     paired = paired_rows(records, summaries)
     if paired:
         table += ("\nPaired on the same problems (difference = EAD accuracy minus the other's; seeded bootstrap over "
-                  "problems, 10,000 resamples; exact McNemar test on the discordant problems):\n\n"
+                  "problems, 10,000 resamples; accuracy ratio = EAD accuracy over the other's, against large-only the "
+                  "retention, its CI from the same resamples; exact McNemar test on the discordant problems):\n\n"
                   + paired_table(paired))
     (directory / f"{stem}.md").write_text(f"# {title}\n\n{table}", encoding="utf-8")
     pareto_plot(summaries, directory / ("pareto.png" if stem == "report" else f"pareto.{stem}.png"), title)

@@ -1,5 +1,6 @@
-"""Paired comparisons of two methods on the same problems: accuracy difference with a seeded bootstrap 95% CI
-over problems, and the exact McNemar test on the discordant pairs."""
+"""Paired comparisons of two methods on the same problems: accuracy difference and accuracy ratio (against
+large-only: the retention the paper reports) with seeded bootstrap 95% CIs over problems, and the exact McNemar
+test on the discordant pairs."""
 
 from __future__ import annotations
 
@@ -27,19 +28,31 @@ class PairedComparison:
     wins: int  # a right, b wrong
     losses: int  # a wrong, b right
     p_value: float  # exact McNemar
+    ratio: float = math.nan  # accuracy(a) / accuracy(b); NaN when b solved nothing
+    ratio_low: float = math.nan
+    ratio_high: float = math.nan
 
 
 def paired_comparison(a: list[bool], b: list[bool], *, resamples: int = 10_000, seed: int = 0) -> PairedComparison:
-    """`a[i]`, `b[i]`: whether each method solved problem i. Percentile bootstrap over problems (seeded)."""
+    """`a[i]`, `b[i]`: whether each method solved problem i. Percentile bootstrap over problems (seeded); the
+    ratio's interval uses the same resamples (those where b solved nothing are left out of it)."""
     import numpy as np
 
     if len(a) != len(b):
         raise ValueError(f"a and b must score the same problems, got {len(a)} and {len(b)} items")
     if not a:
         raise ValueError("no problems to compare")
-    delta = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    delta = a - b
     draws = np.random.default_rng(seed).integers(0, len(delta), size=(resamples, len(delta)))
     low, high = np.percentile(delta[draws].mean(axis=1), [2.5, 97.5])
     wins, losses = int((delta > 0).sum()), int((delta < 0).sum())
+    ratio = ratio_low = ratio_high = math.nan
+    if b.sum() > 0:
+        solved_a, solved_b = a[draws].sum(axis=1), b[draws].sum(axis=1)
+        kept = solved_b > 0
+        ratio = float(a.sum() / b.sum())
+        ratio_low, ratio_high = (float(x) for x in np.percentile(solved_a[kept] / solved_b[kept], [2.5, 97.5]))
     return PairedComparison(n=len(delta), difference=float(delta.mean()), ci_low=float(low), ci_high=float(high),
-                            wins=wins, losses=losses, p_value=mcnemar_exact(wins, losses))
+                            wins=wins, losses=losses, p_value=mcnemar_exact(wins, losses), ratio=ratio,
+                            ratio_low=ratio_low, ratio_high=ratio_high)
