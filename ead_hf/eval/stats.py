@@ -45,11 +45,11 @@ def paired_comparison(a: list[bool], b: list[bool], *, resamples: int = 10_000, 
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     delta = a - b
     draws = np.random.default_rng(seed).integers(0, len(delta), size=(resamples, len(delta)))
-    low, high = np.percentile(delta[draws].mean(axis=1), [2.5, 97.5])
+    solved_a, solved_b = a[draws].sum(axis=1), b[draws].sum(axis=1)  # per resample; integer sums, exact
+    low, high = np.percentile((solved_a - solved_b) / len(delta), [2.5, 97.5])
     wins, losses = int((delta > 0).sum()), int((delta < 0).sum())
     ratio = ratio_low = ratio_high = math.nan
     if b.sum() > 0:
-        solved_a, solved_b = a[draws].sum(axis=1), b[draws].sum(axis=1)
         kept = solved_b > 0
         ratio = float(a.sum() / b.sum())
         ratio_low, ratio_high = (float(x) for x in np.percentile(solved_a[kept] / solved_b[kept], [2.5, 97.5]))
