@@ -81,8 +81,14 @@ class FinishedRow:
 
 def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADConfig, prompts: list[list[int]], *,
                    max_new_tokens: int, batch_size: int, eos_token_ids: list[int], pad_token_id: int = 0,
-                   stop_loops: bool = False) -> Iterator[FinishedRow]:
-    """Yield each prompt's `FinishedRow` as soon as it ends (not in input order)."""
+                   stop_loops: bool = False, read_ahead: bool | None = None) -> Iterator[FinishedRow]:
+    """Yield each prompt's `FinishedRow` as soon as it ends (not in input order).
+
+    `read_ahead`: whenever the large model runs, it also reads every other live row's new tokens (`RowRunner.read`'s
+    `ahead`), so that a row it writes for next needs no catch-up of its own. Same tokens and the same catch-up
+    counts (those of reading a row only when needed); fewer forwards and less padding when the large model's
+    positions are scattered over all rows a few tokens apart, as under decide-first. None: on for decide-first
+    without rollback or checks (those judge the tokens a catch-up reads, so they need the catch-ups)."""
     check_pair(large, small)
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be >= 1")
@@ -132,6 +138,12 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         place(row)
     active = [LARGE if config.starts_large else SMALL] * rows
     decide_first = config.variant == "decide_first"
+    checks_catchups = config.rollback is not None or config.check_every is not None
+    if read_ahead is None:
+        read_ahead = decide_first and not checks_catchups
+    elif read_ahead and checks_catchups:
+        raise ValueError("read_ahead=True would read the tokens that rollback/check_every judge on a catch-up "
+                         "before any catch-up; use read_ahead=False or None with EADConfig.rollback or check_every")
 
     def put(logits: torch.Tensor, members: list[int], read_logits: torch.Tensor) -> None:
         """Rows `members` of the step's logits: float32, over the shared vocabulary."""
@@ -154,7 +166,8 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         if not members:
             return
         if config.rollback is None:
-            put(logits, members, runners[LARGE].read(grid, mask, positions, members))
+            ahead = [row for row in range(rows) if read_ahead and problem[row] is not None and row not in members]
+            put(logits, members, runners[LARGE].read(grid, mask, positions, members, ahead=ahead))
             return
         before = [runners[LARGE].seen[row] for row in members]
         last, history = runners[LARGE].read(grid, mask, positions, members, history=True)

@@ -117,6 +117,7 @@ class RowRunner(_Runner):
         self.seen = [0] * batch_size  # grid columns each row has read
         self.generation_start = [prompt_length] * batch_size  # grid column of each row's first generated token
         self.row_catchup = [0] * batch_size
+        self.read_ahead = [0] * batch_size  # generated columns read for a row that has not used the logits yet
         # per row, each forward it was in: (slots cached, columns read, positions whose logits were kept)
         self.row_forwards: list[list[tuple[int, int, int]]] = [[] for _ in range(batch_size)]
 
@@ -132,7 +133,7 @@ class RowRunner(_Runner):
         """Start `row` afresh on a new prompt at grid columns prompt_start..generation_start-1: its slots are
         masked and its counts cleared; its next read is the prompt's prefill."""
         self.seen[row], self.filled[row], self.generation_start[row] = prompt_start, 0, generation_start
-        self.row_catchup[row], self.row_forwards[row] = 0, []
+        self.row_catchup[row], self.read_ahead[row], self.row_forwards[row] = 0, 0, []
         if self.mask is not None:
             self.mask[row] = 0
             if max(self.filled) > 2 * int(self.mask.sum(dim=1).max()) + _SLACK:
@@ -164,16 +165,23 @@ class RowRunner(_Runner):
             self.mask[row] &= self.slot_column[row] < column
 
     def read(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
-             rows: list[int] | None = None, history: bool = False):
+             rows: list[int] | None = None, history: bool = False, ahead: list[int] = ()):
         """Logits (len(rows), vocab), in `rows` order, after each row read every column it had not. With
         `history`, also a list (in `rows` order) of each row's logits at every column it just read
-        (columns seen..end-1 of that row, in order; the last is that row's row of the first result)."""
+        (columns seen..end-1 of that row, in order; the last is that row's row of the first result).
+
+        `ahead`: more rows read in the same forwards whose logits are not wanted now (keeping the model's cache
+        current costs fewer forwards than catching each row up when it is next needed). What a row read ahead
+        counts as catch-up when its logits are next used, and not at all if they never are: the counts stay
+        those of the loop that reads a row only when it needs it."""
         rows = list(range(grid.shape[0])) if rows is None else list(rows)
+        wanted = set(rows)
         end = grid.shape[1]
         read = {}
-        for group in _group_by_width({row: end - self.seen[row] for row in rows}, self.forward_overhead):
+        widths = {row: end - self.seen[row] for row in [*rows, *ahead] if row in wanted or end > self.seen[row]}
+        for group in _group_by_width(widths, self.forward_overhead):
             seen = [self.seen[row] for row in group]
-            logits = self._read_rows(grid, attention_mask, positions, group, every_position=history)
+            logits = self._read_rows(grid, attention_mask, positions, group, wanted, every_position=history)
             if history:  # the forward read from its earliest row's column; each row keeps its own columns on
                 read.update((row, logits[i, start - min(seen):]) for i, (row, start) in enumerate(zip(group, seen)))
             else:
@@ -182,7 +190,7 @@ class RowRunner(_Runner):
         return (last, [read[row] for row in rows]) if history else last
 
     def _read_rows(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
-                   rows: list[int], every_position: bool = False) -> torch.Tensor:
+                   rows: list[int], wanted: set[int], every_position: bool = False) -> torch.Tensor:
         """ONE forward of `rows` over the grid columns from the earliest one they have not read."""
         end = grid.shape[1]
         start = min(self.seen[row] for row in rows)
@@ -209,7 +217,12 @@ class RowRunner(_Runner):
         self.forward_log.append((cached, width, len(rows)))
         self._store(cache, new_mask, index, cached, start, end)
         for row in rows:
-            self.row_catchup[row] += max(0, end - 1 - max(self.seen[row], self.generation_start[row]))
+            generated = max(0, end - max(self.seen[row], self.generation_start[row]))  # generated columns read
+            if row in wanted:
+                self.row_catchup[row] += self.read_ahead[row] + max(0, generated - 1)
+                self.read_ahead[row] = 0
+            else:
+                self.read_ahead[row] += generated
             self.row_forwards[row].append((cached, width, width if every_position else 1))
             self.seen[row], self.filled[row] = end, cached + width
         return logits

@@ -85,11 +85,35 @@ def test_decide_first_equals_its_reference(qwen_pair, tokenizer, threshold):
                                        eos_token_ids=(2,))
         assert row.tokens == alone.tokens and row.choices == alone.choices, PROMPTS[row.index]
         large_tokens += sum(row.choices)
-        # the small model reads every position (it proposes each one); the large one only when called
+        # the small model reads every position (it proposes each one) and never catches up
         assert len(row.forwards["small"]) == len(row.tokens) and row.catchup["small"] == 0
-        assert len(row.forwards["large"]) == sum(row.choices)
+        # the large model reads ahead; its catch-up counts are still those of the batch-1 loop, which reads a row
+        # only where it writes
+        stats = _catchup(small, large, config, prompts[row.index], 14)
+        assert (row.catchup["small"], row.catchup["large"]) == (stats["small_catchup_tokens"], stats["large_catchup_tokens"])
     total = sum(len(f.tokens) for f in finished)
     assert 0 < large_tokens < total, "the threshold should send some positions to the large model"
+
+
+def test_read_ahead_changes_only_the_schedule(qwen_pair, tokenizer):
+    """Decide-first with and without the large model reading every live row whenever it runs: the same tokens,
+    choices and catch-up counts (those of the batch-1 loop, checked in the test above): only the schedule differs."""
+    small, large = qwen_pair
+    config = EADConfig(threshold=5.3, window=1, min_dwell=1, variant="decide_first")
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    runs = {}
+    for read_ahead in (False, True):
+        rows = list(continuous_ead(small, large, config, prompts, max_new_tokens=14, batch_size=4, eos_token_ids=[2],
+                                   read_ahead=read_ahead))
+        runs[read_ahead] = {row.index: (row.tokens, row.choices, row.catchup) for row in rows}
+        if not read_ahead:  # without it the large model reads a row only where it writes
+            assert all(len(row.forwards["large"]) == sum(row.choices) for row in rows)
+    assert runs[False] == runs[True]
+    assert any(catchup["large"] > 0 for _, _, catchup in runs[True].values())
+    with pytest.raises(ValueError, match="read_ahead=True .* rollback"):
+        list(continuous_ead(small, large, EADConfig(threshold=5.3, window=1, min_dwell=1, variant="decide_first",
+                                                    rollback=0.1), prompts, max_new_tokens=4, batch_size=2,
+                            eos_token_ids=[2], read_ahead=True))
 
 
 @pytest.mark.parametrize("variant,threshold,rollback,every", [
