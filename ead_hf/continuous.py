@@ -166,7 +166,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         if not members:
             return
         if config.rollback is None:
-            ahead = [row for row in range(rows) if read_ahead and problem[row] is not None and row not in members]
+            ahead = [row for row in range(rows) if problem[row] is not None and row not in members] if read_ahead else []
             put(logits, members, runners[LARGE].read(grid, mask, positions, members, ahead=ahead))
             return
         before = [runners[LARGE].seen[row] for row in members]

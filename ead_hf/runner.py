@@ -117,7 +117,7 @@ class RowRunner(_Runner):
         self.seen = [0] * batch_size  # grid columns each row has read
         self.generation_start = [prompt_length] * batch_size  # grid column of each row's first generated token
         self.row_catchup = [0] * batch_size
-        self.read_ahead = [0] * batch_size  # generated columns read for a row that has not used the logits yet
+        self.pending_catchup = [0] * batch_size  # generated columns read ahead: catch-up once the row's logits are used
         # per row, each forward it was in: (slots cached, columns read, positions whose logits were kept)
         self.row_forwards: list[list[tuple[int, int, int]]] = [[] for _ in range(batch_size)]
 
@@ -133,7 +133,7 @@ class RowRunner(_Runner):
         """Start `row` afresh on a new prompt at grid columns prompt_start..generation_start-1: its slots are
         masked and its counts cleared; its next read is the prompt's prefill."""
         self.seen[row], self.filled[row], self.generation_start[row] = prompt_start, 0, generation_start
-        self.row_catchup[row], self.read_ahead[row], self.row_forwards[row] = 0, 0, []
+        self.row_catchup[row], self.pending_catchup[row], self.row_forwards[row] = 0, 0, []
         if self.mask is not None:
             self.mask[row] = 0
             if max(self.filled) > 2 * int(self.mask.sum(dim=1).max()) + _SLACK:
@@ -219,10 +219,10 @@ class RowRunner(_Runner):
         for row in rows:
             generated = max(0, end - max(self.seen[row], self.generation_start[row]))  # generated columns read
             if row in wanted:
-                self.row_catchup[row] += self.read_ahead[row] + max(0, generated - 1)
-                self.read_ahead[row] = 0
+                self.row_catchup[row] += self.pending_catchup[row] + max(0, generated - 1)
+                self.pending_catchup[row] = 0
             else:
-                self.read_ahead[row] += generated
+                self.pending_catchup[row] += generated
             self.row_forwards[row].append((cached, width, width if every_position else 1))
             self.seen[row], self.filled[row] = end, cached + width
         return logits

@@ -9,6 +9,7 @@ on), so the time ratio is measured in one run:
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def main() -> None:
     prompts = [pair.tokenizer(text)["input_ids"] for text in texts]
     config = EADConfig(threshold=args.threshold, window=1, min_dwell=1, variant="decide_first")
     lines = [f"# Decide-first at τ = {args.threshold}: read-ahead vs catch-up when needed", "",
-             f"`{' '.join(['python', 'evaluation/read_ahead_ab.py', *os.sys.argv[1:]])}`", "",
+             f"`{' '.join(['python', 'evaluation/read_ahead_ab.py', *sys.argv[1:]])}`", "",
              "| round | read_ahead | wall s | tokens | large share | large catch-up (algorithm's count) | "
              "columns the large model read (schedule) | 1-min load |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     walls: dict[bool, list[float]] = {False: [], True: []}
