@@ -84,11 +84,12 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
                    stop_loops: bool = False, read_ahead: bool | None = None) -> Iterator[FinishedRow]:
     """Yield each prompt's `FinishedRow` as soon as it ends (not in input order).
 
-    `read_ahead`: whenever the large model runs, it also reads every other live row's new tokens (`RowRunner.read`'s
-    `ahead`), so that a row it writes for next needs no catch-up of its own. Same tokens and the same catch-up
-    counts (those of reading a row only when needed); fewer forwards and less padding when the large model's
-    positions are scattered over all rows a few tokens apart, as under decide-first. None: on for decide-first
-    without rollback or checks (those judge the tokens a catch-up reads, so they need the catch-ups)."""
+    `read_ahead`: whenever a model runs, it also reads every other live row's new tokens (`RowRunner.read`'s
+    `ahead`), so that a row it writes for next needs no catch-up of its own: one forward per model and step. Same
+    tokens and the same catch-up counts (those of reading a row only when needed); fewer forwards and less
+    padding when the large model's positions are scattered over all rows a few tokens apart, as under
+    decide-first (where the small model reads every row anyway). None: on for decide-first without rollback or
+    checks (those judge the tokens a catch-up reads, so they need the catch-ups); off for the paper's rule."""
     check_pair(large, small)
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be >= 1")
@@ -150,9 +151,13 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         logits.index_copy_(0, torch.tensor(members, device=device),
                            read_logits.to(device=device, dtype=torch.float32)[:, :vocab])
 
+    def others(members: list[int]) -> list[int]:
+        """The live rows a model reads ahead while it reads `members` (none without `read_ahead`)."""
+        return [row for row in range(rows) if problem[row] is not None and row not in members] if read_ahead else []
+
     def read_small(logits: torch.Tensor, members: list[int]) -> None:
         if members:
-            put(logits, members, runners[SMALL].read(grid, mask, positions, members))
+            put(logits, members, runners[SMALL].read(grid, mask, positions, members, ahead=others(members)))
 
     def read_large(logits: torch.Tensor, writers: list[int], chosen: torch.Tensor) -> None:
         """The large model reads the rows it writes for, and (`check_every`) rows it only checks. Under rollback,
@@ -166,8 +171,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         if not members:
             return
         if config.rollback is None:
-            ahead = [row for row in range(rows) if problem[row] is not None and row not in members] if read_ahead else []
-            put(logits, members, runners[LARGE].read(grid, mask, positions, members, ahead=ahead))
+            put(logits, members, runners[LARGE].read(grid, mask, positions, members, ahead=others(members)))
             return
         before = [runners[LARGE].seen[row] for row in members]
         last, history = runners[LARGE].read(grid, mask, positions, members, history=True)

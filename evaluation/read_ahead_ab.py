@@ -1,10 +1,12 @@
-"""Decide-first under continuous batching with and without the large model reading ahead: time, reads, tokens.
+"""EAD under continuous batching with and without the models reading ahead: time, reads, tokens.
 
 One process, the two schedules interleaved for `--rounds` rounds on the same GSM8K test prompts (greedy, loop stop
 on), so the time ratio is measured in one run:
 
     python evaluation/read_ahead_ab.py --problems 40 --rows 32 --max-new-tokens 96 --rounds 2 \
         --out evaluation/results/qwen2.5-coder-0.5b-1.5b/read_ahead_ab.md
+
+`--rule first` is decide-first (window 1, dwell 1), `--rule paper` the paper's rule (window 5, dwell 10).
 """
 
 import argparse
@@ -36,6 +38,7 @@ def run(pair, prompts, config, rows, max_new_tokens, read_ahead) -> tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", default=DEFAULT_PAIR)
+    parser.add_argument("--rule", choices=["first", "paper"], default="first")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--problems", type=int, default=40)
     parser.add_argument("--rows", type=int, default=32)
@@ -48,8 +51,11 @@ def main() -> None:
     problems = load_problems(default_data_path("test", "gsm8k"), "gsm8k")
     texts = build_prompts(pair.tokenizer, [problems[i]["problem"] for i in range(args.problems)])
     prompts = [pair.tokenizer(text)["input_ids"] for text in texts]
-    config = EADConfig(threshold=args.threshold, window=1, min_dwell=1, variant="decide_first")
-    lines = [f"# Decide-first at τ = {args.threshold}: read-ahead vs catch-up when needed", "",
+    if args.rule == "first":
+        config, name = EADConfig(threshold=args.threshold, window=1, min_dwell=1, variant="decide_first"), "Decide-first"
+    else:
+        config, name = EADConfig(threshold=args.threshold), "The paper's rule"
+    lines = [f"# {name} at τ = {args.threshold}: read-ahead vs catch-up when needed", "",
              f"`{' '.join(['python', 'evaluation/read_ahead_ab.py', *sys.argv[1:]])}`", "",
              "| round | read_ahead | wall s | tokens | large share | large catch-up (algorithm's count) | "
              "columns the large model read (schedule) | 1-min load |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]

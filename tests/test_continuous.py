@@ -95,21 +95,29 @@ def test_decide_first_equals_its_reference(qwen_pair, tokenizer, threshold):
     assert 0 < large_tokens < total, "the threshold should send some positions to the large model"
 
 
-def test_read_ahead_changes_only_the_schedule(qwen_pair, tokenizer):
-    """Decide-first with and without the large model reading every live row whenever it runs: the same tokens,
-    choices and catch-up counts (those of the batch-1 loop, checked in the test above): only the schedule differs."""
+@pytest.mark.parametrize("config", [
+    EADConfig(threshold=5.3, window=1, min_dwell=1, variant="decide_first"),
+    EADConfig(threshold=5.3, window=2, min_dwell=2),
+    EADConfig(threshold=0.0, min_dwell=1, policy="random", large_probability=0.4, seed=3)], ids=["first", "paper", "random"])
+def test_read_ahead_changes_only_the_schedule(qwen_pair, tokenizer, config):
+    """With and without each model reading every live row whenever it runs: the same tokens, choices and catch-up
+    counts (those of the batch-1 loop, checked above for decide-first and against the reference for the others):
+    only the schedule differs."""
     small, large = qwen_pair
-    config = EADConfig(threshold=5.3, window=1, min_dwell=1, variant="decide_first")
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    runs = {}
+    runs, reads = {}, {}
     for read_ahead in (False, True):
         rows = list(continuous_ead(small, large, config, prompts, max_new_tokens=14, batch_size=4, eos_token_ids=[2],
                                    read_ahead=read_ahead))
         runs[read_ahead] = {row.index: (row.tokens, row.choices, row.catchup) for row in rows}
-        if not read_ahead:  # without it the large model reads a row only where it writes
+        reads[read_ahead] = {name: sum(len(row.forwards[name]) for row in rows) for name in ("small", "large")}
+        if not read_ahead and config.variant == "decide_first":  # the large model reads a row only where it writes
             assert all(len(row.forwards["large"]) == sum(row.choices) for row in rows)
     assert runs[False] == runs[True]
-    assert any(catchup["large"] > 0 for _, _, catchup in runs[True].values())
+    catching_up = ("large",) if config.variant == "decide_first" else ("small", "large")  # decide-first's small
+    for name in catching_up:  # model reads every row each step; otherwise both models catch up and read ahead
+        assert any(catchup[name] > 0 for _, _, catchup in runs[True].values())
+        assert reads[True][name] > reads[False][name], f"the {name} model should read rows ahead"
     with pytest.raises(ValueError, match="read_ahead=True .* rollback"):
         list(continuous_ead(small, large, EADConfig(threshold=5.3, window=1, min_dwell=1, variant="decide_first",
                                                     rollback=0.1), prompts, max_new_tokens=4, batch_size=2,
