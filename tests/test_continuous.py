@@ -101,8 +101,8 @@ def test_decide_first_equals_its_reference(qwen_pair, tokenizer, threshold):
     EADConfig(threshold=0.0, min_dwell=1, policy="random", large_probability=0.4, seed=3)], ids=["first", "paper", "random"])
 def test_read_ahead_changes_only_the_schedule(qwen_pair, tokenizer, config):
     """With and without each model reading every live row whenever it runs: the same tokens, choices and catch-up
-    counts (those of the batch-1 loop, checked above for decide-first and against the reference for the others):
-    only the schedule differs."""
+    counts (without it, those of the batch-1 loop: checked above for the paper's rule and decide-first): only the
+    schedule differs."""
     small, large = qwen_pair
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     runs, reads = {}, {}
@@ -118,6 +118,11 @@ def test_read_ahead_changes_only_the_schedule(qwen_pair, tokenizer, config):
     for name in catching_up:  # model reads every row each step; otherwise both models catch up and read ahead
         assert any(catchup[name] > 0 for _, _, catchup in runs[True].values())
         assert reads[True][name] > reads[False][name], f"the {name} model should read rows ahead"
+
+
+def test_read_ahead_refuses_rollback(qwen_pair, tokenizer):
+    small, large = qwen_pair
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     with pytest.raises(ValueError, match="read_ahead=True .* rollback"):
         list(continuous_ead(small, large, EADConfig(threshold=5.3, window=1, min_dwell=1, variant="decide_first",
                                                     rollback=0.1), prompts, max_new_tokens=4, batch_size=2,
