@@ -66,10 +66,14 @@ def _build_parser() -> argparse.ArgumentParser:
                                        "resumable (rerun the same command)")
         run.add_argument("--pair", default=DEFAULT_PAIR)
         run.add_argument("--methods", default="small,large,ead,random",
-                         help="comma-separated: small, large, ead, first (decide-first EAD), random, speculative")
+                         help="comma-separated: small, large, ead, first (decide-first EAD), opening (the large model "
+                         "writes the first --opening-tokens, the small one the rest), random, speculative")
         run.add_argument("--thresholds", default="", help="comma-separated EAD thresholds in bits")
         run.add_argument("--first-thresholds", default="",
                          help="comma-separated thresholds (bits) of method 'first': EADConfig(variant='decide_first')")
+        run.add_argument("--opening-tokens", default="",
+                         help="comma-separated lengths of method 'opening': EADConfig(threshold=inf, start='large', "
+                         "min_dwell=K, window=1)")
         run.add_argument("--recipe", help="add the recipe's threshold to --thresholds (first)")
         run.add_argument("--limit", type=int, default=None,
                          help="seeded subset size (stratified by level x subject where the benchmark has them)")
@@ -164,11 +168,11 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _floats(text: str, name: str) -> list[float]:
+def _numbers(text: str, name: str, kind: type = float) -> list:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        return [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
+        raise ValueError(f"{name} must be comma-separated {'whole ' if kind is int else ''}numbers, got {text!r}") from None
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -182,8 +186,8 @@ def _eval(args: argparse.Namespace) -> int:
 
         print(write_budget(args.directory, args.method, args.max_cut, args.step), end="")
         return 0
-    thresholds = _floats(args.thresholds, "--thresholds")
-    first_thresholds = _floats(args.first_thresholds, "--first-thresholds")
+    thresholds = _numbers(args.thresholds, "--thresholds")
+    first_thresholds = _numbers(args.first_thresholds, "--first-thresholds")
     if args.recipe:  # the recipe's threshold for this benchmark, for its rule's method (ead or first)
         from .recipes import load_recipe
 
@@ -204,7 +208,8 @@ def _eval(args: argparse.Namespace) -> int:
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
         threshold_down=args.threshold_down, stop_loops=args.stop_loops, continuous=args.continuous,
-        first_thresholds=first_thresholds, rollback=args.rollback, check_every=args.check_every, chunk=args.chunk)
+        first_thresholds=first_thresholds, rollback=args.rollback, check_every=args.check_every, chunk=args.chunk,
+        opening_tokens=_numbers(args.opening_tokens, "--opening-tokens", int))
     if table:
         print(table, end="")
     return 0

@@ -583,3 +583,44 @@ def test_report_after_the_first_k_problems(problems_file, tmp_path):
     accuracy = 100 * sum(r["correct"] for r in large) / 2
     assert f"| large |  | 2 | {accuracy:.1f}% [" in after
     assert cli_main(["eval", "report", str(out), "--skip", "-1"]) == 2
+
+
+@pytest.mark.parametrize("lever", [[], ["--continuous"]])
+def test_opening_points_are_the_large_models_first_tokens_then_the_small_models(problems_file, tmp_path, lever):
+    """Method 'opening': checked against plain `generate` of each model in turn (the large model writes K
+    tokens from the prompt, the small one continues from prompt + those), and paired with the other points."""
+    from ead_hf.eval.data import build_prompts
+    from ead_hf.model_pairs import load_pair
+
+    out, k, budget = tmp_path / "opening", 4, 12
+    assert cli_main(["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--limit", "5",
+                     "--batch-size", "3", "--max-new-tokens", str(budget), "--dtype", "fp32", "--methods",
+                     "small,large,ead,first,opening", "--thresholds", "5.3", "--first-thresholds", "5.4",
+                     "--opening-tokens", str(k), "--out", str(out), *lever]) == 0
+    loaded = load_pair("tiny-random", dtype="fp32", progress=False)
+    problems = {p["id"]: p for p in load_problems(problems_file, "math")}
+    records = [r for r in read_records(out) if r["method"] == f"opening@{k}"]
+    assert len(records) == 5
+    greedy = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    for record in records:
+        prompt = loaded.tokenizer(build_prompts(loaded.tokenizer, [problems[record["problem_id"]]["problem"]]),
+                                  return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            opened = loaded.large.generate(prompt, max_new_tokens=k, **greedy)
+            full = loaded.small.generate(opened, max_new_tokens=budget - k, **greedy)
+        assert record["completion"] == loaded.tokenizer.decode(full[0, prompt.shape[1]:], skip_special_tokens=True)
+        assert (record["large_tokens"], record["small_tokens"]) == (k, budget - k)
+        assert record["routing"] == [[1, k], [0, budget - k]] and record["large_catchup_tokens"] == 0
+    report = (out / "report.md").read_text()
+    for other in ("ead@5.3", "first@5.4", "small", "large"):
+        assert f"| opening@{k} | {other} | 5 |" in report, other
+
+
+def test_opening_needs_its_lengths(problems_file, tmp_path):
+    from ead_hf.eval.harness import parse_methods
+
+    with pytest.raises(ValueError, match="--opening-tokens"):
+        parse_methods(["opening"], [])
+    with pytest.raises(ValueError, match="whole numbers >= 1"):
+        parse_methods(["opening"], [], opening_tokens=[0])
+    assert cli_main(_eval_args(tmp_path / "o", problems_file, "--methods", "opening", "--opening-tokens", "2.5")) == 2

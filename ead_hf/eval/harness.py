@@ -26,11 +26,12 @@ class Method:
     """One configuration to evaluate; `key` names it in records and reports, including every routing knob that
     differs from the paper's rule, so variants of one run folder share its baselines and controls."""
 
-    kind: str  # small | large | ead | first | random | speculative
+    kind: str  # small | large | ead | first | opening | random | speculative
     threshold: float | None = None
     large_probability: float | None = None
     control_for: str | None = None  # random: the key of the EAD run whose measured share it matches
-    min_dwell: int | None = None  # ead: its dwell; random: its control's dwell (1 for decide-first); None: the paper's
+    min_dwell: int | None = None  # ead: its dwell; random: its control's dwell (1 for decide-first); opening: its
+    # length (the large model's dwell before it hands over for good); None: the paper's
     rollback: float | None = None  # ead / first: EADConfig.rollback (rho)
     check_every: int | None = None  # ead / first: EADConfig.check_every (m)
     window: int | None = None  # ead: EADConfig.window; None: the paper's
@@ -56,6 +57,8 @@ class Method:
                     + ("" if self.check_every is None else f",check={self.check_every}"))
         if self.kind == "random":
             return f"random@p={self.large_probability:.4f}{dwell}"
+        if self.kind == "opening":
+            return f"opening@{self.min_dwell}"
         return self.kind
 
     def ead_config(self, seed: int = 0) -> EADConfig | None:
@@ -69,25 +72,28 @@ class Method:
         if self.kind == "first":  # decide before committing: token-level, the small model's entropy at the position
             return EADConfig(threshold=self.threshold, window=1, min_dwell=1, variant="decide_first",
                              rollback=self.rollback, check_every=self.check_every)
+        if self.kind == "opening":  # the large model writes the first tokens, the small one the rest: no mean is >= inf
+            return EADConfig(threshold=float("inf"), start="large", window=1, min_dwell=self.min_dwell)
         if self.kind == "random":
             return EADConfig(threshold=0.0, policy="random", large_probability=self.large_probability, seed=seed,
                              min_dwell=self.dwell)
         return None
 
 
-KINDS = ("small", "large", "ead", "first", "random", "speculative")
+KINDS = ("small", "large", "ead", "first", "opening", "random", "speculative")
 
 
 def parse_methods(methods: list[str], thresholds: list[float], random_share: float | None = None,
                   first_thresholds: list[float] = (), rollback: float | None = None,
                   check_every: int | None = None, window: int | None = None, min_dwell: int | None = None,
-                  threshold_down: float | None = None) -> list[Method]:
+                  threshold_down: float | None = None, opening_tokens: list[int] = ()) -> list[Method]:
     """The runs to make, in order. `random` becomes one control per EAD (and decide-first) threshold, placed
     right after the run whose measured share it matches (its p is only known then: `large_probability` stays
     None here; it routes with its point's dwell: 1 for decide-first), or a single control at `random_share`
     when that is given. `rollback` and `check_every` apply to every EAD and decide-first point, `window`,
     `min_dwell` and `threshold_down` to every EAD point (each named in the method key, so a run folder can
-    hold a point with and without them)."""
+    hold a point with and without them). `opening` is one point per length in `opening_tokens`: the large model
+    writes that many tokens first, the small model the rest (a schedule without entropy, no random control)."""
     unknown = sorted(set(methods) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(KINDS)}")
@@ -95,6 +101,11 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
         raise ValueError("method 'ead' needs --thresholds (bits), e.g. --thresholds 0.5,1,2")
     if "first" in methods and not first_thresholds:
         raise ValueError("method 'first' needs --first-thresholds (bits), e.g. --first-thresholds 0.5,1")
+    if "opening" in methods and not opening_tokens:
+        raise ValueError("method 'opening' needs --opening-tokens (large-model tokens first), e.g. --opening-tokens 32,64")
+    bad = [k for k in opening_tokens if isinstance(k, bool) or not isinstance(k, int) or k < 1]
+    if bad:
+        raise ValueError(f"--opening-tokens must be whole numbers >= 1, got {bad}")
     matched = ("ead" in methods and thresholds) or ("first" in methods and first_thresholds)
     if "random" in methods and random_share is None and not matched:
         raise ValueError("method 'random' needs a share to match: --random-share, or method 'ead' with --thresholds")
@@ -107,6 +118,8 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
                 if "random" in methods and random_share is None:
                     plan.append(Method("random", control_for=plan[-1].key,
                                        min_dwell=1 if kind == "first" else plan[-1].min_dwell))
+        elif kind == "opening":
+            plan.extend(Method("opening", min_dwell=k) for k in opening_tokens)
         elif kind == "random":
             if random_share is not None:
                 plan.append(Method("random", min_dwell=min_dwell))

@@ -92,7 +92,8 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
              threshold_down: float | None = None,
              stop_loops: bool = False,
              continuous: bool = False, first_thresholds: list[float] = (), rollback: float | None = None,
-             check_every: int | None = None, chunk: int | None = None, progress: bool = True) -> str | None:
+             check_every: int | None = None, chunk: int | None = None, opening_tokens: list[int] = (),
+             progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report.
 
     With `chunk`, in rounds: every method on the first `chunk` problems, then on the next `chunk`, ..., the
@@ -108,7 +109,7 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
     if check_every is not None and rollback is None:
         raise ValueError("--check-every checks tokens by the rollback rule: add --rollback (e.g. 0.1)")
     plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, check_every, window, min_dwell,
-                         threshold_down)
+                         threshold_down, opening_tokens)
     state, rank, world = _distributed()
     dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
     problems = [dict(row) for row in dataset]

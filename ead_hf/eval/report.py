@@ -125,7 +125,7 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
             rolled_back=sum(r.get("rolled_back", 0) for r in mine) / len(mine), contended=busy_share(mine),
             routing=tuple((mine[0]["config"] or {}).get(k) for k in PAPER_ROUTING),
         ))
-    order = {"small": 0, "ead": 1, "first": 2, "random": 3, "large": 4, "speculative": 5}
+    order = {"small": 0, "ead": 1, "first": 2, "opening": 3, "random": 4, "large": 5, "speculative": 6}
     return sorted(summaries, key=lambda s: (order.get(s.kind, 9), s.threshold or 0.0, s.method))
 
 
@@ -161,13 +161,14 @@ def _control_of(ead: MethodSummary, summaries: list[MethodSummary]) -> MethodSum
 def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tuple[str, str, PairedComparison]]:
     """Every EAD point (every variant) against its random control, small-only and large-only, and a variant
     (decide-first, rollback, checks, another window or dwell, hysteresis) also against every point of the paper's
-    plain rule and its own point
-    without rollback (and without checks), on the problems both finished."""
+    plain rule and its own point without rollback (and without checks); an opening point (no entropy, no random
+    control) against the paper's rule, decide-first, small-only and large-only; on the problems both finished."""
     solved: dict[str, dict[str, bool]] = defaultdict(dict)
     for record in records:
         solved[record["method"]].setdefault(record["problem_id"], bool(record["correct"]))
     plain = [s.method for s in summaries if s.paper_rule]
-    rows = []
+    first = [s.method for s in summaries if s.kind == "first"]
+    pairs = []
     for ead in (s for s in summaries if s.kind in ROUTED):
         control = _control_of(ead, summaries)
         variant = not ead.paper_rule
@@ -175,12 +176,15 @@ def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tup
                 and (s.kind, s.threshold, s.routing) == (ead.kind, ead.threshold, ead.routing)  # fewer of the knobs
                 and (s.rollback is None or (s.rollback == ead.rollback and s.check_every is None
                                             and ead.check_every is not None))]
-        others = ([control.method] if control else []) + (plain + twin if variant else []) + ["small", "large"]
-        for other in others:
-            common = sorted(set(solved[ead.method]) & set(solved.get(other, {})))
-            if common:
-                rows.append((ead.method, other, paired_comparison([solved[ead.method][i] for i in common],
-                                                                  [solved[other][i] for i in common])))
+        pairs += [(ead.method, other) for other in
+                  ([control.method] if control else []) + (plain + twin if variant else []) + ["small", "large"]]
+    pairs += [(s.method, other) for s in summaries if s.kind == "opening" for other in plain + first + ["small", "large"]]
+    rows = []
+    for method, other in pairs:
+        common = sorted(set(solved[method]) & set(solved.get(other, {})))
+        if common:
+            rows.append((method, other, paired_comparison([solved[method][i] for i in common],
+                                                          [solved[other][i] for i in common])))
     return rows
 
 
@@ -218,6 +222,7 @@ def pareto_plot(summaries: list[MethodSummary], path: Path, title: str) -> None:
         axes.annotate(f"control of {s.control_for}", (s.large_share, 100 * s.accuracy), textcoords="offset points",
                       xytext=(4, -10), fontsize=7, color="tab:red")
     for kind, marker, colour, label in (("random", "x", "tab:red", "random routing (same dwell)"),
+                                        ("opening", "^", "tab:brown", "large writes the opening"),
                                         ("small", "s", "tab:green", "small alone"),
                                         ("large", "D", "tab:purple", "large alone")):
         points = [s for s in summaries if s.kind == kind]
