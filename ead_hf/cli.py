@@ -119,6 +119,9 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--skip", type=int, default=0, metavar="K",
                         help="report only the problems after the first K of the seeded order (report.afterK.md), "
                         "e.g. those no threshold was chosen on")
+    report.add_argument("--block", type=int, default=64, metavar="K",
+                        help="also give each paired difference per block of K problems of the seeded order (the rounds "
+                        "of --chunk K; 0: not)")
     budget = eval_commands.add_parser("budget", help="choose --max-new-tokens from a run at a generous budget "
                                       "(writes budget.md / budget.json in the run folder)")
     budget.add_argument("directory", type=Path)
@@ -179,7 +182,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .eval.jobs import report_run, run_eval
 
     if args.eval_command == "report":
-        print(report_run(args.directory, args.skip), end="")
+        print(report_run(args.directory, args.skip, args.block), end="")
         return 0
     if args.eval_command == "budget":
         from .eval.budget import write_budget

@@ -19,7 +19,7 @@ from ead_hf.costs import ModelShape, forward_flops, generation_flops, paper_cost
 from ead_hf.eval.data import load_math, load_problems, stratified_subset
 from ead_hf.eval.harness import random_probability_for_share
 from ead_hf.eval.records import read_records
-from ead_hf.eval.report import markdown_table, pareto_plot, summarise, write_report
+from ead_hf.eval.report import markdown_table, paired_by_block, paired_rows, pareto_plot, summarise, write_report
 from ead_hf.testing import tiny_pair
 
 SUBJECTS = ["Algebra", "Geometry", "Number Theory"]
@@ -226,6 +226,19 @@ def test_report_from_fixture_records(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_paired_differences_by_block_of_the_seeded_order():
+    # order d, c, b, a in blocks of 2: block 1 = d, c; block 2 = b, a. EAD right on a, c; small right on b, c, d
+    correct = {"ead@1": "ac", "small": "bcd", "large": "abcd"}
+    records = [_record(m, m.split("@")[0], p, p in right, 5, 5, 1, 1, 1.0, 1.0 if m == "ead@1" else None)
+               for m, right in correct.items() for p in "abcd"]
+    rows = paired_rows(records, summarise(records, small_parameters=1, large_parameters=3))
+    table = paired_by_block(records, rows, order=list("dcba"), block=2)
+    assert "| EAD point | against | 1-2 | 3-4 |" in table
+    assert "| ead@1 | small | -50.0 (2) | +0.0 (2) |" in table  # d: 0-1, c: 1-1 | b: 0-1, a: 1-0
+    assert "| ead@1 | large | -50.0 (2) | -50.0 (2) |" in table
+    assert paired_by_block(records, rows, order=list("dcba"), block=4) == ""  # one block: nothing to add
+
+
 def test_report_flags_time_measured_while_the_machine_was_busy(tmp_path):
     def at_load(record, load):
         return record | {"batch": record["problem_id"], "batch_rows": 1} | (
@@ -321,6 +334,13 @@ def test_rounds_of_k_problems_give_the_records_of_one_pass(problems_file, tmp_pa
     # every method finished the first 3 problems before any method started the next ones
     assert {pid for _, pid in order[:9]} == first_round and all(pid not in first_round for _, pid in order[9:])
     assert len({method for method, _ in order[:9]}) == 3
+    # the report splits each paired difference by round (blocks of the seeded order, as --chunk ran them)
+    assert cli_main(["eval", "report", str(tmp_path / "rounds"), "--block", "3"]) == 0
+    report = (tmp_path / "rounds" / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| ead@5.3,window=1,dwell=1 | small | ") and "(" in line)
+    assert "| 1-3 | 4-6 | 7-9 |" in report and row.count("(3)") == 2 and row.count("(1)") == 1
+    assert cli_main(["eval", "report", str(tmp_path / "rounds"), "--block", "0"]) == 0
+    assert "within each block" not in (tmp_path / "rounds" / "report.md").read_text()
     assert cli_main(_eval_args(tmp_path / "bad", problems_file, *methods, "--chunk", "0")) == 2
 
 

@@ -139,9 +139,10 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
     return table
 
 
-def report_run(directory: Path, skip: int = 0) -> str:
+def report_run(directory: Path, skip: int = 0, block: int = 64) -> str:
     """report.md (and pareto.png) of a run folder; with `skip` > 0, report.after{skip}.md over the problems after
-    the first `skip` of the run's seeded order (e.g. those no threshold was chosen on)."""
+    the first `skip` of the run's seeded order (e.g. those no threshold was chosen on). Paired differences are
+    also given per block of `block` problems of that order (0: not)."""
     directory = Path(directory)
     manifest_path = directory / "run.json"
     if not manifest_path.is_file():
@@ -149,16 +150,17 @@ def report_run(directory: Path, skip: int = 0) -> str:
     manifest = json.loads(manifest_path.read_text())
     benchmark = manifest.get("benchmark", "math")
     title = f"{manifest['pair']} on {get_benchmark(benchmark).title[manifest['split']]}"
-    if skip < 0:
-        raise ValueError(f"--skip must be >= 0, got {skip}")
-    if not skip:
-        return write_report(directory, manifest["small_parameters"], manifest["large_parameters"], title)
+    if skip < 0 or block < 0:
+        raise ValueError(f"--skip and --block must be >= 0, got {skip} and {block}")
     data = manifest["data"]
     path = default_data_path(manifest["split"], benchmark) if data.startswith("default:") else Path(data)
-    first = stratified_subset(load_problems(path, benchmark), skip, manifest["settings"]["seed"])
+    order = list(stratified_subset(load_problems(path, benchmark), None, manifest["settings"]["seed"])["id"])
+    by_block = dict(order=order if block else None, block=block)
+    if not skip:
+        return write_report(directory, manifest["small_parameters"], manifest["large_parameters"], title, **by_block)
     return write_report(directory, manifest["small_parameters"], manifest["large_parameters"],
                         f"{title}, problems after the first {skip} of the seeded order",
-                        exclude=frozenset(first["id"]), stem=f"report.after{skip}")
+                        exclude=frozenset(order[:skip]), stem=f"report.after{skip}", **by_block)
 
 
 def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tokens: int, batch_size: int,

@@ -15,8 +15,8 @@ from .truncation import truncation_counts
 
 ROUTED = ("ead", "first")  # methods whose points get a random control and paired comparisons
 
-__all__ = ["MethodSummary", "summarise", "markdown_table", "paired_rows", "paired_table", "pareto_plot",
-           "write_report"]
+__all__ = ["MethodSummary", "summarise", "markdown_table", "paired_rows", "paired_table", "paired_by_block",
+           "pareto_plot", "write_report"]
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -158,14 +158,20 @@ def _control_of(ead: MethodSummary, summaries: list[MethodSummary]) -> MethodSum
     return min(unnamed, key=lambda s: abs(s.large_share - ead.large_share), default=None)
 
 
+def _solved(records: list[dict]) -> dict[str, dict[str, bool]]:
+    """Per method, per problem: answered correctly (a problem's first record counts)."""
+    solved: dict[str, dict[str, bool]] = defaultdict(dict)
+    for record in records:
+        solved[record["method"]].setdefault(record["problem_id"], bool(record["correct"]))
+    return solved
+
+
 def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tuple[str, str, PairedComparison]]:
     """Every EAD point (every variant) against its random control, small-only and large-only, and a variant
     (decide-first, rollback, checks, another window or dwell, hysteresis) also against every point of the paper's
     plain rule and its own point without rollback (and without checks); an opening point (no entropy, no random
     control) against the paper's rule, decide-first, small-only and large-only; on the problems both finished."""
-    solved: dict[str, dict[str, bool]] = defaultdict(dict)
-    for record in records:
-        solved[record["method"]].setdefault(record["problem_id"], bool(record["correct"]))
+    solved = _solved(records)
     plain = [s.method for s in summaries if s.paper_rule]
     first = [s.method for s in summaries if s.kind == "first"]
     pairs = []
@@ -196,6 +202,28 @@ def paired_table(rows: list[tuple[str, str, PairedComparison]]) -> str:
         ratio = "n/a" if math.isnan(c.ratio) else f"{c.ratio:.2f} [{c.ratio_low:.2f}, {c.ratio_high:.2f}]"
         lines.append(f"| {method} | {other} | {c.n} | {100 * c.difference:+.1f} [{100 * c.ci_low:+.1f}, "
                      f"{100 * c.ci_high:+.1f}] | {ratio} | {c.wins} / {c.losses} | {c.p_value:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_by_block(records: list[dict], rows: list[tuple[str, str, PairedComparison]], order: list[str],
+                    block: int) -> str:
+    """Each paired row's accuracy difference (points, with the number of problems both finished) within each block
+    of `block` problems of the run's seeded `order` (the rounds of `--chunk`): does an effect hold in every round,
+    or come from one? Empty when the records span fewer than two blocks."""
+    where = {problem: index // block for index, problem in enumerate(order)}
+    solved = _solved(records)
+    blocks = 1 + max((where[p] for by_problem in solved.values() for p in by_problem if p in where), default=-1)
+    if blocks < 2:
+        return ""
+    lines = ["| EAD point | against | " + " | ".join(f"{b * block + 1}-{(b + 1) * block}" for b in range(blocks)) + " |",
+             "| --- | --- |" + " --- |" * blocks]
+    for method, other, _ in rows:
+        cells = []
+        for b in range(blocks):
+            common = [p for p in solved[method] if p in solved.get(other, {}) and where.get(p) == b]
+            difference = sum(solved[method][p] - solved[other][p] for p in common)
+            cells.append(f"{100 * difference / len(common):+.1f} ({len(common)})" if common else "")
+        lines.append(f"| {method} | {other} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -245,9 +273,10 @@ def pareto_plot(summaries: list[MethodSummary], path: Path, title: str) -> None:
 
 
 def write_report(directory: Path, small_parameters: int, large_parameters: int, title: str,
-                 exclude: frozenset[str] = frozenset(), stem: str = "report") -> str:
+                 exclude: frozenset[str] = frozenset(), stem: str = "report", order: list[str] | None = None,
+                 block: int = 64) -> str:
     """`stem`.md and the Pareto plot in the run folder, from every complete record there whose problem is not
-    in `exclude`."""
+    in `exclude`; with the run's seeded `order`, the paired differences also by block of `block` problems."""
     directory = Path(directory)
     records = [r for r in read_records(directory) if r["problem_id"] not in exclude]
     summaries = summarise(records, small_parameters, large_parameters)
@@ -264,6 +293,10 @@ def write_report(directory: Path, small_parameters: int, large_parameters: int, 
                   "problems, 10,000 resamples; accuracy ratio = EAD accuracy over the other's, against large-only the "
                   "retention, its CI from the same resamples; exact McNemar test on the discordant problems):\n\n"
                   + paired_table(paired))
+        by_block = paired_by_block(records, paired, order, block) if order else ""
+        if by_block:
+            table += (f"\nThe same differences (points) within each block of {block} problems of the seeded order (the "
+                      "rounds of `--chunk`), with the number of problems both finished:\n\n" + by_block)
     (directory / f"{stem}.md").write_text(f"# {title}\n\n{table}", encoding="utf-8")
     pareto_plot(summaries, directory / ("pareto.png" if stem == "report" else f"pareto.{stem}.png"), title)
     return table
