@@ -341,6 +341,12 @@ def test_rounds_of_k_problems_give_the_records_of_one_pass(problems_file, tmp_pa
     assert "| 1-3 | 4-6 | 7-9 |" in report and row.count("(3)") == 2 and row.count("(1)") == 1
     assert cli_main(["eval", "report", str(tmp_path / "rounds"), "--block", "0"]) == 0
     assert "within each block" not in (tmp_path / "rounds" / "report.md").read_text()
+    moved = tmp_path / "moved"  # a run folder whose --data file is gone still reports, without the per-block table
+    shutil.copytree(tmp_path / "rounds", moved)
+    manifest = json.loads((moved / "run.json").read_text())
+    (moved / "run.json").write_text(json.dumps(manifest | {"data": str(tmp_path / "gone.jsonl")}))
+    assert cli_main(["eval", "report", str(moved)]) == 0 and "| ead@5.3,window=1,dwell=1 | small |" in (
+        moved / "report.md").read_text()
     assert cli_main(_eval_args(tmp_path / "bad", problems_file, *methods, "--chunk", "0")) == 2
 
 
