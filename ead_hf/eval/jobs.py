@@ -154,7 +154,7 @@ def report_run(directory: Path, skip: int = 0, block: int = 64) -> str:
         raise ValueError(f"--skip and --block must be >= 0, got {skip} and {block}")
     data = manifest["data"]
     path = default_data_path(manifest["split"], benchmark) if data.startswith("default:") else Path(data)
-    if not skip and not Path(path).is_file():  # the run's --data file has moved: report without the per-block table
+    if not skip and not path.is_file():  # the run's --data file has moved: report without the per-block table
         return write_report(directory, manifest["small_parameters"], manifest["large_parameters"], title)
     order = list(stratified_subset(load_problems(path, benchmark), None, manifest["settings"]["seed"])["id"])
     by_block = dict(order=order if block else None, block=block)

@@ -218,11 +218,12 @@ def paired_by_block(records: list[dict], rows: list[tuple[str, str, PairedCompar
     lines = ["| EAD point | against | " + " | ".join(f"{b * block + 1}-{(b + 1) * block}" for b in range(blocks)) + " |",
              "| --- | --- |" + " --- |" * blocks]
     for method, other, _ in rows:
-        cells = []
-        for b in range(blocks):
-            common = [p for p in solved[method] if p in solved.get(other, {}) and where.get(p) == b]
-            difference = sum(solved[method][p] - solved[other][p] for p in common)
-            cells.append(f"{100 * difference / len(common):+.1f} ({len(common)})" if common else "")
+        difference, count = [0] * blocks, [0] * blocks  # per block, one pass over the problems both finished
+        for problem, right in solved[method].items():
+            if problem in where and problem in solved.get(other, {}):
+                difference[where[problem]] += right - solved[other][problem]
+                count[where[problem]] += 1
+        cells = [f"{100 * d / n:+.1f} ({n})" if n else "" for d, n in zip(difference, count)]
         lines.append(f"| {method} | {other} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
