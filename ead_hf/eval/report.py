@@ -169,11 +169,13 @@ def _solved(records: list[dict]) -> dict[str, dict[str, bool]]:
 def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tuple[str, str, PairedComparison]]:
     """Every EAD point (every variant) against its random control, small-only and large-only, and a variant
     (decide-first, rollback, checks, another window or dwell, hysteresis) also against every point of the paper's
-    plain rule and its own point without rollback (and without checks); an opening point (no entropy, no random
+    plain rule and its own point without rollback (and without checks), and a variant of the paper's rule against
+    plain decide-first too (the two candidates for a recipe option); an opening point (no entropy, no random
     control) against the paper's rule, decide-first, small-only and large-only; on the problems both finished."""
     solved = _solved(records)
     plain = [s.method for s in summaries if s.paper_rule]
     first = [s.method for s in summaries if s.kind == "first"]
+    plain_first = [s.method for s in summaries if s.kind == "first" and s.rollback is None and s.check_every is None]
     pairs = []
     for ead in (s for s in summaries if s.kind in ROUTED):
         control = _control_of(ead, summaries)
@@ -183,7 +185,8 @@ def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tup
                 and (s.rollback is None or (s.rollback == ead.rollback and s.check_every is None
                                             and ead.check_every is not None))]
         pairs += [(ead.method, other) for other in
-                  ([control.method] if control else []) + (plain + twin if variant else []) + ["small", "large"]]
+                  ([control.method] if control else []) + (plain + twin if variant else [])
+                  + (plain_first if variant and ead.kind == "ead" else []) + ["small", "large"]]
     pairs += [(s.method, other) for s in summaries if s.kind == "opening" for other in plain + first + ["small", "large"]]
     rows = []
     for method, other in pairs:
