@@ -7,8 +7,8 @@
    and for plain `generate` of the large model, the yardstick.
 3. Wall time at the default pair's shapes (Qwen2.5-Coder 0.5B / 1.5B configs, random weights, bf16): plain
    `generate` of each model against EAD at fixed token mixes. Random weights cannot give meaningful entropies, so
-   the mixes come from the random-routing policy (the paper's schedule, dwell 10) and from decide-first with its
-   threshold at a quantile of the small model's entropies in a probe run; what a step costs depends on which
+   the mixes come from the random-routing policy (the paper's schedule, dwell 10; token level, dwell 1) and from
+   decide-first with the threshold that selects about 22% of the small model's entropies in a probe run; what a step costs depends on which
    model runs on how many positions, not on the weights' values. Configurations run interleaved, medians and
    ratios to large-only in one run.
 
@@ -64,12 +64,14 @@ def check_correctness(device: str, new_tokens: int = 14) -> list[dict]:
                   "large only (tau -inf)": EADConfig(threshold=float("-inf"), start="large")}
     batch = tokenizer(PROMPTS[:4], return_tensors="pt", padding=True)
     width = batch["input_ids"].shape[1]
+    unpadded = unpadded_prompts(batch)
+    on_device = {key: value.to(device) for key, value in batch.items()}
     for name, config in loop_cases.items():
         out = EADGenerator(small, large, config).generate(
-            **batch.to(device), max_new_tokens=new_tokens, do_sample=False, return_dict_in_generate=True,
+            **on_device, max_new_tokens=new_tokens, do_sample=False, return_dict_in_generate=True,
             pad_token_id=0, eos_token_id=2)
         matched, mixed = 0, 0
-        for index, prompt in enumerate(unpadded_prompts(batch.to("cpu"))):
+        for index, prompt in enumerate(unpadded):
             ref = _reference(small_cpu, large_cpu, prompt, config, new_tokens)
             produced = len(ref.tokens)
             choices = out.model_choices[index].tolist()
