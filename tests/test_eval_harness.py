@@ -19,7 +19,7 @@ from ead_hf.costs import ModelShape, forward_flops, generation_flops, paper_cost
 from ead_hf.eval.data import load_math, load_problems, stratified_subset
 from ead_hf.eval.harness import random_probability_for_share
 from ead_hf.eval.records import read_records
-from ead_hf.eval.report import markdown_table, paired_by_block, paired_rows, pareto_plot, summarise, write_report
+from ead_hf.eval.report import accuracy_by_level, markdown_table, paired_by_block, paired_rows, pareto_plot, summarise, write_report
 from ead_hf.testing import tiny_pair
 
 SUBJECTS = ["Algebra", "Geometry", "Number Theory"]
@@ -237,6 +237,23 @@ def test_paired_differences_by_block_of_the_seeded_order():
     assert "| ead@1 | small | -50.0 (2) | +0.0 (2) |" in table  # d: 0-1, c: 1-1 | b: 0-1, a: 1-0
     assert "| ead@1 | large | -50.0 (2) | -50.0 (2) |" in table
     assert paired_by_block(records, rows, order=list("dcba"), block=4) == ""  # one block: nothing to add
+
+
+def test_accuracy_by_level_counts_each_level_on_the_problems_large_finished():
+    levels = {"a": 1, "b": 1, "c": 2, "d": 2, "e": 2}
+    correct = {"large": "abcd", "ead@1": "acd", "small": "a"}
+    small_tokens = {"large": 0, "ead@1": 6, "small": 10}  # of 10 per answer
+    records = [_record(m, m.split("@")[0], p, p in right, small_tokens[m], 10 - small_tokens[m], 1, 1, 1.0,
+                       1.0 if m == "ead@1" else None)
+               | {"level": levels[p]} for m, right in correct.items() for p in "abcd"]
+    records.append(_record("ead@1", "ead", "e", True, 6, 4, 1, 1, 1.0, 1.0) | {"level": 2})  # large lacks e: left out
+    table = accuracy_by_level(records, summarise(records, small_parameters=1, large_parameters=3))
+    assert "| method | level 1 | level 2 |" in table
+    assert "| ead@1 | 50.0% (2; 0.40) | 100.0% (2; 0.40) |" in table
+    assert "| small | 50.0% (2; 0.00) | 0.0% (2; 0.00) |" in table
+    assert "| large | 100.0% (2; 1.00) | 100.0% (2; 1.00) |" in table
+    flat = [r | {"level": 0} for r in records]  # GSM8K: no levels, no table
+    assert accuracy_by_level(flat, summarise(flat, small_parameters=1, large_parameters=3)) == ""
 
 
 def test_report_flags_time_measured_while_the_machine_was_busy(tmp_path):

@@ -16,7 +16,7 @@ from .truncation import truncation_counts
 ROUTED = ("ead", "first")  # methods whose points get a random control and paired comparisons
 
 __all__ = ["MethodSummary", "summarise", "markdown_table", "paired_rows", "paired_table", "paired_by_block",
-           "pareto_plot", "write_report"]
+           "accuracy_by_level", "pareto_plot", "write_report"]
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -231,6 +231,33 @@ def paired_by_block(records: list[dict], rows: list[tuple[str, str, PairedCompar
     return "\n".join(lines) + "\n"
 
 
+def accuracy_by_level(records: list[dict], summaries: list[MethodSummary]) -> str:
+    """Each method's accuracy and large share within each difficulty level (MATH's 1-5), on the problems its
+    summary counts (those large-only also finished): where along the difficulty scale a routing rule loses what
+    it loses. Empty when the records have fewer than two levels (GSM8K has none)."""
+    levels = sorted({r["level"] for r in records if r.get("level")})
+    if len(levels) < 2:
+        return ""
+    kept = {s.method for s in summaries}
+    by_method: dict[str, dict[str, dict]] = defaultdict(dict)
+    for record in records:
+        if record["method"] in kept:
+            by_method[record["method"]].setdefault(record["problem_id"], record)
+    large = by_method.get("large", {})
+    lines = ["| method | " + " | ".join(f"level {level}" for level in levels) + " |",
+             "| --- |" + " --- |" * len(levels)]
+    for s in summaries:
+        mine = [r for problem, r in by_method[s.method].items() if not large or problem in large]
+        cells = []
+        for level in levels:
+            at = [r for r in mine if r.get("level") == level]
+            share = large_token_share(at)
+            cells.append(f"{100 * sum(r['correct'] for r in at) / len(at):.1f}% ({len(at)}; {share:.2f})"
+                         if at and share is not None else "")
+        lines.append(f"| {s.method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def pareto_plot(summaries: list[MethodSummary], path: Path, title: str) -> None:
     import matplotlib
 
@@ -301,6 +328,10 @@ def write_report(directory: Path, small_parameters: int, large_parameters: int, 
         if by_block:
             table += (f"\nThe same differences (points) within each block of {block} problems of the seeded order (the "
                       "rounds of `--chunk`), with the number of problems both finished:\n\n" + by_block)
+    by_level = accuracy_by_level(records, summaries)
+    if by_level:
+        table += ("\nAccuracy within each difficulty level (problems; large share), on the problems of the table above:"
+                  "\n\n" + by_level)
     (directory / f"{stem}.md").write_text(f"# {title}\n\n{table}", encoding="utf-8")
     pareto_plot(summaries, directory / ("pareto.png" if stem == "report" else f"pareto.{stem}.png"), title)
     return table
