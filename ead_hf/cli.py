@@ -122,6 +122,12 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--block", type=int, default=64, metavar="K",
                         help="also give each paired difference per block of K problems of the seeded order (the rounds "
                         "of --chunk K; 0: not)")
+    compare = eval_commands.add_parser("compare", help="one method of a run folder against one method of another "
+                                       "folder, paired on the problems both finished (difference, CI, McNemar)")
+    compare.add_argument("directory_a", type=Path)
+    compare.add_argument("method_a", help="a method key of directory_a, e.g. first@0.5")
+    compare.add_argument("directory_b", type=Path)
+    compare.add_argument("method_b", help="a method key of directory_b")
     budget = eval_commands.add_parser("budget", help="choose --max-new-tokens from a run at a generous budget "
                                       "(writes budget.md / budget.json in the run folder)")
     budget.add_argument("directory", type=Path)
@@ -183,6 +189,11 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.eval_command == "report":
         print(report_run(args.directory, args.skip, args.block), end="")
+        return 0
+    if args.eval_command == "compare":
+        from .eval.report import compare_runs
+
+        print(compare_runs(args.directory_a, args.method_a, args.directory_b, args.method_b), end="")
         return 0
     if args.eval_command == "budget":
         from .eval.budget import write_budget

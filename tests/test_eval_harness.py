@@ -256,6 +256,24 @@ def test_accuracy_by_level_counts_each_level_on_the_problems_large_finished():
     assert accuracy_by_level(flat, summarise(flat, small_parameters=1, large_parameters=3)) == ""
 
 
+def test_compare_pairs_methods_of_two_run_folders(tmp_path, capsys):
+    def folder(name, method, right, texts):
+        (tmp_path / name).mkdir()
+        records = [_record(method, "first", p, p in right, 5, 5, 1, 1, 1.0, 0.5)
+                   | {"batch": p, "batch_rows": 1, "completion": texts.get(p, p)} for p in "abcd"]
+        (tmp_path / name / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:3 if name == "b" else 4]))
+
+    folder("a", "first@0.5", "abc", {})
+    folder("b", "first@0.5", "ad", {"b": "changed"})  # no d in folder b: 3 problems in common
+    assert cli_main(["eval", "compare", str(tmp_path / "a"), "first@0.5", str(tmp_path / "b"), "first@0.5"]) == 0
+    out = capsys.readouterr().out
+    # a: 1, 1, 1 and b: 1, 0, 0 on problems a, b, c: +66.7 points, 2 wins, 0 losses, McNemar p = 0.5
+    assert "| A wins / losses |" in out and "| first@0.5 | first@0.5 | 3 | +66.7 [" in out and "| 2 / 0 | 0.5 |" in out
+    assert "Identical completions: 2 of 3." in out
+    assert cli_main(["eval", "compare", str(tmp_path / "a"), "ead@1", str(tmp_path / "b"), "first@0.5"]) == 2
+    assert "method_a='ead@1' has no records" in capsys.readouterr().err
+
+
 def test_report_flags_time_measured_while_the_machine_was_busy(tmp_path):
     def at_load(record, load):
         return record | {"batch": record["problem_id"], "batch_rows": 1} | (

@@ -16,7 +16,7 @@ from .truncation import truncation_counts
 ROUTED = ("ead", "first")  # methods whose points get a random control and paired comparisons
 
 __all__ = ["MethodSummary", "summarise", "markdown_table", "paired_rows", "paired_table", "paired_by_block",
-           "accuracy_by_level", "pareto_plot", "write_report"]
+           "accuracy_by_level", "compare_runs", "pareto_plot", "write_report"]
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -197,9 +197,10 @@ def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tup
     return rows
 
 
-def paired_table(rows: list[tuple[str, str, PairedComparison]]) -> str:
-    lines = ["| EAD point | against | N | difference (points) [95% CI] | accuracy ratio [95% CI] | EAD wins / losses | "
-             "McNemar p |",
+def paired_table(rows: list[tuple[str, str, PairedComparison]], names: tuple[str, str, str] = ("EAD point", "against", "EAD")) -> str:
+    """`names`: the headers of the first two columns, and whose wins the wins column counts."""
+    lines = [f"| {names[0]} | {names[1]} | N | difference (points) [95% CI] | accuracy ratio [95% CI] | {names[2]} wins / "
+             "losses | McNemar p |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for method, other, c in rows:
         ratio = "n/a" if math.isnan(c.ratio) else f"{c.ratio:.2f} [{c.ratio_low:.2f}, {c.ratio_high:.2f}]"
@@ -229,6 +230,33 @@ def paired_by_block(records: list[dict], rows: list[tuple[str, str, PairedCompar
         cells = [f"{100 * d / n:+.1f} ({n})" if n else "" for d, n in zip(difference, count)]
         lines.append(f"| {method} | {other} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def compare_runs(directory_a: Path, method_a: str, directory_b: Path, method_b: str) -> str:
+    """One method of one run folder against one method of another (or the same) folder on the problems both
+    finished: the paired row of `report.md`, and how many completions are identical. For what one folder cannot
+    pair: the same method under two budgets, two library versions or two schedules of the same arithmetic."""
+    answers = []
+    for directory, method, name in ((directory_a, method_a, "A"), (directory_b, method_b, "B")):
+        records = read_records(Path(directory))
+        mine = {}
+        for record in records:
+            if record["method"] == method:
+                mine.setdefault(record["problem_id"], record)
+        if not mine:
+            found = sorted({r["method"] for r in records})
+            raise ValueError(f"method_{name.lower()}={method!r} has no records in {directory}; it has: "
+                             f"{', '.join(found) or 'no records at all'}")
+        answers.append(mine)
+    common = sorted(set(answers[0]) & set(answers[1]))
+    if not common:
+        raise ValueError(f"{method_a} in {directory_a} and {method_b} in {directory_b} share no finished problem")
+    comparison = paired_comparison([bool(answers[0][p]["correct"]) for p in common],
+                                   [bool(answers[1][p]["correct"]) for p in common])
+    same = sum(answers[0][p]["completion"] == answers[1][p]["completion"] for p in common)
+    return (f"A = {method_a} in {directory_a}\nB = {method_b} in {directory_b}\n\n"
+            + paired_table([(method_a, method_b, comparison)], names=("A", "B", "A"))
+            + f"\nIdentical completions: {same} of {len(common)}.\n")
 
 
 def accuracy_by_level(records: list[dict], summaries: list[MethodSummary]) -> str:
