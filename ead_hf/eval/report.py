@@ -88,11 +88,17 @@ def large_work_share(records: list[dict]) -> float:
     return sum(r["large_tokens"] + r["large_catchup_tokens"] for r in records) / tokens if tokens else math.nan
 
 
-def summarise(records: list[dict], small_parameters: int, large_parameters: int) -> list[MethodSummary]:
-    """One summary per method, each compared with large-only on the problems both have finished."""
+def _by_method(records: list[dict]) -> dict[str, dict[str, dict]]:
+    """Per method, per problem: its record (duplicates: the first wins)."""
     by_method: dict[str, dict[str, dict]] = defaultdict(dict)
     for record in records:
-        by_method[record["method"]].setdefault(record["problem_id"], record)  # duplicates: first wins
+        by_method[record["method"]].setdefault(record["problem_id"], record)
+    return by_method
+
+
+def summarise(records: list[dict], small_parameters: int, large_parameters: int) -> list[MethodSummary]:
+    """One summary per method, each compared with large-only on the problems both have finished."""
+    by_method = _by_method(records)
     large = by_method.get("large", {})
     summaries = []
     for method, rows in by_method.items():
@@ -161,8 +167,8 @@ def _control_of(ead: MethodSummary, summaries: list[MethodSummary]) -> MethodSum
 def _solved(records: list[dict]) -> dict[str, dict[str, bool]]:
     """Per method, per problem: answered correctly (a problem's first record counts)."""
     solved: dict[str, dict[str, bool]] = defaultdict(dict)
-    for record in records:
-        solved[record["method"]].setdefault(record["problem_id"], bool(record["correct"]))
+    for method, by_problem in _by_method(records).items():
+        solved[method] = {problem: bool(record["correct"]) for problem, record in by_problem.items()}
     return solved
 
 
@@ -239,10 +245,7 @@ def compare_runs(directory_a: Path, method_a: str, directory_b: Path, method_b: 
     answers = []
     for directory, method, name in ((directory_a, method_a, "A"), (directory_b, method_b, "B")):
         records = read_records(Path(directory))
-        mine = {}
-        for record in records:
-            if record["method"] == method:
-                mine.setdefault(record["problem_id"], record)
+        mine = _by_method(records).get(method)
         if not mine:
             found = sorted({r["method"] for r in records})
             raise ValueError(f"method_{name.lower()}={method!r} has no records in {directory}; it has: "
@@ -266,11 +269,7 @@ def accuracy_by_level(records: list[dict], summaries: list[MethodSummary]) -> st
     levels = sorted({r["level"] for r in records if r.get("level")})
     if len(levels) < 2:
         return ""
-    kept = {s.method for s in summaries}
-    by_method: dict[str, dict[str, dict]] = defaultdict(dict)
-    for record in records:
-        if record["method"] in kept:
-            by_method[record["method"]].setdefault(record["problem_id"], record)
+    by_method = _by_method(records)
     large = by_method.get("large", {})
     lines = ["| method | " + " | ".join(f"level {level}" for level in levels) + " |",
              "| --- |" + " --- |" * len(levels)]
