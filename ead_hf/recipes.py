@@ -23,7 +23,7 @@ class Recipe:
     dtype: str
     target_share: float | None
     calibration: dict[str, Any]  # data, problems, seed, max_new_tokens, measured share/accuracy, probes
-    test: dict[str, Any] | None = None  # filled once evaluated on MATH-500: N, accuracy, share
+    test: dict[str, Any] | None = None  # MATH-500 at config's threshold: N, accuracy, share, paired comparisons
     format: str = RECIPE_FORMAT
     notes: list[str] = field(default_factory=list)
     # per benchmark ("math", "gsm8k"): {"threshold": bits, "calibration": evidence, "test": result}

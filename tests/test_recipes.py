@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,34 @@ def test_generate_with_a_recipe(tmp_path, capsys):
                      "--no-stream", "hi"]) == 0
     captured = capsys.readouterr()
     assert "window=3, min_dwell=2" in captured.err and "large 0" in captured.out
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", sorted(shipped_recipes()))
+def test_shipped_recipe_evidence_is_its_own_point_in_the_committed_records(name):
+    """Each test result a shipped recipe carries is recomputed from the run folder's raw records: same N (problems
+    large-only also finished), same accuracy, and the records' settings are the recipe's own for that benchmark."""
+    recipe = load_recipe(name)
+    results = [("math", recipe.test)] + [(b, entry.get("test")) for b, entry in recipe.benchmarks.items()]
+    checked = 0
+    for benchmark, test in results:
+        if not test:
+            continue
+        path = REPO / test["run"] / "records.jsonl"
+        if not path.is_file():
+            pytest.skip(f"{path} is not in this checkout")
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        large = {r["problem_id"] for r in records if r["method"] == "large"}
+        mine: dict[str, dict] = {}
+        for record in records:
+            if record["method"] == test["method"] and record["problem_id"] in large:
+                mine.setdefault(record["problem_id"], record)
+        assert len(mine) == test["n"] > 0
+        assert sum(r["correct"] for r in mine.values()) / len(mine) == pytest.approx(test["accuracy"], abs=1e-4)
+        config, used = recipe.config_for(benchmark), next(iter(mine.values()))["config"]
+        assert float(used["threshold"]) == config.threshold
+        assert used.get("variant", "paper") == config.variant and used["window"] == config.window
+        checked += 1
+    assert checked >= 1

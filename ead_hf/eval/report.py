@@ -16,7 +16,7 @@ from .truncation import truncation_counts
 ROUTED = ("ead", "first")  # methods whose points get a random control and paired comparisons
 
 __all__ = ["MethodSummary", "summarise", "markdown_table", "paired_rows", "paired_table", "paired_by_block",
-           "accuracy_by_level", "compare_runs", "pareto_plot", "write_report"]
+           "accuracy_by_level", "paired_across", "compare_runs", "pareto_plot", "write_report"]
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -238,17 +238,16 @@ def paired_by_block(records: list[dict], rows: list[tuple[str, str, PairedCompar
     return "\n".join(lines) + "\n"
 
 
-def compare_runs(directory_a: Path, method_a: str, directory_b: Path, method_b: str) -> str:
+def paired_across(directory_a: Path, method_a: str, directory_b: Path, method_b: str) -> tuple[PairedComparison, int]:
     """One method of one run folder against one method of another (or the same) folder on the problems both
-    finished: the paired row of `report.md`, and how many completions are identical. For what one folder cannot
-    pair: the same method under two budgets, two library versions or two schedules of the same arithmetic."""
+    finished, and how many of their completions are identical."""
     answers = []
-    for directory, method, name in ((directory_a, method_a, "A"), (directory_b, method_b, "B")):
+    for directory, method, name in ((directory_a, method_a, "a"), (directory_b, method_b, "b")):
         records = read_records(Path(directory))
         mine = _by_method(records).get(method)
         if not mine:
             found = sorted({r["method"] for r in records})
-            raise ValueError(f"method_{name.lower()}={method!r} has no records in {directory}; it has: "
+            raise ValueError(f"method_{name}={method!r} has no records in {directory}; it has: "
                              f"{', '.join(found) or 'no records at all'}")
         answers.append(mine)
     common = sorted(set(answers[0]) & set(answers[1]))
@@ -256,10 +255,17 @@ def compare_runs(directory_a: Path, method_a: str, directory_b: Path, method_b: 
         raise ValueError(f"{method_a} in {directory_a} and {method_b} in {directory_b} share no finished problem")
     comparison = paired_comparison([bool(answers[0][p]["correct"]) for p in common],
                                    [bool(answers[1][p]["correct"]) for p in common])
-    same = sum(answers[0][p]["completion"] == answers[1][p]["completion"] for p in common)
+    return comparison, sum(answers[0][p]["completion"] == answers[1][p]["completion"] for p in common)
+
+
+def compare_runs(directory_a: Path, method_a: str, directory_b: Path, method_b: str) -> str:
+    """`paired_across` as text: the paired row of `report.md` and the identical-completion count. For what one
+    folder cannot pair: the same method under two budgets, two library versions or two schedules of the same
+    arithmetic."""
+    comparison, same = paired_across(directory_a, method_a, directory_b, method_b)
     return (f"A = {method_a} in {directory_a}\nB = {method_b} in {directory_b}\n\n"
             + paired_table([(method_a, method_b, comparison)], names=("A", "B", "A"))
-            + f"\nIdentical completions: {same} of {len(common)}.\n")
+            + f"\nIdentical completions: {same} of {comparison.n}.\n")
 
 
 def accuracy_by_level(records: list[dict], summaries: list[MethodSummary]) -> str:
