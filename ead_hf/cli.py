@@ -57,6 +57,7 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--recipe", help="a recipe file (or shipped recipe name): its pair, threshold, window and dwell")
 
     commands.add_parser("pairs", help="list known model pairs and whether each is installed and cached")
+    commands.add_parser("recipes", help="list shipped recipes: their settings and measured test results (points [95%% CI])")
 
     evaluate = commands.add_parser("eval", help="MATH / GSM8K evaluation: run methods, report a run folder, "
                                    "choose a token budget")
@@ -371,13 +372,24 @@ def _pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipes(args: argparse.Namespace) -> int:
+    from .recipes import load_recipe, shipped_recipes
+
+    for name in shipped_recipes():
+        recipe = load_recipe(name)
+        print(f"{name} (pair {recipe.pair}; use with --recipe {name})")
+        for line in recipe.describe():
+            print(f"  {line}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     from . import testing  # noqa: F401  (registers the built-in "tiny-random" pair)
     from .weights import WeightsError
 
     try:
-        return {"generate": _generate, "pairs": _pairs, "eval": _eval, "calibrate": _calibrate,
+        return {"generate": _generate, "pairs": _pairs, "recipes": _recipes, "eval": _eval, "calibrate": _calibrate,
                 "bench": _bench}[args.command](args)
     except (WeightsError, ValueError) as error:
         print(f"ead-hf: error: {error}", file=sys.stderr)

@@ -40,6 +40,31 @@ class Recipe:
             return self.ead_config
         return EADConfig.from_dict({**self.config, "threshold": entry["threshold"]})
 
+    def results(self) -> dict[str, dict[str, Any] | None]:
+        """Per benchmark, the test-set result at the recipe's threshold there (None: not evaluated)."""
+        return {"math": self.test, **{name: entry["test"] for name, entry in self.benchmarks.items() if "test" in entry}}
+
+    def describe(self) -> list[str]:
+        """What the recipe sets and what it measured, one line each, for `ead-hf recipes`."""
+        config = self.ead_config
+        rule = ("decide-first (window 1, dwell 1)" if config.variant == "decide_first"
+                else f"the paper's rule (window {config.window}, dwell {config.min_dwell})")
+        knobs = "".join(f", {name} {value:g}" for name, value in (("rollback", config.rollback),
+                                                                   ("check every", config.check_every),
+                                                                   ("threshold down", config.threshold_down))
+                        if value is not None)
+        lines = [f"{rule}{knobs}; {self.dtype}"]
+        for benchmark, test in self.results().items():
+            head = f"{benchmark}: {self.config_for(benchmark).threshold:g} bits"
+            if not test:
+                lines.append(f"{head}; no test result")
+                continue
+            paired = "".join(f"; vs {other} {100 * c['difference']:+.1f} [{100 * c['ci_low']:+.1f}, "
+                             f"{100 * c['ci_high']:+.1f}]" for other, c in test.get("paired", {}).items())
+            lines.append(f"{head}; {test['data']}, N = {test['n']}: {100 * test['accuracy']:.1f}% at a "
+                         f"{test['large_share']:.3f} large share, retention {test['retention_vs_large']:.2f}{paired}")
+        return lines
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -55,9 +55,8 @@ def test_shipped_recipe_evidence_is_its_own_point_in_the_committed_records(name)
     """Each test result a shipped recipe carries is recomputed from the run folder's raw records: same N (problems
     large-only also finished), same accuracy, and the records' settings are the recipe's own for that benchmark."""
     recipe = load_recipe(name)
-    results = [("math", recipe.test)] + [(b, entry.get("test")) for b, entry in recipe.benchmarks.items()]
     checked = 0
-    for benchmark, test in results:
+    for benchmark, test in recipe.results().items():
         if not test:
             continue
         path = REPO / test["run"] / "records.jsonl"
@@ -76,3 +75,25 @@ def test_shipped_recipe_evidence_is_its_own_point_in_the_committed_records(name)
         assert used.get("variant", "paper") == config.variant and used["window"] == config.window
         checked += 1
     assert checked >= 1
+
+
+def test_recipes_command_lists_each_shipped_recipe_with_its_results(capsys):
+    assert cli_main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in shipped_recipes():
+        recipe = load_recipe(name)
+        assert f"{name} (pair {recipe.pair}; use with --recipe {name})" in out
+        for benchmark, test in recipe.results().items():
+            if test:  # its N, accuracy and every paired comparison with its CI, as stored
+                assert f"N = {test['n']}: {100 * test['accuracy']:.1f}% at a {test['large_share']:.3f}" in out
+                for other, c in test.get("paired", {}).items():
+                    assert f"vs {other} {100 * c['difference']:+.1f} [{100 * c['ci_low']:+.1f}," in out
+
+
+def test_describe_names_the_rule_its_knobs_and_missing_results(tmp_path):
+    path = _tiny_recipe(tmp_path / "r.json", threshold=1.0)
+    recipe = load_recipe(path)
+    assert recipe.describe() == ["the paper's rule (window 3, dwell 2); float32", "math: 1 bits; no test result"]
+    first = Recipe(**{**recipe.__dict__, "config": EADConfig(threshold=0.5, window=1, min_dwell=1, variant="decide_first",
+                                                             rollback=0.1).to_dict()})
+    assert first.describe()[0] == "decide-first (window 1, dwell 1), rollback 0.1; float32"
