@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ead_hf.eval.records import read_records
-from ead_hf.eval.report import paired_across, summarise
+from ead_hf.eval.report import paired_methods, summarise
 from ead_hf.model_pairs import DEFAULT_PAIR
 from ead_hf.recipes import load_recipe
 
@@ -42,15 +42,15 @@ def evidence(benchmark: str, method: str, also: tuple[str, ...] = ()) -> dict:
     folder, data = RUNS[benchmark]
     run = RESULTS / folder
     manifest = json.loads((run / "run.json").read_text())
-    summaries = {s.method: s for s in summarise(read_records(run), manifest["small_parameters"],
-                                               manifest["large_parameters"])}
+    records = read_records(run)  # once: every comparison below pairs methods of this one run
+    summaries = {s.method: s for s in summarise(records, manifest["small_parameters"], manifest["large_parameters"])}
     if method not in summaries:
         raise SystemExit(f"{run} has no {method} records: evaluate the recipe's threshold first")
     mine = summaries[method]
     controls = [s.method for s in summaries.values() if s.control_for == method]
     paired = {}
     for other in [*controls, "small", "large", *also]:
-        comparison = asdict(paired_across(run, method, run, other)[0])
+        comparison = asdict(paired_methods(records, method, records, other)[0])
         paired[other] = {key: _short(value) for key, value in comparison.items()}
     return {"data": data, "method": method, "n": mine.n, "accuracy": _short(mine.accuracy),
             "large_share": _short(mine.large_share), "large_work": _short(mine.large_work),

@@ -16,7 +16,7 @@ from .truncation import truncation_counts
 ROUTED = ("ead", "first")  # methods whose points get a random control and paired comparisons
 
 __all__ = ["MethodSummary", "summarise", "markdown_table", "paired_rows", "paired_table", "paired_by_block",
-           "accuracy_by_level", "paired_across", "compare_runs", "pareto_plot", "write_report"]
+           "accuracy_by_level", "paired_methods", "paired_across", "compare_runs", "pareto_plot", "write_report"]
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -238,24 +238,30 @@ def paired_by_block(records: list[dict], rows: list[tuple[str, str, PairedCompar
     return "\n".join(lines) + "\n"
 
 
-def paired_across(directory_a: Path, method_a: str, directory_b: Path, method_b: str) -> tuple[PairedComparison, int]:
-    """One method of one run folder against one method of another (or the same) folder on the problems both
-    finished, and how many of their completions are identical."""
+def paired_methods(records_a: list[dict], method_a: str, records_b: list[dict], method_b: str,
+                   where: tuple[str, str] = ("", "")) -> tuple[PairedComparison, int]:
+    """`method_a` of `records_a` against `method_b` of `records_b` (the same list, or another run's) on the problems
+    both finished, and how many of their completions are identical. `where`: each side's folder, for errors."""
     answers = []
-    for directory, method, name in ((directory_a, method_a, "a"), (directory_b, method_b, "b")):
-        records = read_records(Path(directory))
+    for records, method, name, place in ((records_a, method_a, "a", where[0]), (records_b, method_b, "b", where[1])):
         mine = _by_method(records).get(method)
         if not mine:
             found = sorted({r["method"] for r in records})
-            raise ValueError(f"method_{name}={method!r} has no records in {directory}; it has: "
+            raise ValueError(f"method_{name}={method!r} has no records{f' in {place}' if place else ''}; it has: "
                              f"{', '.join(found) or 'no records at all'}")
         answers.append(mine)
     common = sorted(set(answers[0]) & set(answers[1]))
     if not common:
-        raise ValueError(f"{method_a} in {directory_a} and {method_b} in {directory_b} share no finished problem")
+        raise ValueError(f"{method_a} in {where[0] or 'a'} and {method_b} in {where[1] or 'b'} share no finished problem")
     comparison = paired_comparison([bool(answers[0][p]["correct"]) for p in common],
                                    [bool(answers[1][p]["correct"]) for p in common])
     return comparison, sum(answers[0][p]["completion"] == answers[1][p]["completion"] for p in common)
+
+
+def paired_across(directory_a: Path, method_a: str, directory_b: Path, method_b: str) -> tuple[PairedComparison, int]:
+    """`paired_methods` on the records of two run folders (or one)."""
+    return paired_methods(read_records(Path(directory_a)), method_a, read_records(Path(directory_b)), method_b,
+                          where=(str(directory_a), str(directory_b)))
 
 
 def compare_runs(directory_a: Path, method_a: str, directory_b: Path, method_b: str) -> str:
