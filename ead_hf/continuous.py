@@ -79,6 +79,63 @@ class FinishedRow:
         )
 
 
+class _Lanes:
+    """The shared token grid of the row slots and what each column holds for its row: the token, whether the row
+    attends to it, its position, the model that wrote it and the entropy of the distribution it came from.
+
+    A prompt is written into the last P columns of its row (earlier columns masked, positions 0..P-1); each step
+    appends one column to every row; tokens taken back stay in the grid behind a masked column."""
+
+    def __init__(self, rows: int, width: int, pad_token_id: int, device: torch.device) -> None:
+        self.pad_token_id = pad_token_id
+        self.tokens = torch.full((rows, width), pad_token_id, dtype=torch.long, device=device)
+        self.mask, self.positions = torch.zeros_like(self.tokens), torch.zeros_like(self.tokens)
+        self.choices = torch.full_like(self.tokens, NO_TOKEN)
+        self.entropies = torch.full(self.tokens.shape, float("nan"), device=device)
+        self.start = [0] * rows  # grid column of each row's first new token
+
+    @property
+    def width(self) -> int:
+        return self.tokens.shape[1]
+
+    def grid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tokens, attention mask, positions): what `RowRunner.read` takes."""
+        return self.tokens, self.mask, self.positions
+
+    def place(self, row: int, prompt: list[int]) -> None:
+        """Start `row` on `prompt`: its new tokens will begin at the next column."""
+        end, length = self.width, len(prompt)
+        self.tokens[row, end - length:] = torch.tensor(prompt, device=self.tokens.device)
+        self.mask[row] = 0
+        self.mask[row, end - length:] = 1
+        self.positions[row, end - length:] = torch.arange(length, device=self.tokens.device)
+        self.start[row] = end
+
+    def append(self, tokens: torch.Tensor, live: torch.Tensor, chosen: torch.Tensor, entropy: torch.Tensor) -> None:
+        """One column: each live row's token, model and entropy; rows without a prompt get a masked pad."""
+        def column(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor[:, None]
+
+        self.tokens = torch.cat([self.tokens, column(torch.where(live, tokens, self.pad_token_id))], dim=1)
+        self.mask = torch.cat([self.mask, column(live.long())], dim=1)
+        self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
+        self.choices = torch.cat([self.choices, column(torch.where(live, chosen.long(), NO_TOKEN))], dim=1)
+        self.entropies = torch.cat([self.entropies, column(entropy)], dim=1)
+
+    def take_back(self, row: int, first: int) -> None:
+        """Drop `row`'s tokens from column `first` on: masked, and the next column continues the kept ones."""
+        self.mask[row, first:] = 0
+        self.choices[row, first:] = NO_TOKEN
+        self.positions[row, first:] = self.positions[row, first - 1]
+
+    def answer(self, row: int) -> tuple[list[int], list[int], list[float]]:
+        """`row`'s kept new tokens, the model of each and its entropy."""
+        begin = self.start[row]
+        kept = self.mask[row, begin:] == 1
+        return (self.tokens[row, begin:][kept].tolist(), self.choices[row, begin:][kept].tolist(),
+                self.entropies[row, begin:][kept].tolist())
+
+
 def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADConfig, prompts: list[list[int]], *,
                    max_new_tokens: int, batch_size: int, eos_token_ids: list[int], pad_token_id: int = 0,
                    stop_loops: bool = False, read_ahead: bool | None = None) -> Iterator[FinishedRow]:
@@ -98,24 +155,27 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     blockers = [reason for reason in map(full_attention_only, (small, large)) if reason]
     if blockers:
         raise ValueError(f"continuous batching needs full-attention caches: {'; '.join(blockers)}")
+    decide_first = config.variant == "decide_first"
+    judges_catchups = config.rollback is not None or config.check_every is not None
+    if read_ahead is None:
+        read_ahead = decide_first and not judges_catchups
+    elif read_ahead and judges_catchups:
+        raise ValueError("read_ahead=True would read the tokens that rollback/check_every judge on a catch-up "
+                         "before any catch-up; use read_ahead=False or None with EADConfig.rollback or check_every")
     if not prompts:
         return
     rows = min(batch_size, len(prompts))
-    width = max(len(p) for p in prompts)
     device = large.get_output_embeddings().weight.device
-    grid = torch.full((rows, width), pad_token_id, dtype=torch.long, device=device)
-    mask, positions = torch.zeros_like(grid), torch.zeros_like(grid)
-    choices = torch.full_like(grid, NO_TOKEN)
-    entropies = torch.full(grid.shape, float("nan"), device=device)
-    runners = {SMALL: RowRunner(small, width, rows), LARGE: RowRunner(large, width, rows)}
+    lanes = _Lanes(rows, max(len(p) for p in prompts), pad_token_id, device)
+    runners = {SMALL: RowRunner(small, lanes.width, rows), LARGE: RowRunner(large, lanes.width, rows)}
     router = EntropyRouter(config, rows, device)
     vocab = shared_vocab_size(large, small)
     eos = torch.tensor(eos_token_ids, device=device)
     queue = iter(enumerate(prompts))
     problem: list[int | None] = [None] * rows
-    start = [0] * rows  # grid column of each row's first new token
     count = torch.zeros(rows, dtype=torch.long, device=device)  # each row's kept new tokens
     rolled_back = [0] * rows
+    active = [LARGE if config.starts_large else SMALL] * rows
 
     def place(row: int) -> None:
         """Give `row` the next prompt, or leave it empty when none is left."""
@@ -123,65 +183,44 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         problem[row] = index
         if index is None:
             return
-        end, length = grid.shape[1], len(prompt)
-        grid[row, end - length:] = torch.tensor(prompt, device=device)
-        mask[row] = 0
-        mask[row, end - length:] = 1
-        positions[row, end - length:] = torch.arange(length, device=device)
+        lanes.place(row, prompt)
         for runner in runners.values():
-            runner.reset_row(row, end - length, end)
-        start[row] = end
-        count[row] = 0
-        rolled_back[row] = 0
+            runner.reset_row(row, lanes.width - len(prompt), lanes.width)
+        count[row], rolled_back[row] = 0, 0
         router.reset(torch.arange(rows, device=device) == row)
-
-    for row in range(rows):
-        place(row)
-    active = [LARGE if config.starts_large else SMALL] * rows
-    decide_first = config.variant == "decide_first"
-    checks_catchups = config.rollback is not None or config.check_every is not None
-    if read_ahead is None:
-        read_ahead = decide_first and not checks_catchups
-    elif read_ahead and checks_catchups:
-        raise ValueError("read_ahead=True would read the tokens that rollback/check_every judge on a catch-up "
-                         "before any catch-up; use read_ahead=False or None with EADConfig.rollback or check_every")
+        active[row] = LARGE if config.starts_large else SMALL
 
     def put(logits: torch.Tensor, members: list[int], read_logits: torch.Tensor) -> None:
         """Rows `members` of the step's logits: float32, over the shared vocabulary."""
         logits.index_copy_(0, torch.tensor(members, device=device),
                            read_logits.to(device=device, dtype=torch.float32)[:, :vocab])
 
-    def others(members: list[int]) -> list[int]:
-        """The live rows a model reads ahead while it reads `members` (none without `read_ahead`)."""
-        return [row for row in range(rows) if problem[row] is not None and row not in members] if read_ahead else []
-
-    def read_small(logits: torch.Tensor, members: list[int]) -> None:
+    def read(model: int, logits: torch.Tensor, members: list[int]) -> None:
+        """`model` reads `members` (and, with `read_ahead`, every other live row) into their rows of `logits`."""
+        ahead = [row for row in range(rows) if problem[row] is not None and row not in members] if read_ahead else []
         if members:
-            put(logits, members, runners[SMALL].read(grid, mask, positions, members, ahead=others(members)))
+            put(logits, members, runners[model].read(*lanes.grid(), members, ahead=ahead))
 
-    def read_large(logits: torch.Tensor, writers: list[int], chosen: torch.Tensor) -> None:
-        """The large model reads the rows it writes for, and (`check_every`) rows it only checks. Under rollback,
-        in each row the first small-model token it had not read and finds implausible is taken back with
-        everything after it, and the large model writes that position from its logits there."""
-        end = grid.shape[1]
+    def read_and_judge(logits: torch.Tensor, writers: list[int], chosen: torch.Tensor) -> None:
+        """Under rollback the large model reads the rows it writes for, and (`check_every`) rows it only checks;
+        in each, the first small-model token it had not read and finds implausible is taken back with everything
+        after it, and the large model writes that position from its logits there."""
+        end = lanes.width
         checks = [] if config.check_every is None else [  # columns the large model has not read, per row
             row for row in range(rows) if problem[row] is not None and row not in writers
-            and end - max(runners[LARGE].seen[row], start[row]) >= config.check_every]
+            and end - max(runners[LARGE].seen[row], lanes.start[row]) >= config.check_every]
         members = writers + checks
         if not members:
             return
-        if config.rollback is None:
-            put(logits, members, runners[LARGE].read(grid, mask, positions, members, ahead=others(members)))
-            return
         before = [runners[LARGE].seen[row] for row in members]
-        last, history = runners[LARGE].read(grid, mask, positions, members, history=True)
+        last, history = runners[LARGE].read(*lanes.grid(), members, history=True)
         firsts = []  # per member: the grid column the large model writes at instead, or end + 1 for none
         for index, (row, seen, read_logits) in enumerate(zip(members, before, history)):
             # column `seen` was written or checked by the large model; seen+1.. are predicted by this read, and a
             # check also judges the small model's proposal for column `end` (its logits are already in `logits`)
-            column = max(seen + 1, start[row])
-            taken = grid[row, column:end]
-            checkable = (choices[row, column:end] == SMALL) & (mask[row, column:end] == 1)
+            column = max(seen + 1, lanes.start[row])
+            taken = lanes.tokens[row, column:end]
+            checkable = (lanes.choices[row, column:end] == SMALL) & (lanes.mask[row, column:end] == 1)
             if index >= len(writers):  # a check
                 taken = torch.cat([taken, logits[row:row + 1].argmax(dim=-1)])
                 checkable = torch.cat([checkable, checkable.new_ones(1)])
@@ -195,52 +234,47 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
                 continue
             logits[row] = read_logits[first - 1 - seen].to(device, torch.float32)[:vocab]
             chosen[row] = True
-            mask[row, first:] = 0
-            choices[row, first:] = NO_TOKEN
-            positions[row, first:] = positions[row, first - 1]  # the next column continues the kept tokens
+            lanes.take_back(row, first)
             count[row] -= end - first
             rolled_back[row] += end - first
             for runner in runners.values():
                 runner.forget(row, first)
 
+    for row in range(rows):
+        place(row)
     while any(index is not None for index in problem):
         live_rows = [row for row in range(rows) if problem[row] is not None]
         live = torch.tensor([index is not None for index in problem], device=device)
         logits = torch.zeros((rows, vocab), dtype=torch.float32, device=device)
         if decide_first:  # the small model proposes; where it is uncertain the large model writes instead
-            read_small(logits, live_rows)
+            read(SMALL, logits, live_rows)
             chosen = live & (entropy_bits(logits) >= config.threshold)
             writers = [row for row, flag in enumerate(chosen.tolist()) if flag]  # second host sync
         else:
-            read_small(logits, [row for row in live_rows if active[row] == SMALL])
+            read(SMALL, logits, [row for row in live_rows if active[row] == SMALL])
             writers = [row for row in live_rows if active[row] == LARGE]
             chosen = router.active.clone()
-        read_large(logits, writers, chosen)
+        if config.rollback is None:
+            read(LARGE, logits, writers)
+        else:
+            read_and_judge(logits, writers, chosen)
         entropy, tokens = entropy_bits(logits), logits.argmax(dim=-1)
-        grid = torch.cat([grid, torch.where(live, tokens, pad_token_id)[:, None]], dim=1)
-        mask = torch.cat([mask, live.long()[:, None]], dim=1)
-        positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
-        choices = torch.cat([choices, torch.where(live, chosen.long(), NO_TOKEN)[:, None]], dim=1)
-        entropies = torch.cat([entropies, entropy[:, None]], dim=1)
+        lanes.append(tokens, live, chosen, entropy)
         count += live
         if not decide_first:
             router.observe(entropy, live)
         done = live & (torch.isin(tokens, eos) | (count >= max_new_tokens))
         if stop_loops:
-            done |= live & ends_in_loop(grid, count)
+            done |= live & ends_in_loop(lanes.tokens, count)
         synced = torch.cat([router.active.long(), done.long()]).tolist()  # the one host sync of the step
         active = [LARGE if flag else SMALL for flag in synced[:rows]]
         for row in (row for row in range(rows) if synced[rows + row]):
-            kept = mask[row, start[row]:] == 1  # columns taken back by a rollback are masked
-            new_tokens = grid[row, start[row]:][kept].tolist()
+            new_tokens, choices, entropies = lanes.answer(row)
             finish = "eos" if new_tokens[-1] in eos_token_ids else "budget" if len(new_tokens) >= max_new_tokens else "loop"
             yield FinishedRow(
-                index=problem[row], tokens=new_tokens, choices=choices[row, start[row]:][kept].tolist(),
-                entropies=entropies[row, start[row]:][kept].tolist(), finish=finish,
+                index=problem[row], tokens=new_tokens, choices=choices, entropies=entropies, finish=finish,
                 catchup={"small": runners[SMALL].row_catchup[row], "large": runners[LARGE].row_catchup[row]},
                 forwards={"small": list(runners[SMALL].row_forwards[row]), "large": list(runners[LARGE].row_forwards[row])},
                 rolled_back=rolled_back[row],
             )
             place(row)
-            if problem[row] is not None:
-                active[row] = LARGE if config.starts_large else SMALL
