@@ -1,0 +1,78 @@
+"""Print the README's "Results at a glance" tables from the committed records, so they never drift from them.
+
+One row per method: N, accuracy, large share, and paired differences (points, 95% bootstrap CI) against its
+random control, small-only and large-only, each on the problems both finished (with that N when it is below the
+row's; report.md has every pairing, wins / losses and McNemar p). A method missing from a folder is left out with
+a note on stderr. tests/test_readme_tables.py checks that README.md carries these tables as printed.
+
+    python evaluation/readme_tables.py            # both tables, markdown, to paste under Results at a glance
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from ead_hf.eval.records import read_records
+from ead_hf.eval.report import paired_methods, summarise
+from ead_hf.model_pairs import DEFAULT_PAIR
+
+RESULTS = Path(__file__).resolve().parent / "results" / DEFAULT_PAIR
+TABLES = {
+    "gsm8k_test_512": ("GSM8K test, 512 tokens", [
+        ("large", "large"),
+        ("small", "small"),
+        ("decide-first, τ = 0.5", "first@0.5"),
+        ("decide-first τ = 0.5 + rollback ρ = 0.1", "first@0.5,rollback=0.1"),
+        ("paper's rule, τ = 0.625 (GSM8K-calibrated)", "ead@0.625"),
+        ("paper's rule, τ = 0.5", "ead@0.5"),
+        ("paper's rule τ = 0.625 + rollback ρ = 0.1", "ead@0.625,rollback=0.1"),
+        ("large writes the first 72 tokens, no entropy (`opening@72`)", "opening@72"),
+    ]),
+    "math500_1312": ("MATH-500, 1312 tokens", [
+        ("large", "large"),
+        ("small", "small"),
+        ("decide-first, τ = 0.5", "first@0.5"),
+        ("paper's rule, τ = 0.5 (MATH-calibrated)", "ead@0.5"),
+        ("paper's rule τ = 0.5 + rollback ρ = 0.1", "ead@0.5,rollback=0.1"),
+    ]),
+}
+
+
+def _difference(records: list[dict], method: str, other: str, n: int) -> str:
+    """The paired difference; with its own N when the two share fewer problems than the row's N."""
+    c, _ = paired_methods(records, method, records, other)
+    text = f"{100 * c.difference:+.1f} [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]".replace("-", "−")
+    return text if c.n == n else f"{text} (N = {c.n})"
+
+
+def table(folder: str) -> str:
+    title, rows = TABLES[folder]
+    run = RESULTS / folder
+    manifest = json.loads((run / "run.json").read_text())
+    records = read_records(run)
+    summaries = {s.method: s for s in summarise(records, manifest["small_parameters"], manifest["large_parameters"])}
+    lines = [f"| {title} | N | accuracy | large share | vs random at its share | vs small | vs large |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for label, method in rows:
+        mine = summaries.get(method)
+        if mine is None:
+            print(f"{folder}: no {method} records, row left out", file=sys.stderr)
+            continue
+        control = next((s.method for s in summaries.values() if s.control_for == method), None)
+        if method in ("large", "small"):
+            share, versus = f"{mine.large_share:g}", ["", "", ""]
+        else:
+            share = f"{mine.large_share:.3f}"
+            versus = [_difference(records, method, control, mine.n) if control else
+                      ("(is itself a baseline)" if mine.kind == "opening" else "not run"),
+                      _difference(records, method, "small", mine.n), _difference(records, method, "large", mine.n)]
+        lines.append(f"| {label} | {mine.n} | {100 * mine.accuracy:.1f}% | {share} | " + " | ".join(versus) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    print("\n".join(table(folder) for folder in TABLES))
+
+
+if __name__ == "__main__":
+    main()

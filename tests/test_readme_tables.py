@@ -1,0 +1,26 @@
+"""README's result tables are what the committed records say (evaluation/readme_tables.py prints them)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "evaluation" / "readme_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("folder", ["gsm8k_test_512", "math500_1312"])
+def test_readme_carries_the_tables_the_records_give(folder):
+    script = _script()
+    if not (script.RESULTS / folder / "records.jsonl").exists():
+        pytest.skip(f"no committed records in {folder}")
+    table = script.table(folder)
+    assert table.count("\n") >= 4  # header, rule, large, small at least
+    assert table in (ROOT / "README.md").read_text(), (
+        f"README.md's {folder} table differs from the records: run python evaluation/readme_tables.py and paste it")
