@@ -1,6 +1,7 @@
 """Print the README's "Results at a glance" tables from the committed records, so they never drift from them.
 
-One row per method: N, accuracy, large share, and paired differences (points, 95% bootstrap CI) against its
+One row per method: N, accuracy, large share (tokens the large model wrote), large work (generated positions it
+read or wrote, catch-ups included: the FLOP side), and paired differences (points, 95% bootstrap CI) against its
 random control, small-only and large-only, each on the problems both finished (with that N when it is below the
 row's; report.md has every pairing, wins / losses and McNemar p). A method missing from a folder is left out with
 a note on stderr. tests/test_readme_tables.py checks that README.md carries these tables as printed.
@@ -51,8 +52,8 @@ def table(folder: str) -> str:
     manifest = json.loads((run / "run.json").read_text())
     records = read_records(run)
     summaries = {s.method: s for s in summarise(records, manifest["small_parameters"], manifest["large_parameters"])}
-    lines = [f"| {title} | N | accuracy | large share | vs random at its share | vs small | vs large |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| {title} | N | accuracy | large share | large work | vs random at its share | vs small | vs large |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, method in rows:
         mine = summaries.get(method)
         if mine is None:
@@ -60,9 +61,9 @@ def table(folder: str) -> str:
             continue
         control = next((s.method for s in summaries.values() if s.control_for == method), None)
         if method in ("large", "small"):
-            share, versus = f"{mine.large_share:g}", ["", "", ""]
+            share, versus = f"{mine.large_share:g} | {mine.large_work:g}", ["", "", ""]
         else:
-            share = f"{mine.large_share:.3f}"
+            share = f"{mine.large_share:.3f} | {mine.large_work:.3f}"
             versus = [_difference(records, method, control, mine.n) if control else
                       ("(is itself a baseline)" if mine.kind == "opening" else "not run"),
                       _difference(records, method, "small", mine.n), _difference(records, method, "large", mine.n)]
