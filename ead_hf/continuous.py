@@ -113,14 +113,11 @@ class _Lanes:
 
     def append(self, tokens: torch.Tensor, live: torch.Tensor, chosen: torch.Tensor, entropy: torch.Tensor) -> None:
         """One column: each live row's token, model and entropy; rows without a prompt get a masked pad."""
-        def column(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor[:, None]
-
-        self.tokens = torch.cat([self.tokens, column(torch.where(live, tokens, self.pad_token_id))], dim=1)
-        self.mask = torch.cat([self.mask, column(live.long())], dim=1)
+        self.tokens = torch.cat([self.tokens, torch.where(live, tokens, self.pad_token_id)[:, None]], dim=1)
+        self.mask = torch.cat([self.mask, live.long()[:, None]], dim=1)
         self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
-        self.choices = torch.cat([self.choices, column(torch.where(live, chosen.long(), NO_TOKEN))], dim=1)
-        self.entropies = torch.cat([self.entropies, column(entropy)], dim=1)
+        self.choices = torch.cat([self.choices, torch.where(live, chosen.long(), NO_TOKEN)[:, None]], dim=1)
+        self.entropies = torch.cat([self.entropies, entropy[:, None]], dim=1)
 
     def take_back(self, row: int, first: int) -> None:
         """Drop `row`'s tokens from column `first` on: masked, and the next column continues the kept ones."""
@@ -197,9 +194,10 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
 
     def read(model: int, logits: torch.Tensor, members: list[int]) -> None:
         """`model` reads `members` (and, with `read_ahead`, every other live row) into their rows of `logits`."""
+        if not members:
+            return
         ahead = [row for row in range(rows) if problem[row] is not None and row not in members] if read_ahead else []
-        if members:
-            put(logits, members, runners[model].read(*lanes.grid(), members, ahead=ahead))
+        put(logits, members, runners[model].read(*lanes.grid(), members, ahead=ahead))
 
     def read_and_judge(logits: torch.Tensor, writers: list[int], chosen: torch.Tensor) -> None:
         """Under rollback the large model reads the rows it writes for, and (`check_every`) rows it only checks;

@@ -6,7 +6,8 @@ random control, small-only and large-only, each on the problems both finished (w
 row's; report.md has every pairing, wins / losses and McNemar p). A method missing from a folder is left out with
 a note on stderr. tests/test_readme_tables.py checks that README.md carries these tables as printed.
 
-    python evaluation/readme_tables.py            # both tables, markdown, to paste under Results at a glance
+    python evaluation/readme_tables.py            # both tables, markdown, to stdout
+    python evaluation/readme_tables.py --write    # replace them in README.md
 """
 
 import json
@@ -17,7 +18,8 @@ from ead_hf.eval.records import read_records
 from ead_hf.eval.report import paired_methods, summarise
 from ead_hf.model_pairs import DEFAULT_PAIR
 
-RESULTS = Path(__file__).resolve().parent / "results" / DEFAULT_PAIR
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "evaluation" / "results" / DEFAULT_PAIR
 TABLES = {
     "gsm8k_test_512": ("GSM8K test, 512 tokens", [
         ("large", "large"),
@@ -71,8 +73,21 @@ def table(folder: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_readme(path: Path = ROOT / "README.md") -> None:
+    """Replace each table in `path` (from its header row to the blank line after it) with the records' own."""
+    text = path.read_text()
+    for folder, (title, _) in TABLES.items():
+        start = text.index(f"| {title} |")
+        end = text.index("\n\n", start) + 1
+        text = text[:start] + table(folder) + text[end:]
+    path.write_text(text)
+
+
 def main() -> None:
-    print("\n".join(table(folder) for folder in TABLES))
+    if sys.argv[1:] == ["--write"]:
+        write_readme()
+    else:
+        print("\n".join(table(folder) for folder in TABLES))
 
 
 if __name__ == "__main__":

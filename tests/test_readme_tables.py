@@ -23,4 +23,18 @@ def test_readme_carries_the_tables_the_records_give(folder):
     table = script.table(folder)
     assert table.count("\n") >= 4  # header, rule, large, small at least
     assert table in (ROOT / "README.md").read_text(), (
-        f"README.md's {folder} table differs from the records: run python evaluation/readme_tables.py and paste it")
+        f"README.md's {folder} table differs from the records: run python evaluation/readme_tables.py --write")
+
+
+def test_write_replaces_stale_tables(tmp_path):
+    script = _script()
+    if not all((script.RESULTS / folder / "records.jsonl").exists() for folder in script.TABLES):
+        pytest.skip("no committed records")
+    stale = "".join(f"before\n\n| {title} | stale |\n| --- |\n\nafter {folder}\n" for folder, (title, _) in script.TABLES.items())
+    readme = tmp_path / "README.md"
+    readme.write_text(stale)
+    script.write_readme(readme)
+    text = readme.read_text()
+    assert "stale" not in text and text.count("before") == 2
+    for folder in script.TABLES:
+        assert script.table(folder) + f"\nafter {folder}" in text
