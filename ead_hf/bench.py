@@ -8,6 +8,9 @@ ratios, never single absolute times. Measured:
 - plain `generate` of each model, EAD at +inf / -inf / a threshold, HF assisted generation (batch 1);
 - tokens/s, peak RSS, and the weights-bytes-per-token roofline against a measured copy bandwidth;
 - the time each configuration spends inside model forwards (`ForwardClock`, forward hooks) and outside them;
+- with `rollback` (batch 1 is the algorithm's own cost): the rules only `continuous_ead` runs (rollback,
+  checks without a trigger), beside the paper's rule through the same loop, each with its large share, large work
+  and tokens taken back;
 - P1 overhead: EAD wall time over the "ideal": each decode step EAD ran at the per-step decode cost of
   that model's plain `generate` in the same run, plus its prefills and catch-up chunks at their measured
   time. The isolated chunk table is reported too, but it is not the yardstick: a forward timed alone, a few
@@ -30,8 +33,10 @@ from transformers import DynamicCache
 
 from .compat import cache_argument_name, crop_cache
 from .config import EADConfig
+from .continuous import continuous_ead
 from .eval.data import build_prompts, default_data_path, load_math
 from .generator import EADGenerator
+from .output import LARGE
 
 __all__ = ["run_bench", "copy_bandwidth_gbs", "forward_cost_table"]
 
@@ -91,6 +96,38 @@ def forward_cost_table(model, inputs, chunks=CHUNKS, reps: int = 3) -> dict:
 
 def _ead_name(threshold: float) -> str:
     return f"EAD {threshold:g}"
+
+
+def lane_configs(threshold: float, first_threshold: float | None, rollback: float,
+                 check_every: int | None) -> dict[str, EADConfig]:
+    """The rules timed through `continuous_ead`: the paper's rule plain (the loop's yardstick) and with rollback,
+    with checks without a trigger when `check_every` is set, and decide-first with rollback."""
+    configs = {f"lanes EAD {threshold:g}": EADConfig(threshold=threshold),
+               f"lanes EAD {threshold:g} rollback {rollback:g}": EADConfig(threshold=threshold, rollback=rollback)}
+    if check_every is not None:
+        configs[f"lanes EAD {threshold:g} rollback {rollback:g} check {check_every}"] = EADConfig(
+            threshold=threshold, rollback=rollback, check_every=check_every)
+    if first_threshold is not None:
+        configs[f"lanes first {first_threshold:g} rollback {rollback:g}"] = EADConfig(
+            threshold=first_threshold, window=1, min_dwell=1, variant="decide_first", rollback=rollback)
+    return configs
+
+
+def _lanes_run(small, large, config: EADConfig, prompts: list[list[int]], new_tokens: int) -> list:
+    """`continuous_ead` on the batch's prompts in as many slots, every row to `new_tokens`: its end-of-sequence id
+    is one no model can emit (an id past the output head), as `min_new_tokens` makes `generate` run on."""
+    never = large.get_output_embeddings().weight.shape[0]
+    return list(continuous_ead(small, large, config, prompts, max_new_tokens=new_tokens, batch_size=len(prompts),
+                               eos_token_ids=[never]))
+
+
+def lane_counts(rows: list) -> dict[str, float]:
+    """Large share, large work (positions the large model read or wrote over the generated ones) and tokens
+    taken back per row, over `continuous_ead`'s finished rows."""
+    tokens = sum(len(row.choices) for row in rows)
+    large = sum(choice == LARGE for row in rows for choice in row.choices)
+    return {"large_share": large / tokens, "large_work": (large + sum(row.catchup["large"] for row in rows)) / tokens,
+            "rolled_back": sum(row.rolled_back for row in rows) / len(rows)}
 
 
 @torch.inference_mode()
@@ -188,7 +225,9 @@ class BenchResult:
 def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), new_tokens: int = 64,
               reps: int = 3, assisted: bool = True, data: Path | None = None, rows_sweep=(),
               prompt_tokens: int | None = None, first_threshold: float | None = None,
-              progress=print) -> BenchResult:
+              rollback: float | None = None, check_every: int | None = None, progress=print) -> BenchResult:
+    if check_every is not None and rollback is None:
+        raise ValueError("check_every (--check-every) checks tokens by the rollback rule; give rollback (--rollback RHO) too")
     problems = [row["problem"] for row in load_math(data or default_data_path("test"))]
     tokenizer.padding_side = "left"
     result = BenchResult(machine={
@@ -218,6 +257,11 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
             configs[first] = functools.partial(EADGenerator(small, large, EADConfig(
                 threshold=first_threshold, window=1, min_dwell=1, variant="decide_first")).generate,
                 **inputs, return_dict_in_generate=True, **kwargs)
+        if rollback is not None:
+            prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+            lanes = lane_configs(threshold, first_threshold, rollback, check_every)
+            configs.update({name: functools.partial(_lanes_run, small, large, config, prompts, new_tokens)
+                            for name, config in lanes.items()})
         if assisted and batch_size == 1:
             configs["assisted (HF)"] = lambda: large.generate(**inputs, assistant_model=small, **kwargs)
         times: dict[str, list[float]] = {name: [] for name in configs}
@@ -242,6 +286,7 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                 "batch": batch_size, "config": name, "median_s": seconds, "tok_s": batch_size * new_tokens / seconds,
                 "vs_large": seconds / medians["large generate"], "forward_s": in_forwards,
                 "outside_forwards_s": seconds - in_forwards,
+                **(lane_counts(outputs[name]) if name.startswith("lanes ") else {}),
             })
         result.rows.append({"batch": batch_size, "config": "checks", "large_share": share,
                             "ead config": default,
@@ -282,6 +327,9 @@ def markdown(result: BenchResult) -> str:
             continue
         if row["config"] in ("small generate", "EAD +inf"):
             weights = m["small_weight_bytes"]
+        elif row["config"].startswith("lanes "):
+            f = row["large_share"]
+            weights = f * m["large_weight_bytes"] + (1 - f) * m["small_weight_bytes"]
         elif row["config"].startswith("first "):
             f = next(r["first large share"] for r in result.rows if r["config"] == "checks" and r["batch"] == row["batch"])
             weights = f * m["large_weight_bytes"] + m["small_weight_bytes"]  # the small model reads every position
@@ -301,6 +349,15 @@ def markdown(result: BenchResult) -> str:
             lines.append(f"| {row['batch']} | {row['large_share']:.3f} | {row['P1 EAD / ideal']:.3f} | "
                          f"{row['P2 +inf / small']:.3f} | {row['P2 -inf / large']:.3f} | {row['P3 EAD / large']:.3f} | "
                          f"{row['P3 target']:.3f} | {row['r small/large step']:.3f} |")
+    lanes = [row for row in result.rows if row["config"].startswith("lanes ")]
+    if lanes:
+        lines += ["", "Through `continuous_ead` (rollback and checks run only there): large share (tokens it wrote), large "
+                      "work (positions it read or wrote, catch-ups and checks included, over the generated ones) and "
+                      "tokens taken back per row:", "",
+                  "| batch | config | vs large generate | large share | large work | taken back per row |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {row['batch']} | {row['config']} | {row['vs_large']:.3f} | {row['large_share']:.3f} | "
+                  f"{row['large_work']:.3f} | {row['rolled_back']:.1f} |" for row in lanes]
     default_config = {row["batch"]: row["ead config"] for row in result.rows if "ead config" in row}
     ead = {row["batch"]: row["tok_s"] for row in result.rows if default_config.get(row["batch"]) == row["config"]}
     if 1 in ead and 8 in ead:

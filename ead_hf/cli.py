@@ -150,6 +150,11 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="keep only the last N tokens of each prompt (short prompts show the loop's own overhead)")
     bench.add_argument("--first-threshold", type=_threshold, default=None,
                        help="also time the decide-first variant at this threshold (bits)")
+    bench.add_argument("--rollback", type=float, default=None, metavar="RHO",
+                       help="also time, through continuous_ead, the paper's rule with rollback RHO (and decide-first "
+                            "with it, given --first-threshold)")
+    bench.add_argument("--check-every", type=int, default=None, metavar="M",
+                       help="with --rollback: also time the paper's rule with checks every M unread tokens")
     bench.add_argument("--data", type=Path, default=None, help="MATH-500 JSONL (prompts)")
     bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
 
@@ -243,7 +248,7 @@ def _bench(args: argparse.Namespace) -> int:
                        reps=args.reps, assisted=not args.no_assisted, data=args.data,
                        rows_sweep=[int(r) for r in args.rows_sweep.split(",")] if args.rows_sweep else (),
                        prompt_tokens=args.prompt_tokens, first_threshold=args.first_threshold,
-                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+                       rollback=args.rollback, check_every=args.check_every, progress=lambda line: print(line, file=sys.stderr, flush=True))
     result.machine["load_s"] = loaded.load_seconds
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps({"machine": result.machine, "rows": result.rows,

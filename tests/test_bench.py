@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.bench import ForwardClock, decode_step_seconds, ideal_seconds, markdown, run_bench
+from ead_hf.bench import ForwardClock, _lanes_run, decode_step_seconds, ideal_seconds, lane_configs, markdown, run_bench
 from ead_hf.cli import main as cli_main
 from ead_hf.testing import tiny_pair, tiny_tokenizer
 
@@ -78,6 +78,28 @@ def test_run_bench_reports_every_configuration(problems_file):
     assert set(result.step_cost_by_rows["large"]) == {1, 3}
     assert all(seconds > 0 for costs in result.step_cost_by_rows["small"].values() for seconds in costs.values())
     assert "| 3 | " in table.split("large: forward seconds")[1]
+
+
+def test_bench_times_the_lane_only_rules_with_their_work(problems_file):
+    small, large = tiny_pair("llama", seed=1)
+    with pytest.raises(ValueError, match="--rollback"):
+        run_bench(small, large, tiny_tokenizer(), threshold=0.5, check_every=4, data=problems_file)
+    result = run_bench(small, large, tiny_tokenizer(), threshold=0.5, batch_sizes=(1,), new_tokens=12, reps=1,
+                       assisted=False, data=problems_file, prompt_tokens=5, first_threshold=0.5, rollback=0.5,
+                       check_every=4, progress=lambda line: None)
+    lanes = {row["config"]: row for row in result.rows if row["config"].startswith("lanes ")}
+    assert set(lanes) == {"lanes EAD 0.5", "lanes EAD 0.5 rollback 0.5", "lanes EAD 0.5 rollback 0.5 check 4",
+                          "lanes first 0.5 rollback 0.5"}
+    for row in lanes.values():
+        assert 0 <= row["large_share"] <= row["large_work"] and row["rolled_back"] >= 0 and row["vs_large"] > 0
+    assert lanes["lanes EAD 0.5"]["rolled_back"] == 0  # nothing judges the catch-ups without rollback
+    assert "| 1 | lanes EAD 0.5 rollback 0.5 check 4 |" in markdown(result)
+    # every row runs to the budget, its counts those of the finished rows (the first prompt's last 5 tokens)
+    prompt = tiny_tokenizer()(["Compute 0*0."])["input_ids"][0][-5:]
+    config = lane_configs(0.5, None, 0.5, 4)["lanes EAD 0.5 rollback 0.5 check 4"]
+    with torch.inference_mode():
+        rows = _lanes_run(small, large, config, [prompt], 12)
+    assert [len(row.tokens) for row in rows] == [12] and rows[0].finish == "budget"
 
 
 def test_bench_command_writes_files(problems_file, tmp_path):
