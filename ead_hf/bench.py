@@ -34,7 +34,7 @@ from transformers import DynamicCache
 from .compat import cache_argument_name, crop_cache
 from .config import EADConfig
 from .continuous import continuous_ead
-from .eval.data import build_prompts, default_data_path, load_math
+from .eval.data import build_prompts, default_data_path, load_problems
 from .generator import EADGenerator
 from .output import LARGE
 
@@ -110,6 +110,31 @@ def lane_configs(threshold: float, first_threshold: float | None, rollback: floa
     if first_threshold is not None:
         configs[f"lanes first {first_threshold:g} rollback {rollback:g}"] = EADConfig(
             threshold=first_threshold, window=1, min_dwell=1, variant="decide_first", rollback=rollback)
+    return configs
+
+
+def _configs(small, large, inputs: dict, kwargs: dict, threshold: float, first_threshold: float | None,
+             rollback: float | None, check_every: int | None, assisted: bool) -> dict:
+    """Name -> a call that runs that configuration on one batch of prompts (`inputs`)."""
+    configs = {
+        "small generate": lambda: small.generate(**inputs, **kwargs),
+        "EAD +inf": lambda: EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(**inputs, **kwargs),
+        "large generate": lambda: large.generate(**inputs, **kwargs),
+        "EAD -inf": lambda: EADGenerator(small, large, EADConfig(threshold=float("-inf"), start="large")).generate(
+            **inputs, **kwargs),
+        _ead_name(threshold): functools.partial(EADGenerator(small, large, EADConfig(threshold=threshold)).generate,
+                                                **inputs, return_dict_in_generate=True, **kwargs),
+    }
+    if first_threshold is not None:  # the decide-first variant at its own threshold
+        configs[f"first {first_threshold:g}"] = functools.partial(EADGenerator(small, large, EADConfig(
+            threshold=first_threshold, window=1, min_dwell=1, variant="decide_first")).generate,
+            **inputs, return_dict_in_generate=True, **kwargs)
+    if rollback is not None:
+        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+        configs.update({name: functools.partial(_lanes_run, small, large, config, prompts, kwargs["max_new_tokens"])
+                        for name, config in lane_configs(threshold, first_threshold, rollback, check_every).items()})
+    if assisted:
+        configs["assisted (HF)"] = lambda: large.generate(**inputs, assistant_model=small, **kwargs)
     return configs
 
 
@@ -225,10 +250,15 @@ class BenchResult:
 def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), new_tokens: int = 64,
               reps: int = 3, assisted: bool = True, data: Path | None = None, rows_sweep=(),
               prompt_tokens: int | None = None, first_threshold: float | None = None,
-              rollback: float | None = None, check_every: int | None = None, progress=print) -> BenchResult:
+              rollback: float | None = None, check_every: int | None = None, benchmark: str = "math",
+              batches: int = 1, progress=print) -> BenchResult:
+    """Time every configuration on `batches` batches of `benchmark`'s test prompts (from `data` when given), one
+    batch after another, interleaved over `reps` rounds."""
     if check_every is not None and rollback is None:
         raise ValueError("check_every (--check-every) checks tokens by the rollback rule; give rollback (--rollback RHO) too")
-    problems = [row["problem"] for row in load_math(data or default_data_path("test"))]
+    if batches < 1:
+        raise ValueError(f"batches must be >= 1 (batches of prompts per configuration), got {batches}")
+    problems = [row["problem"] for row in load_problems(data or default_data_path("test", benchmark), benchmark)]
     tokenizer.padding_side = "left"
     result = BenchResult(machine={
         "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -237,45 +267,40 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, temperature=None,
                   top_p=None, top_k=None)
     for batch_size in batch_sizes:
-        inputs = tokenizer(build_prompts(tokenizer, problems[:batch_size]), return_tensors="pt", padding=True)
-        if prompt_tokens is not None:  # the last N tokens of each prompt (short prompts: per-step overhead shows)
-            inputs = {name: tensor[:, -prompt_tokens:] for name, tensor in inputs.items()}
+        if batches * batch_size > len(problems):
+            raise ValueError(f"batches ({batches}) x batch size ({batch_size}) needs more prompts than the "
+                             f"{len(problems)} in the data; lower --batches")
+        groups = []
+        for first_row in range(0, batches * batch_size, batch_size):
+            inputs = tokenizer(build_prompts(tokenizer, problems[first_row:first_row + batch_size]),
+                               return_tensors="pt", padding=True)
+            if prompt_tokens is not None:  # the last N tokens of each prompt (short prompts: per-step overhead shows)
+                inputs = {name: tensor[:, -prompt_tokens:] for name, tensor in inputs.items()}
+            groups.append(inputs)
+        inputs = groups[0]  # the forward-cost tables are timed on the first batch
         tables = {"small": forward_cost_table(small, inputs, reps=reps), "large": forward_cost_table(large, inputs, reps=reps)}
         progress(f"batch {batch_size}: forward cost per chunk length (s): {json.dumps(tables)}")
-        configs = {
-            "small generate": lambda: small.generate(**inputs, **kwargs),
-            "EAD +inf": lambda: EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(**inputs, **kwargs),
-            "large generate": lambda: large.generate(**inputs, **kwargs),
-            "EAD -inf": lambda: EADGenerator(small, large, EADConfig(threshold=float("-inf"), start="large")).generate(
-                **inputs, **kwargs),
-        }
         default = _ead_name(threshold)
-        configs[default] = functools.partial(EADGenerator(small, large, EADConfig(threshold=threshold)).generate,
-                                             **inputs, return_dict_in_generate=True, **kwargs)
         first = None if first_threshold is None else f"first {first_threshold:g}"
-        if first:  # the decide-first variant at its own threshold
-            configs[first] = functools.partial(EADGenerator(small, large, EADConfig(
-                threshold=first_threshold, window=1, min_dwell=1, variant="decide_first")).generate,
-                **inputs, return_dict_in_generate=True, **kwargs)
-        if rollback is not None:
-            prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
-            lanes = lane_configs(threshold, first_threshold, rollback, check_every)
-            configs.update({name: functools.partial(_lanes_run, small, large, config, prompts, new_tokens)
-                            for name, config in lanes.items()})
-        if assisted and batch_size == 1:
-            configs["assisted (HF)"] = lambda: large.generate(**inputs, assistant_model=small, **kwargs)
+        per_batch = [_configs(small, large, inputs, kwargs, threshold, first_threshold, rollback, check_every,
+                              assisted and batch_size == 1) for inputs in groups]
+        configs = per_batch[0]
         times: dict[str, list[float]] = {name: [] for name in configs}
         records: dict[str, list[list]] = {name: [] for name in configs}  # per round: the forwards it ran
         outputs = {}
         with torch.inference_mode(), ForwardClock({"small": small, "large": large}) as clock:
-            for _ in range(reps):  # interleaved: every configuration once per round
-                for name, fn in configs.items():
+            for _ in range(reps):  # interleaved: every configuration once per round, on every batch of prompts
+                for name in configs:
                     start = time.perf_counter()
-                    outputs[name] = fn()
+                    outputs[name] = [batch[name]() for batch in per_batch]
                     times[name].append(time.perf_counter() - start)
                     records[name].append(clock.take())
         medians = {name: statistics.median(values) for name, values in times.items()}
-        share = float(outputs[default].ead_stats.large_share.mean())
+
+        def mean_share(name: str) -> float:  # every batch writes the same number of tokens
+            return statistics.fmean(float(out.ead_stats.large_share.mean()) for out in outputs[name])
+
+        share = mean_share(default)
         decode = {role: decode_step_seconds([r for rep in records[f"{role} generate"] for r in rep], role)
                   for role in ("small", "large")}
         ideal = statistics.median(ideal_seconds(rep, decode, batch_size) for rep in records[default])
@@ -283,21 +308,23 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
         for name, seconds in medians.items():
             in_forwards = statistics.median(sum(r[-1] for r in rep) for rep in records[name])
             result.rows.append({
-                "batch": batch_size, "config": name, "median_s": seconds, "tok_s": batch_size * new_tokens / seconds,
+                "batch": batch_size, "config": name, "median_s": seconds,
+                "tok_s": len(groups) * batch_size * new_tokens / seconds,
                 "vs_large": seconds / medians["large generate"], "forward_s": in_forwards,
                 "outside_forwards_s": seconds - in_forwards,
-                **(lane_counts(outputs[name]) if name.startswith("lanes ") else {}),
+                **(lane_counts([row for rows in outputs[name] for row in rows]) if name.startswith("lanes ") else {}),
             })
         result.rows.append({"batch": batch_size, "config": "checks", "large_share": share,
                             "ead config": default,
                             "P1 EAD / ideal": medians[default] / ideal,
-                            "forwards": {role: len(outputs[default].ead_forwards[role]) for role in ("small", "large")},
+                            "forwards": {role: sum(len(out.ead_forwards[role]) for out in outputs[default])
+                                         for role in ("small", "large")},
                             "P2 +inf / small": medians["EAD +inf"] / medians["small generate"],
                             "P2 -inf / large": medians["EAD -inf"] / medians["large generate"],
                             "P3 target": 1.05 * (share + (1 - share) * ratio_small_large),
                             "P3 EAD / large": medians[default] / medians["large generate"],
                             "r small/large step": ratio_small_large,
-                            **({"first large share": float(outputs[first].ead_stats.large_share.mean()),
+                            **({"first large share": mean_share(first),
                                 "first / large": medians[first] / medians["large generate"]} if first else {}),
                             "decode_s": decode,
                             "isolated_chunk_costs_s": tables})

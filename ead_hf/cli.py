@@ -155,7 +155,11 @@ def _build_parser() -> argparse.ArgumentParser:
                             "with it, given --first-threshold)")
     bench.add_argument("--check-every", type=int, default=None, metavar="M",
                        help="with --rollback: also time the paper's rule with checks every M unread tokens")
-    bench.add_argument("--data", type=Path, default=None, help="MATH-500 JSONL (prompts)")
+    bench.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="math",
+                       help="whose test prompts (the shipped file, or --data)")
+    bench.add_argument("--batches", type=int, default=1,
+                       help="each configuration runs this many batches of different prompts, one after another")
+    bench.add_argument("--data", type=Path, default=None, help="the benchmark's test JSONL (prompts)")
     bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
 
     calibrate = commands.add_parser("calibrate", help="choose the threshold for a target large share on a train "
@@ -248,12 +252,14 @@ def _bench(args: argparse.Namespace) -> int:
                        reps=args.reps, assisted=not args.no_assisted, data=args.data,
                        rows_sweep=[int(r) for r in args.rows_sweep.split(",")] if args.rows_sweep else (),
                        prompt_tokens=args.prompt_tokens, first_threshold=args.first_threshold,
-                       rollback=args.rollback, check_every=args.check_every, progress=lambda line: print(line, file=sys.stderr, flush=True))
+                       rollback=args.rollback, check_every=args.check_every, benchmark=args.benchmark,
+                       batches=args.batches, progress=lambda line: print(line, file=sys.stderr, flush=True))
     result.machine["load_s"] = loaded.load_seconds
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps({"machine": result.machine, "rows": result.rows,
                                                           "step_cost_by_rows": result.step_cost_by_rows}, indent=2))
-    table = f"# ead-hf bench: {args.pair}, threshold {threshold:g} bits, {args.new_tokens} new tokens\n\n" + markdown(result)
+    table = (f"# ead-hf bench: {args.pair}, threshold {threshold:g} bits, {args.new_tokens} new tokens, "
+             f"{args.benchmark} prompts x {args.batches} batch(es)\n\n" + markdown(result))
     (args.out / "bench.md").write_text(table)
     print(table, end="")
     return 0

@@ -84,14 +84,17 @@ def test_bench_times_the_lane_only_rules_with_their_work(problems_file):
     small, large = tiny_pair("llama", seed=1)
     with pytest.raises(ValueError, match="--rollback"):
         run_bench(small, large, tiny_tokenizer(), threshold=0.5, check_every=4, data=problems_file)
+    with pytest.raises(ValueError, match="--batches"):
+        run_bench(small, large, tiny_tokenizer(), threshold=0.5, batch_sizes=(2,), batches=3, data=problems_file)
     result = run_bench(small, large, tiny_tokenizer(), threshold=0.5, batch_sizes=(1,), new_tokens=12, reps=1,
                        assisted=False, data=problems_file, prompt_tokens=5, first_threshold=0.5, rollback=0.5,
-                       check_every=4, progress=lambda line: None)
+                       check_every=4, batches=2, progress=lambda line: None)
     lanes = {row["config"]: row for row in result.rows if row["config"].startswith("lanes ")}
     assert set(lanes) == {"lanes EAD 0.5", "lanes EAD 0.5 rollback 0.5", "lanes EAD 0.5 rollback 0.5 check 4",
                           "lanes first 0.5 rollback 0.5"}
     for row in lanes.values():
         assert 0 <= row["large_share"] <= row["large_work"] and row["rolled_back"] >= 0 and row["vs_large"] > 0
+        assert row["tok_s"] == pytest.approx(2 * 12 / row["median_s"])  # two batches of one prompt, 12 tokens each
     assert lanes["lanes EAD 0.5"]["rolled_back"] == 0  # nothing judges the catch-ups without rollback
     assert "| 1 | lanes EAD 0.5 rollback 0.5 check 4 |" in markdown(result)
     # every row runs to the budget, its counts those of the finished rows (the first prompt's last 5 tokens)
@@ -100,6 +103,16 @@ def test_bench_times_the_lane_only_rules_with_their_work(problems_file):
     with torch.inference_mode():
         rows = _lanes_run(small, large, config, [prompt], 12)
     assert [len(row.tokens) for row in rows] == [12] and rows[0].finish == "budget"
+
+
+def test_bench_takes_gsm8k_prompts(tmp_path):
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text("".join(json.dumps({"question": f"Tom has {i} apples and eats one. How many are left?",
+                                        "answer": f"{i} - 1 = {i - 1}\n#### {i - 1}"}) + "\n" for i in range(3, 6)))
+    small, large = tiny_pair("qwen2", seed=0)
+    result = run_bench(small, large, tiny_tokenizer(), threshold=5.0, batch_sizes=(1,), new_tokens=3, reps=1,
+                       assisted=False, data=path, benchmark="gsm8k", batches=3, progress=lambda line: None)
+    assert result.rows[0]["tok_s"] == pytest.approx(3 * 3 / result.rows[0]["median_s"])
 
 
 def test_bench_command_writes_files(problems_file, tmp_path):
