@@ -138,6 +138,39 @@ def _configs(small, large, inputs: dict, kwargs: dict, threshold: float, first_t
     return configs
 
 
+def _prompt_batches(tokenizer, problems: list[str], batch_size: int, batches: int,
+                    prompt_tokens: int | None) -> list[dict]:
+    """`batches` left-padded batches of `batch_size` chat prompts, the problems in order."""
+    if batches * batch_size > len(problems):
+        raise ValueError(f"batches ({batches}) x batch size ({batch_size}) needs more prompts than the "
+                         f"{len(problems)} in the data; lower --batches")
+    groups = []
+    for first_row in range(0, batches * batch_size, batch_size):
+        inputs = tokenizer(build_prompts(tokenizer, problems[first_row:first_row + batch_size]),
+                           return_tensors="pt", padding=True)
+        if prompt_tokens is not None:  # the last N tokens of each prompt (short prompts: per-step overhead shows)
+            inputs = {name: tensor[:, -prompt_tokens:] for name, tensor in inputs.items()}
+        groups.append(inputs)
+    return groups
+
+
+def _interleaved(per_batch: list[dict], reps: int, models: dict) -> tuple[dict, dict, dict]:
+    """Every configuration once per round, on every batch of prompts one after another: per configuration its
+    seconds per round, the forwards of each round (`ForwardClock` records), and the last round's outputs (one
+    per batch)."""
+    times: dict[str, list[float]] = {name: [] for name in per_batch[0]}
+    records: dict[str, list[list]] = {name: [] for name in per_batch[0]}
+    outputs: dict[str, list] = {}
+    with torch.inference_mode(), ForwardClock(models) as clock:
+        for _ in range(reps):
+            for name in per_batch[0]:
+                start = time.perf_counter()
+                outputs[name] = [batch[name]() for batch in per_batch]
+                times[name].append(time.perf_counter() - start)
+                records[name].append(clock.take())
+    return times, records, outputs
+
+
 def _lanes_run(small, large, config: EADConfig, prompts: list[list[int]], new_tokens: int) -> list:
     """`continuous_ead` on the batch's prompts in as many slots, every row to `new_tokens`: its end-of-sequence id
     is one no model can emit (an id past the output head), as `min_new_tokens` makes `generate` run on."""
@@ -267,34 +300,15 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, temperature=None,
                   top_p=None, top_k=None)
     for batch_size in batch_sizes:
-        if batches * batch_size > len(problems):
-            raise ValueError(f"batches ({batches}) x batch size ({batch_size}) needs more prompts than the "
-                             f"{len(problems)} in the data; lower --batches")
-        groups = []
-        for first_row in range(0, batches * batch_size, batch_size):
-            inputs = tokenizer(build_prompts(tokenizer, problems[first_row:first_row + batch_size]),
-                               return_tensors="pt", padding=True)
-            if prompt_tokens is not None:  # the last N tokens of each prompt (short prompts: per-step overhead shows)
-                inputs = {name: tensor[:, -prompt_tokens:] for name, tensor in inputs.items()}
-            groups.append(inputs)
-        inputs = groups[0]  # the forward-cost tables are timed on the first batch
-        tables = {"small": forward_cost_table(small, inputs, reps=reps), "large": forward_cost_table(large, inputs, reps=reps)}
+        groups = _prompt_batches(tokenizer, problems, batch_size, batches, prompt_tokens)
+        tables = {role: forward_cost_table(model, groups[0], reps=reps)  # on the first batch of prompts
+                  for role, model in (("small", small), ("large", large))}
         progress(f"batch {batch_size}: forward cost per chunk length (s): {json.dumps(tables)}")
         default = _ead_name(threshold)
         first = None if first_threshold is None else f"first {first_threshold:g}"
-        per_batch = [_configs(small, large, inputs, kwargs, threshold, first_threshold, rollback, check_every,
-                              assisted and batch_size == 1) for inputs in groups]
-        configs = per_batch[0]
-        times: dict[str, list[float]] = {name: [] for name in configs}
-        records: dict[str, list[list]] = {name: [] for name in configs}  # per round: the forwards it ran
-        outputs = {}
-        with torch.inference_mode(), ForwardClock({"small": small, "large": large}) as clock:
-            for _ in range(reps):  # interleaved: every configuration once per round, on every batch of prompts
-                for name in configs:
-                    start = time.perf_counter()
-                    outputs[name] = [batch[name]() for batch in per_batch]
-                    times[name].append(time.perf_counter() - start)
-                    records[name].append(clock.take())
+        per_batch = [_configs(small, large, batch, kwargs, threshold, first_threshold, rollback, check_every,
+                              assisted and batch_size == 1) for batch in groups]
+        times, records, outputs = _interleaved(per_batch, reps, {"small": small, "large": large})
         medians = {name: statistics.median(values) for name, values in times.items()}
 
         def mean_share(name: str) -> float:  # every batch writes the same number of tokens
