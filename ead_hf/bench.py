@@ -35,8 +35,9 @@ from .compat import cache_argument_name, crop_cache
 from .config import EADConfig
 from .continuous import continuous_ead
 from .eval.data import build_prompts, default_data_path, load_problems
+from .eval.report import large_token_share, large_work_share
 from .generator import EADGenerator
-from .output import LARGE
+from .output import LARGE, SMALL
 
 __all__ = ["run_bench", "copy_bandwidth_gbs", "forward_cost_table"]
 
@@ -98,6 +99,10 @@ def _ead_name(threshold: float) -> str:
     return f"EAD {threshold:g}"
 
 
+def _first_name(threshold: float) -> str:
+    return f"first {threshold:g}"
+
+
 def lane_configs(threshold: float, first_threshold: float | None, rollback: float,
                  check_every: int | None) -> dict[str, EADConfig]:
     """The rules timed through `continuous_ead`: the paper's rule plain (the loop's yardstick) and with rollback,
@@ -126,7 +131,7 @@ def _configs(small, large, inputs: dict, kwargs: dict, threshold: float, first_t
                                                 **inputs, return_dict_in_generate=True, **kwargs),
     }
     if first_threshold is not None:  # the decide-first variant at its own threshold
-        configs[f"first {first_threshold:g}"] = functools.partial(EADGenerator(small, large, EADConfig(
+        configs[_first_name(first_threshold)] = functools.partial(EADGenerator(small, large, EADConfig(
             threshold=first_threshold, window=1, min_dwell=1, variant="decide_first")).generate,
             **inputs, return_dict_in_generate=True, **kwargs)
     if rollback is not None:
@@ -180,11 +185,11 @@ def _lanes_run(small, large, config: EADConfig, prompts: list[list[int]], new_to
 
 
 def lane_counts(rows: list) -> dict[str, float]:
-    """Large share, large work (positions the large model read or wrote over the generated ones) and tokens
-    taken back per row, over `continuous_ead`'s finished rows."""
-    tokens = sum(len(row.choices) for row in rows)
-    large = sum(choice == LARGE for row in rows for choice in row.choices)
-    return {"large_share": large / tokens, "large_work": (large + sum(row.catchup["large"] for row in rows)) / tokens,
+    """Large share, large work and tokens taken back per row over `continuous_ead`'s finished rows, by the
+    evaluation's own definitions (`ead_hf.eval.report`)."""
+    counts = [{"small_tokens": row.choices.count(SMALL), "large_tokens": row.choices.count(LARGE),
+               "large_catchup_tokens": row.catchup["large"]} for row in rows]
+    return {"large_share": large_token_share(counts), "large_work": large_work_share(counts),
             "rolled_back": sum(row.rolled_back for row in rows) / len(rows)}
 
 
@@ -305,7 +310,7 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                   for role, model in (("small", small), ("large", large))}
         progress(f"batch {batch_size}: forward cost per chunk length (s): {json.dumps(tables)}")
         default = _ead_name(threshold)
-        first = None if first_threshold is None else f"first {first_threshold:g}"
+        first = None if first_threshold is None else _first_name(first_threshold)
         per_batch = [_configs(small, large, batch, kwargs, threshold, first_threshold, rollback, check_every,
                               assisted and batch_size == 1) for batch in groups]
         times, records, outputs = _interleaved(per_batch, reps, {"small": small, "large": large})

@@ -97,7 +97,7 @@ def test_bench_times_the_lane_only_rules_with_their_work(problems_file):
         assert row["tok_s"] == pytest.approx(2 * 12 / row["median_s"])  # two batches of one prompt, 12 tokens each
     assert lanes["lanes EAD 0.5"]["rolled_back"] == 0  # nothing judges the catch-ups without rollback
     assert "| 1 | lanes EAD 0.5 rollback 0.5 check 4 |" in markdown(result)
-    # every row runs to the budget, its counts those of the finished rows (the first prompt's last 5 tokens)
+    # a lanes run takes every row to the budget: no end-of-sequence id it could emit stops it
     prompt = tiny_tokenizer()(["Compute 0*0."])["input_ids"][0][-5:]
     config = lane_configs(0.5, None, 0.5, 4)["lanes EAD 0.5 rollback 0.5 check 4"]
     with torch.inference_mode():
