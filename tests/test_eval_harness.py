@@ -19,7 +19,7 @@ from ead_hf.costs import ModelShape, forward_flops, generation_flops, paper_cost
 from ead_hf.eval.data import load_math, load_problems, stratified_subset
 from ead_hf.eval.harness import random_probability_for_share
 from ead_hf.eval.records import read_records
-from ead_hf.eval.report import accuracy_by_level, markdown_table, paired_by_block, paired_rows, pareto_plot, summarise, write_report
+from ead_hf.eval.report import accuracy_by_level, markdown_table, paired_by_block, paired_by_prefix, paired_rows, pareto_plot, summarise, write_report
 from ead_hf.testing import tiny_pair
 
 SUBJECTS = ["Algebra", "Geometry", "Number Theory"]
@@ -237,6 +237,25 @@ def test_paired_differences_by_block_of_the_seeded_order():
     assert "| ead@1 | small | -50.0 (2) | +0.0 (2) |" in table  # d: 0-1, c: 1-1 | b: 0-1, a: 1-0
     assert "| ead@1 | large | -50.0 (2) | -50.0 (2) |" in table
     assert paired_by_block(records, rows, order=list("dcba"), block=4) == ""  # one block: nothing to add
+
+
+def test_paired_differences_on_growing_prefixes_of_the_seeded_order():
+    # order d, c, b, a; EAD right on a, c; small right on b, c, d; large has no record for d
+    correct = {"ead@1": "ac", "small": "bcd", "large": "abc"}
+    records = [_record(m, m.split("@")[0], p, p in right, 5, 5, 1, 1, 1.0, 1.0 if m == "ead@1" else None)
+               for m, right in correct.items() for p in "abcd" if (m, p) != ("large", "d")]
+    rows = paired_rows(records, summarise(records, small_parameters=1, large_parameters=3))
+    table = paired_by_prefix(records, rows, order=list("dcba"), block=1)
+    assert "| EAD point | against | 1-1 | 1-2 | 1-3 | 1-4 |" in table
+    cells = {line.split(" | ")[1]: line.split(" | ")[2:] for line in table.splitlines() if line.startswith("| ead@1")}
+    # against small: d 0-1 | + c 1-1 | + b 0-1 | + a 1-0 -> -100, -50, -66.7, -25 points on 1, 2, 3, 4 problems
+    assert [cell.split(" [")[0] for cell in cells["small"]] == ["-100.0", "-50.0", "-66.7", "-25.0"]
+    assert cells["small"][-1].endswith("(4) |") and cells["small"][1].endswith("(2)")
+    # against large: d is not shared, so the first prefix adds nothing (empty cell); c 1-1, b 0-1, a 1-1
+    assert cells["large"][0] == "" and [cell.split(" [")[0] for cell in cells["large"][1:]] == ["+0.0", "-50.0", "-33.3"]
+    whole = next(c for m, o, c in rows if (m, o) == ("ead@1", "small"))  # the last prefix is the paired table's row
+    assert cells["small"][-1] == f"{100 * whole.difference:+.1f} [{100 * whole.ci_low:+.1f}, {100 * whole.ci_high:+.1f}] (4) |"
+    assert paired_by_prefix(records, rows, order=list("dcba"), block=4) == ""  # one block: nothing to add
 
 
 def test_accuracy_by_level_counts_each_level_on_the_problems_large_finished():

@@ -16,7 +16,8 @@ from .truncation import truncation_counts
 ROUTED = ("ead", "first")  # methods whose points get a random control and paired comparisons
 
 __all__ = ["MethodSummary", "summarise", "markdown_table", "paired_rows", "paired_table", "paired_by_block",
-           "accuracy_by_level", "paired_methods", "paired_across", "compare_runs", "pareto_plot", "write_report"]
+           "paired_by_prefix", "accuracy_by_level", "paired_methods", "paired_across", "compare_runs", "pareto_plot",
+           "write_report"]
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -222,7 +223,7 @@ def paired_by_block(records: list[dict], rows: list[tuple[str, str, PairedCompar
     or come from one? Empty when the records span fewer than two blocks."""
     where = {problem: index // block for index, problem in enumerate(order)}
     solved = _solved(records)
-    blocks = 1 + max((where[p] for by_problem in solved.values() for p in by_problem if p in where), default=-1)
+    blocks = _block_count(solved, where)
     if blocks < 2:
         return ""
     lines = ["| EAD point | against | " + " | ".join(f"{b * block + 1}-{(b + 1) * block}" for b in range(blocks)) + " |",
@@ -236,6 +237,39 @@ def paired_by_block(records: list[dict], rows: list[tuple[str, str, PairedCompar
         cells = [f"{100 * d / n:+.1f} ({n})" if n else "" for d, n in zip(difference, count)]
         lines.append(f"| {method} | {other} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paired_by_prefix(records: list[dict], rows: list[tuple[str, str, PairedComparison]], order: list[str],
+                     block: int) -> str:
+    """Each paired row's difference with its 95% CI on the first `block`, 2 `block`, ... problems of the run's
+    seeded `order`: how the estimate settled as a chunked run grew. A run's final N is fixed in advance; stopping
+    at the first of these columns whose CI excludes zero would be optional stopping. A cell is left empty when
+    its prefix adds no problem both finished. Empty when the records span fewer than two blocks."""
+    where = {problem: index // block for index, problem in enumerate(order)}
+    solved = _solved(records)
+    blocks = _block_count(solved, where)
+    if blocks < 2:
+        return ""
+    lines = ["| EAD point | against | " + " | ".join(f"1-{(b + 1) * block}" for b in range(blocks)) + " |",
+             "| --- | --- |" + " --- |" * blocks]
+    for method, other, _ in rows:
+        common = [p for p in solved[method] if p in where and p in solved.get(other, {})]
+        cells, previous = [], 0
+        for b in range(blocks):
+            prefix = sorted(p for p in common if where[p] <= b)  # as paired_rows orders them: same resamples
+            if len(prefix) == previous:
+                cells.append("")
+                continue
+            previous = len(prefix)
+            c = paired_comparison([solved[method][p] for p in prefix], [solved[other][p] for p in prefix])
+            cells.append(f"{100 * c.difference:+.1f} [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] ({c.n})")
+        lines.append(f"| {method} | {other} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _block_count(solved: dict[str, dict[str, bool]], where: dict[str, int]) -> int:
+    """How many blocks of the seeded order the finished problems reach."""
+    return 1 + max((where[p] for by_problem in solved.values() for p in by_problem if p in where), default=-1)
 
 
 def paired_methods(records_a: list[dict], method_a: str, records_b: list[dict], method_b: str,
@@ -367,6 +401,9 @@ def write_report(directory: Path, small_parameters: int, large_parameters: int, 
         if by_block:
             table += (f"\nThe same differences (points) within each block of {block} problems of the seeded order (the "
                       "rounds of `--chunk`), with the number of problems both finished:\n\n" + by_block)
+            table += ("\nThe same differences with their 95% CIs on the first N problems of the seeded order, as the "
+                      "run grew (N fixed in advance: these are not stopping points):\n\n"
+                      + paired_by_prefix(records, paired, order, block))
     by_level = accuracy_by_level(records, summaries)
     if by_level:
         table += ("\nAccuracy within each difficulty level (problems; large share), on the problems of the table above:"
