@@ -122,7 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         "e.g. those no threshold was chosen on")
     report.add_argument("--block", type=int, default=64, metavar="K",
                         help="also give each paired difference per block of K problems of the seeded order (the rounds "
-                        "of --chunk K; 0: not)")
+                        "of --chunk K) and on its first K, 2K, ... problems (how it settled as the run grew); 0: not")
     compare = eval_commands.add_parser("compare", help="one method of a run folder against one method of another "
                                        "folder, paired on the problems both finished (difference, CI, McNemar)")
     compare.add_argument("directory_a", type=Path)

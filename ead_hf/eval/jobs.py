@@ -142,7 +142,7 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
 def report_run(directory: Path, skip: int = 0, block: int = 64) -> str:
     """report.md (and pareto.png) of a run folder; with `skip` > 0, report.after{skip}.md over the problems after
     the first `skip` of the run's seeded order (e.g. those no threshold was chosen on). Paired differences are
-    also given per block of `block` problems of that order (0: not)."""
+    also given per block of `block` problems of that order and on its growing prefixes (0: not)."""
     directory = Path(directory)
     manifest_path = directory / "run.json"
     if not manifest_path.is_file():

@@ -380,7 +380,8 @@ def write_report(directory: Path, small_parameters: int, large_parameters: int, 
                  exclude: frozenset[str] = frozenset(), stem: str = "report", order: list[str] | None = None,
                  block: int = 64) -> str:
     """`stem`.md and the Pareto plot in the run folder, from every complete record there whose problem is not
-    in `exclude`; with the run's seeded `order`, the paired differences also by block of `block` problems."""
+    in `exclude`; with the run's seeded `order`, the paired differences also by block of `block` problems
+    and on the first `block`, 2 `block`, ... problems."""
     directory = Path(directory)
     records = [r for r in read_records(directory) if r["problem_id"] not in exclude]
     summaries = summarise(records, small_parameters, large_parameters)
