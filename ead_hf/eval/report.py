@@ -221,22 +221,10 @@ def paired_by_block(records: list[dict], rows: list[tuple[str, str, PairedCompar
     """Each paired row's accuracy difference (points, with the number of problems both finished) within each block
     of `block` problems of the run's seeded `order` (the rounds of `--chunk`): does an effect hold in every round,
     or come from one? Empty when the records span fewer than two blocks."""
-    where = {problem: index // block for index, problem in enumerate(order)}
-    solved = _solved(records)
-    blocks = _block_count(solved, where)
-    if blocks < 2:
-        return ""
-    lines = ["| EAD point | against | " + " | ".join(f"{b * block + 1}-{(b + 1) * block}" for b in range(blocks)) + " |",
-             "| --- | --- |" + " --- |" * blocks]
-    for method, other, _ in rows:
-        difference, count = [0] * blocks, [0] * blocks  # per block, one pass over the problems both finished
-        for problem, right in solved[method].items():
-            if problem in where and problem in solved.get(other, {}):
-                difference[where[problem]] += right - solved[other][problem]
-                count[where[problem]] += 1
-        cells = [f"{100 * d / n:+.1f} ({n})" if n else "" for d, n in zip(difference, count)]
-        lines.append(f"| {method} | {other} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    def cells(shared: list[list[tuple[str, bool, bool]]]) -> list[str]:
+        return [f"{100 * sum(a - b for _, a, b in s) / len(s):+.1f} ({len(s)})" if s else "" for s in shared]
+
+    return _block_table(records, rows, order, block, lambda b: f"{b * block + 1}-{(b + 1) * block}", cells)
 
 
 def paired_by_prefix(records: list[dict], rows: list[tuple[str, str, PairedComparison]], order: list[str],
@@ -245,31 +233,39 @@ def paired_by_prefix(records: list[dict], rows: list[tuple[str, str, PairedCompa
     seeded `order`: how the estimate settled as a chunked run grew. A run's final N is fixed in advance; stopping
     at the first of these columns whose CI excludes zero would be optional stopping. A cell is left empty when
     its prefix adds no problem both finished. Empty when the records span fewer than two blocks."""
+    def cells(shared: list[list[tuple[str, bool, bool]]]) -> list[str]:
+        out, prefix = [], []
+        for s in shared:
+            if not s:
+                out.append("")
+                continue
+            prefix = sorted(prefix + s)  # by problem id, as paired_rows orders them: the same resamples
+            c = paired_comparison([a for _, a, _ in prefix], [b for _, _, b in prefix])
+            out.append(f"{100 * c.difference:+.1f} [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] ({c.n})")
+        return out
+
+    return _block_table(records, rows, order, block, lambda b: f"1-{(b + 1) * block}", cells)
+
+
+def _block_table(records: list[dict], rows: list[tuple[str, str, PairedComparison]], order: list[str], block: int,
+                 column, cells) -> str:
+    """A table of one line per paired row and one column per block of the seeded `order`: `column(b)` names block
+    b, `cells(shared)` fills a line from each block's (problem, method right, other right) of the problems both
+    finished. Empty when the records span fewer than two blocks."""
     where = {problem: index // block for index, problem in enumerate(order)}
     solved = _solved(records)
-    blocks = _block_count(solved, where)
+    blocks = 1 + max((where[p] for by_problem in solved.values() for p in by_problem if p in where), default=-1)
     if blocks < 2:
         return ""
-    lines = ["| EAD point | against | " + " | ".join(f"1-{(b + 1) * block}" for b in range(blocks)) + " |",
+    lines = ["| EAD point | against | " + " | ".join(column(b) for b in range(blocks)) + " |",
              "| --- | --- |" + " --- |" * blocks]
     for method, other, _ in rows:
-        common = [p for p in solved[method] if p in where and p in solved.get(other, {})]
-        cells, previous = [], 0
-        for b in range(blocks):
-            prefix = sorted(p for p in common if where[p] <= b)  # as paired_rows orders them: same resamples
-            if len(prefix) == previous:
-                cells.append("")
-                continue
-            previous = len(prefix)
-            c = paired_comparison([solved[method][p] for p in prefix], [solved[other][p] for p in prefix])
-            cells.append(f"{100 * c.difference:+.1f} [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] ({c.n})")
-        lines.append(f"| {method} | {other} | " + " | ".join(cells) + " |")
+        shared = [[] for _ in range(blocks)]
+        for problem, right in solved[method].items():
+            if problem in where and problem in solved.get(other, {}):
+                shared[where[problem]].append((problem, right, solved[other][problem]))
+        lines.append(f"| {method} | {other} | " + " | ".join(cells(shared)) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _block_count(solved: dict[str, dict[str, bool]], where: dict[str, int]) -> int:
-    """How many blocks of the seeded order the finished problems reach."""
-    return 1 + max((where[p] for by_problem in solved.values() for p in by_problem if p in where), default=-1)
 
 
 def paired_methods(records_a: list[dict], method_a: str, records_b: list[dict], method_b: str,
