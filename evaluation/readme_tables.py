@@ -44,7 +44,7 @@ TABLES = {
 def _difference(records: list[dict], method: str, other: str, n: int) -> str:
     """The paired difference; with its own N when the two share fewer problems than the row's N."""
     c, _ = paired_methods(records, method, records, other)
-    text = f"{100 * c.difference:+.1f} [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]".replace("-", "−")
+    text = c.points().replace("-", "−")
     return text if c.n == n else f"{text} (N = {c.n})"
 
 

@@ -211,8 +211,7 @@ def paired_table(rows: list[tuple[str, str, PairedComparison]], names: tuple[str
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for method, other, c in rows:
         ratio = "n/a" if math.isnan(c.ratio) else f"{c.ratio:.2f} [{c.ratio_low:.2f}, {c.ratio_high:.2f}]"
-        lines.append(f"| {method} | {other} | {c.n} | {100 * c.difference:+.1f} [{100 * c.ci_low:+.1f}, "
-                     f"{100 * c.ci_high:+.1f}] | {ratio} | {c.wins} / {c.losses} | {c.p_value:.3g} |")
+        lines.append(f"| {method} | {other} | {c.n} | {c.points()} | {ratio} | {c.wins} / {c.losses} | {c.p_value:.3g} |")
     return "\n".join(lines) + "\n"
 
 
@@ -241,7 +240,7 @@ def paired_by_prefix(records: list[dict], rows: list[tuple[str, str, PairedCompa
                 continue
             prefix = sorted(prefix + s)  # by problem id, as paired_rows orders them: the same resamples
             c = paired_comparison([a for _, a, _ in prefix], [b for _, _, b in prefix])
-            out.append(f"{100 * c.difference:+.1f} [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] ({c.n})")
+            out.append(f"{c.points()} ({c.n})")
         return out
 
     return _block_table(records, rows, order, block, lambda b: f"1-{(b + 1) * block}", cells)

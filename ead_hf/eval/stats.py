@@ -32,6 +32,10 @@ class PairedComparison:
     ratio_low: float = math.nan
     ratio_high: float = math.nan
 
+    def points(self) -> str:
+        """The difference in points with its 95% CI, as the reports print it: "+13.3 [+8.4, +18.2]"."""
+        return f"{100 * self.difference:+.1f} [{100 * self.ci_low:+.1f}, {100 * self.ci_high:+.1f}]"
+
 
 def paired_comparison(a: list[bool], b: list[bool], *, resamples: int = 10_000, seed: int = 0) -> PairedComparison:
     """`a[i]`, `b[i]`: whether each method solved problem i. Percentile bootstrap over problems (seeded); the
