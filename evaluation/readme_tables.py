@@ -3,8 +3,10 @@
 One row per method: N, accuracy, large share (tokens the large model wrote), large work (generated positions it
 read or wrote, catch-ups included: the FLOP side), and paired differences (points, 95% bootstrap CI) against its
 random control, small-only and large-only, each on the problems both finished (with that N when it is below the
-row's; report.md has every pairing, wins / losses and McNemar p). A method missing from a folder is left out with
-a note on stderr. tests/test_readme_tables.py checks that README.md carries these tables as printed.
+row's; report.md has every pairing, wins / losses and McNemar p). A row may name a stand-in control: another
+method's random control at the same share and dwell, run once for both (named in its cell). A method missing from
+a folder is left out with a note on stderr. tests/test_readme_tables.py checks that README.md carries these tables
+as printed.
 
     python evaluation/readme_tables.py            # both tables, markdown, to stdout
     python evaluation/readme_tables.py --write    # replace them in README.md
@@ -29,6 +31,9 @@ TABLES = {
         ("paper's rule, τ = 0.625 (GSM8K-calibrated)", "ead@0.625"),
         ("paper's rule, τ = 0.5", "ead@0.5"),
         ("paper's rule τ = 0.625 + rollback ρ = 0.1", "ead@0.625,rollback=0.1"),
+        ("paper's rule, τ = 0.25 (decide-first's large work)", "ead@0.25"),
+        ("paper's rule, τ = 0.5, window 1, dwell 1 (decide-first's knobs, one token late)", "ead@0.5,window=1,dwell=1",
+         "random@p=0.2307,dwell=1"),
         ("large writes the first 72 tokens, no entropy (`opening@72`)", "opening@72"),
     ]),
     "math500_1312": ("MATH-500, 1312 tokens", [
@@ -56,17 +61,20 @@ def table(folder: str) -> str:
     summaries = {s.method: s for s in summarise(records, manifest["small_parameters"], manifest["large_parameters"])}
     lines = [f"| {title} | N | accuracy | large share | large work | vs random at its share | vs small | vs large |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for label, method in rows:
+    for label, method, *stand_in in rows:
         mine = summaries.get(method)
         if mine is None:
             print(f"{folder}: no {method} records, row left out", file=sys.stderr)
             continue
         control = next((s.method for s in summaries.values() if s.control_for == method), None)
+        note = ""
+        if control is None and stand_in and stand_in[0] in summaries:
+            control, note = stand_in[0], f" ({summaries[stand_in[0]].control_for}'s control)"
         if method in ("large", "small"):
             share, versus = f"{mine.large_share:g} | {mine.large_work:g}", ["", "", ""]
         else:
             share = f"{mine.large_share:.3f} | {mine.large_work:.3f}"
-            versus = [_difference(records, method, control, mine.n) if control else
+            versus = [_difference(records, method, control, mine.n) + note if control else
                       ("(is itself a baseline)" if mine.kind == "opening" else "not run"),
                       _difference(records, method, "small", mine.n), _difference(records, method, "large", mine.n)]
         lines.append(f"| {label} | {mine.n} | {100 * mine.accuracy:.1f}% | {share} | " + " | ".join(versus) + " |")
