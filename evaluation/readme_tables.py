@@ -40,6 +40,7 @@ TABLES = {
         ("large", "large"),
         ("small", "small"),
         ("decide-first, τ = 0.5", "first@0.5"),
+        ("decide-first τ = 0.5 + rollback ρ = 0.1", "first@0.5,rollback=0.1", "random@p=0.2187,dwell=1"),
         ("paper's rule, τ = 0.5 (MATH-calibrated)", "ead@0.5"),
         ("paper's rule τ = 0.5 + rollback ρ = 0.1", "ead@0.5,rollback=0.1"),
     ]),
