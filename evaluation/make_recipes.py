@@ -12,10 +12,14 @@ threshold on each benchmark into the recipe (accuracy, large share and work, ret
 with 95% CIs against small-only, large-only, its random control and, for decide-first, the paper's rule), and
 ships decide-first as `qwen2.5-coder-0.5b-1.5b-decide-first` only when the rule fixed before the MATH-500 run
 (docs/evaluation.md) holds: at N = 500, its paired CI against the paper's rule on MATH-500 has an upper end >= 0.
+Decide-first + rollback (rho = 0.1) ships as a second option, `qwen2.5-coder-0.5b-1.5b-decide-first-rollback`, only
+by issue 13's bar with decide-first as the baseline, written down at MATH N = 192: with N >= 500 on both
+benchmarks, its paired CI against decide-first is above zero on at least one and has an upper end >= 0 on the other.
 
     python evaluation/make_recipes.py
 """
 
+import copy
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +35,7 @@ RECIPES = ROOT / "ead_hf" / "recipes"
 RUNS = {"math": ("math500_1312", "MATH-500 (seeded, level- and subject-stratified order)"),
         "gsm8k": ("gsm8k_test_512", "GSM8K test (seeded order)")}
 DECISION_N = 500  # MATH-500's final N, fixed before the run
+ROLLBACK = 0.1  # rho, fixed before any run from issue 13's teacher-forcing analysis
 
 
 def _short(value):
@@ -58,6 +63,38 @@ def evidence(benchmark: str, method: str, also: tuple[str, ...] = ()) -> dict:
             "run": str(run.relative_to(ROOT)), "paired": paired}
 
 
+def _points(c: dict) -> str:
+    return f"{100 * c['difference']:+.1f} points [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]"
+
+
+def ship_decide_first_rollback(first, key: dict[str, str]) -> None:
+    """`first` is the decide-first recipe with its evidence; the candidate is the same with rollback = ROLLBACK."""
+    method = {benchmark: f"{key[benchmark]},rollback={ROLLBACK:g}" for benchmark in RUNS}
+    results = {benchmark: evidence(benchmark, method[benchmark], also=(key[benchmark],)) for benchmark in RUNS}
+    against = {benchmark: results[benchmark]["paired"][key[benchmark]] for benchmark in RUNS}
+    verdict = "; ".join(f"{benchmark}, N = {c['n']}: {method[benchmark]} - {key[benchmark]} = {_points(c)}"
+                        for benchmark, c in against.items())
+    above = [benchmark for benchmark, c in against.items() if c["ci_low"] > 0]
+    if min(c["n"] for c in against.values()) < DECISION_N or not above or any(c["ci_high"] < 0 for c in against.values()):
+        print(f"decide-first + rollback not shipped: {verdict}; the bar needs N >= {DECISION_N} on both, a CI above "
+              "zero on one and an upper end >= 0 on the other")
+        return
+    recipe = copy.deepcopy(first)
+    recipe.config = {**recipe.config, "rollback": ROLLBACK}
+    recipe.test, recipe.benchmarks["gsm8k"]["test"] = results["math"], results["gsm8k"]
+    recipe.notes = [
+        f"Decide-first with rollback on return (EADConfig(variant='decide_first', window=1, min_dwell=1, "
+        f"rollback={ROLLBACK:g})): when the large model catches up it takes back the first small-model token it gives "
+        f"under {ROLLBACK:g} of its top probability and writes there. Runs under continuous batching only "
+        "(ead_hf.continuous.continuous_ead, ead-hf generate/eval --continuous), not in generate() or pipelines.",
+        "Threshold as decide-first's (GSM8K train); rho fixed before any run, not calibrated.",
+        f"Shipped by issue 13's bar against decide-first (written down at MATH N = 192): {verdict}.",
+    ]
+    path = RECIPES / f"{DEFAULT_PAIR}-decide-first-rollback.json"
+    recipe.save(path)
+    print(f"wrote {path.relative_to(ROOT)}: {verdict}")
+
+
 def main() -> None:
     default_path = RECIPES / f"{DEFAULT_PAIR}.json"
     default = load_recipe(default_path)
@@ -74,8 +111,7 @@ def main() -> None:
     first.test = evidence("math", key["math"], also=(paper["math"],))
     first.benchmarks["gsm8k"]["test"] = evidence("gsm8k", key["gsm8k"], also=(paper["gsm8k"],))
     against = first.test["paired"][paper["math"]]
-    verdict = (f"MATH-500, N = {against['n']}: {key['math']} - {paper['math']} = {100 * against['difference']:+.1f} "
-               f"points [{100 * against['ci_low']:+.1f}, {100 * against['ci_high']:+.1f}]")
+    verdict = f"MATH-500, N = {against['n']}: {key['math']} - {paper['math']} = {_points(against)}"
     if against["n"] < DECISION_N or against["ci_high"] < 0:
         raise SystemExit(f"decide-first not shipped: {verdict}; the rule needs N = {DECISION_N} and an upper end >= 0")
     first.notes = [
@@ -88,6 +124,7 @@ def main() -> None:
     path = RECIPES / f"{DEFAULT_PAIR}-decide-first.json"
     first.save(path)
     print(f"wrote {path.relative_to(ROOT)}: {verdict}")
+    ship_decide_first_rollback(first, key)
 
 
 if __name__ == "__main__":
