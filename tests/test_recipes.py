@@ -98,3 +98,44 @@ def test_describe_names_the_rule_its_knobs_and_missing_results(tmp_path):
     first = Recipe(**{**recipe.__dict__, "config": EADConfig(threshold=0.5, window=1, min_dwell=1, variant="decide_first",
                                                              rollback=0.1).to_dict()})
     assert first.describe()[0] == "decide-first (window 1, dwell 1), rollback 0.1; float32"
+
+
+def _make_recipes_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_recipes", REPO / "evaluation" / "make_recipes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("math, gsm8k, ships", [
+    ((500, -0.02, 0.01), (512, 0.01, 0.05), True),    # above zero on GSM8K, not wholly below on MATH
+    ((500, 0.01, 0.09), (512, 0.0, 0.05), True),      # above zero on MATH; GSM8K's lower end exactly 0 is fine
+    ((256, 0.01, 0.09), (512, 0.01, 0.05), False),    # MATH short of N = 500
+    ((500, -0.02, 0.01), (512, 0.0, 0.05), False),    # above zero on neither
+    ((500, -0.09, -0.01), (512, 0.01, 0.05), False),  # wholly below zero on MATH
+])
+def test_decide_first_rollback_ships_only_by_its_bar(tmp_path, monkeypatch, math, gsm8k, ships):
+    """evaluation/make_recipes.py's gate for the second option: N >= 500 on both benchmarks, a CI against plain
+    decide-first above zero on one and not wholly below zero on the other; the recipe it writes adds rollback."""
+    script = _make_recipes_script()
+    given = {"math": math, "gsm8k": gsm8k}
+
+    def fake_evidence(benchmark, method, also=()):
+        n, low, high = given[benchmark]
+        return {"method": method, "n": n, "paired": {also[0]: {"n": n, "difference": (low + high) / 2,
+                                                              "ci_low": low, "ci_high": high}}}
+
+    monkeypatch.setattr(script, "evidence", fake_evidence)
+    monkeypatch.setattr(script, "RECIPES", tmp_path)
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    first = load_recipe(f"{script.DEFAULT_PAIR}-decide-first")
+    script.ship_decide_first_rollback(first, {"math": "first@0.5", "gsm8k": "first@0.5"})
+    written = list(tmp_path.glob("*.json"))
+    assert bool(written) == ships
+    if ships:
+        recipe = load_recipe(written[0])
+        assert written[0].stem == f"{script.DEFAULT_PAIR}-decide-first-rollback"
+        assert recipe.ead_config.rollback == script.ROLLBACK and recipe.ead_config.variant == "decide_first"
+        assert recipe.test["method"] == "first@0.5,rollback=0.1" and first.ead_config.rollback is None
