@@ -8,8 +8,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "evaluation" / "readme_tables.py")
+def evaluation_script(name: str = "readme_tables"):
+    """A script of evaluation/ (not a package) loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "evaluation" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -17,7 +18,7 @@ def _script():
 
 @pytest.mark.parametrize("folder", ["gsm8k_test_512", "math500_1312"])
 def test_readme_carries_the_tables_the_records_give(folder):
-    script = _script()
+    script = evaluation_script()
     if not (script.RESULTS / folder / "records.jsonl").exists():
         pytest.skip(f"no committed records in {folder}")
     table = script.table(folder)
@@ -27,7 +28,7 @@ def test_readme_carries_the_tables_the_records_give(folder):
 
 
 def test_write_replaces_stale_tables(tmp_path):
-    script = _script()
+    script = evaluation_script()
     if not all((script.RESULTS / folder / "records.jsonl").exists() for folder in script.TABLES):
         pytest.skip("no committed records")
     stale = "".join(f"before\n\n| {title} | stale |\n| --- |\n\nafter {folder}\n" for folder, (title, _) in script.TABLES.items())

@@ -7,6 +7,8 @@ from ead_hf import EADConfig
 from ead_hf.cli import main as cli_main
 from ead_hf.recipes import Recipe, load_recipe, shipped_recipes
 
+from .test_readme_tables import evaluation_script
+
 
 def _tiny_recipe(path, threshold=float("inf")):
     return Recipe(pair="tiny-random", models={"small": {"built_in": "tiny-random"}, "large": {"built_in": "tiny-random"}},
@@ -100,15 +102,6 @@ def test_describe_names_the_rule_its_knobs_and_missing_results(tmp_path):
     assert first.describe()[0] == "decide-first (window 1, dwell 1), rollback 0.1; float32"
 
 
-def _make_recipes_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_recipes", REPO / "evaluation" / "make_recipes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("math, gsm8k, ships", [
     ((500, -0.02, 0.01), (512, 0.01, 0.05), True),    # above zero on GSM8K, not wholly below on MATH
     ((500, 0.01, 0.09), (512, 0.0, 0.05), True),      # above zero on MATH; GSM8K's lower end exactly 0 is fine
@@ -119,7 +112,7 @@ def _make_recipes_script():
 def test_decide_first_rollback_ships_only_by_its_bar(tmp_path, monkeypatch, math, gsm8k, ships):
     """evaluation/make_recipes.py's gate for the second option: N >= 500 on both benchmarks, a CI against plain
     decide-first above zero on one and not wholly below zero on the other; the recipe it writes adds rollback."""
-    script = _make_recipes_script()
+    script = evaluation_script("make_recipes")
     given = {"math": math, "gsm8k": gsm8k}
 
     def fake_evidence(benchmark, method, also=()):
