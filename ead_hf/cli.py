@@ -33,8 +33,6 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--window", type=int, default=5)
     gen.add_argument("--min-dwell", type=int, default=10)
     gen.add_argument("--start", choices=["small", "large"], default="small")
-    gen.add_argument("--threshold-down", type=_threshold, default=None,
-                     help="hysteresis: leave the large model only below this mean entropy (<= --threshold)")
     gen.add_argument("--decide-first", action="store_true",
                      help="EADConfig(variant='decide_first'): the large model writes each position where the small "
                      "model's own entropy is >= the threshold (window 1, dwell 1)")
@@ -98,9 +96,6 @@ def _build_parser() -> argparse.ArgumentParser:
         run.add_argument("--continuous", action="store_true",
                          help="continuous batching: --batch-size rows, each refilled with the next problem as soon "
                          "as its answer ends (not for speculative, which runs one problem at a time)")
-        run.add_argument("--threshold-down", type=_threshold, default=None,
-                         help="hysteresis for every 'ead' point: leave the large model only below this mean "
-                         "(own method keys, e.g. ead@0.625,down=0.4)")
         run.add_argument("--rollback", type=float, default=None, metavar="RHO",
                          help="EADConfig.rollback for every 'ead' and 'first' point (own method keys, e.g. "
                          "first@0.5,rollback=0.1): the large model takes back a small-model token it gives under "
@@ -225,13 +220,12 @@ def _eval(args: argparse.Namespace) -> int:
         if config.variant == "paper":  # and so do its routing knobs, unless given
             args.window = config.window if args.window is None else args.window
             args.min_dwell = config.min_dwell if args.min_dwell is None else args.min_dwell
-            args.threshold_down = config.threshold_down if args.threshold_down is None else args.threshold_down
     table = run_eval(
         benchmark=args.eval_command, pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()], thresholds=thresholds,
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
-        threshold_down=args.threshold_down, stop_loops=args.stop_loops, continuous=args.continuous,
+        stop_loops=args.stop_loops, continuous=args.continuous,
         first_thresholds=first_thresholds, rollback=args.rollback, check_every=args.check_every, chunk=args.chunk,
         opening_tokens=_numbers(args.opening_tokens, "--opening-tokens", int))
     if table:
@@ -312,7 +306,6 @@ def _generate(args: argparse.Namespace) -> int:
             args.rollback, args.check_every = recipe_config.rollback, recipe_config.check_every
         if args.threshold is None:
             args.threshold = recipe_config.threshold
-            args.threshold_down = recipe_config.threshold_down if args.threshold_down is None else args.threshold_down
     pair = get_pair(args.pair)
     threshold = pair.default_threshold if args.threshold is None else args.threshold
     if args.decide_first:
@@ -320,7 +313,7 @@ def _generate(args: argparse.Namespace) -> int:
                            check_every=args.check_every)
     else:
         config = EADConfig(threshold=threshold, window=args.window, min_dwell=args.min_dwell, start=args.start,
-                           threshold_down=args.threshold_down, rollback=args.rollback, check_every=args.check_every)
+                           rollback=args.rollback, check_every=args.check_every)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
     if config.rollback is not None and args.sample:

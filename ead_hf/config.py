@@ -34,10 +34,6 @@ class EADConfig:
     letting rows wait or running models on row subsets measured slower there, see docs/performance.md); the
     evaluation's continuous batching (`ead_hf.continuous`) runs each model on the rows that chose it.
 
-    ``threshold_down`` (hysteresis, not in the paper): a row on the large model moves back to the small one
-    only once the mean drops below ``threshold_down`` (<= ``threshold``), so a stretch that is still fairly
-    uncertain stays with the large model; None means ``threshold`` (the paper's single threshold).
-
     ``variant="decide_first"`` (not in the paper; BiLD's fallback rule) decides before committing: the small
     model proposes every position, and where the entropy of its distribution there is ``>= threshold`` the
     large model catches up and writes that same position instead (so the uncertain token itself goes to the
@@ -65,7 +61,6 @@ class EADConfig:
     large_probability: float | None = None
     seed: int = 0
     variant: Literal["paper", "decide_first"] = "paper"
-    threshold_down: float | None = None
     rollback: float | None = None
     check_every: int | None = None
 
@@ -97,17 +92,6 @@ class EADConfig:
             raise ValueError("EADConfig.large_probability is only used with policy='random'; remove it or set policy")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"EADConfig.seed must be an int, got {type(self.seed).__name__}")
-        down = self.threshold_down
-        if down is not None:
-            if isinstance(down, bool) or not isinstance(down, (int, float)) or math.isnan(down):
-                raise TypeError(f"EADConfig.threshold_down must be a number of bits or None, got {down!r}")
-            if down > self.threshold:
-                raise ValueError(f"EADConfig.threshold_down ({down}) must be <= threshold ({self.threshold}): a row "
-                                 "leaves the large model below threshold_down and joins it at >= threshold")
-            if self.policy != "entropy" or self.variant != "paper":
-                raise ValueError("EADConfig.threshold_down applies to the paper's entropy rule; remove it for "
-                                 "policy='random' or variant='decide_first'")
-            object.__setattr__(self, "threshold_down", float(down))
         rho = self.rollback
         if rho is not None:
             if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0.0 < rho <= 1.0:
@@ -143,9 +127,8 @@ class EADConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: infinite thresholds become the strings "inf" / "-inf"."""
         data = asdict(self)
-        for name in ("threshold", "threshold_down"):
-            if data[name] is not None and math.isinf(data[name]):
-                data[name] = "inf" if data[name] > 0 else "-inf"
+        if math.isinf(data["threshold"]):
+            data["threshold"] = "inf" if data["threshold"] > 0 else "-inf"
         return data
 
     @classmethod
@@ -153,28 +136,34 @@ class EADConfig:
         """Inverse of `to_dict`; unknown keys are an error so that typos do not pass silently."""
         if not isinstance(data, dict):
             raise TypeError(f"EADConfig.from_dict expects a dict, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)} | {"schedule"}
+        known = {f.name for f in fields(cls)} | set(_REMOVED)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"EADConfig.from_dict: unknown keys {unknown}; known keys are {sorted(known)}")
         data = dict(data)
-        schedule = data.pop("schedule", "batch")  # records and recipes from before 0.2 name the schedule
-        if schedule != "batch":
-            raise ValueError(f"EADConfig.from_dict: schedule={schedule!r} was removed in ead_hf 0.2 (it measured "
-                             "slower than running whole batches); drop the key or use 'batch'")
-        for name in ("threshold", "threshold_down"):
-            if isinstance(data.get(name), str):
-                try:
-                    data[name] = float(data[name])
-                except ValueError:
-                    raise ValueError(
-                        f"EADConfig.{name}: cannot read {data[name]!r} as a number (use e.g. 2.5, 'inf', '-inf')"
-                    ) from None
+        for name, (off, why) in _REMOVED.items():  # records and recipes written before the knob left
+            if name in data and data.pop(name) != off:
+                raise ValueError(f"EADConfig.from_dict: {name} {why}; drop the key or set it to {off!r}")
+        if isinstance(data.get("threshold"), str):
+            try:
+                data["threshold"] = float(data["threshold"])
+            except ValueError:
+                raise ValueError(
+                    f"EADConfig.threshold: cannot read {data['threshold']!r} as a number (use e.g. 2.5, 'inf', '-inf')"
+                ) from None
         return cls(**data)
 
 
+# Knobs that measured worse and left EADConfig: the value that meant "off" (accepted from old files) and why.
+_REMOVED = {
+    "schedule": ("batch", "was removed in ead_hf 0.2 (it measured slower than running whole batches)"),
+    "threshold_down": (None, "(hysteresis) was removed in ead_hf 0.3 (on GSM8K it measured no better than random "
+                             "routing and behind decide-first; README, 'Tried and removed: hysteresis')"),
+}
+
+
 # The paper's routing knobs, i.e. EADConfig's defaults; evaluation keys name only the knobs that differ from them.
-PAPER_ROUTING = {name: EADConfig.__dataclass_fields__[name].default for name in ("window", "min_dwell", "threshold_down")}
+PAPER_ROUTING = {name: EADConfig.__dataclass_fields__[name].default for name in ("window", "min_dwell")}
 
 
 def resolve_ead_config(ead_config: Any) -> EADConfig:

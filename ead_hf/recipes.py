@@ -50,8 +50,7 @@ class Recipe:
         rule = ("decide-first (window 1, dwell 1)" if config.variant == "decide_first"
                 else f"the paper's rule (window {config.window}, dwell {config.min_dwell})")
         knobs = "".join(f", {name} {value:g}" for name, value in (("rollback", config.rollback),
-                                                                   ("check every", config.check_every),
-                                                                   ("threshold down", config.threshold_down))
+                                                                   ("check every", config.check_every))
                         if value is not None)
         lines = [f"{rule}{knobs}; {self.dtype}"]
         for benchmark, test in self.results().items():
@@ -93,5 +92,5 @@ def load_recipe(path_or_name: str | Path) -> Recipe:
     if unknown:
         raise ValueError(f"{path}: unknown recipe keys {unknown}")
     recipe = Recipe(**data)
-    recipe.ead_config  # validate now, with EADConfig's precise errors
+    recipe.config = recipe.ead_config.to_dict()  # validated now, with EADConfig's precise errors; removed knobs dropped
     return recipe

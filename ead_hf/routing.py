@@ -63,10 +63,7 @@ class EntropyRouter:
         self.cursor = (self.cursor + 1) % self.config.window
         self.filled += 1
         self.dwell += 1
-        if self.generator is None and self.config.threshold_down is not None:  # hysteresis
-            mean = self.mean_entropy()
-            wants_large = torch.where(self.active, mean >= self.config.threshold_down, mean >= self.config.threshold)
-        elif self.generator is None:
+        if self.generator is None:
             wants_large = self.mean_entropy() >= self.config.threshold
         else:  # the control: a coin per token, same dwell rule
             coins = torch.rand(self.active.shape, generator=self.generator, device=self.active.device)

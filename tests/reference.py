@@ -69,7 +69,7 @@ class _LargeModel:
 
 @torch.no_grad()
 def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwell, start, max_new_tokens,
-                  eos_token_ids=(), vocab=None, threshold_down=None, rollback=None, check_every=None) -> ReferenceRow:
+                  eos_token_ids=(), vocab=None, rollback=None, check_every=None) -> ReferenceRow:
     row = ReferenceRow()
     sequence = list(prompt)
     large_model = _LargeModel(large, len(prompt), rollback, vocab)
@@ -98,8 +98,7 @@ def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwe
         history.append(entropy)  # the router's clock counts steps: a dropped token's entropy stays
         dwell += 1
         recent = history[-window:]
-        bar = threshold_down if active_large and threshold_down is not None else threshold  # hysteresis
-        wants_large = sum(recent) / len(recent) >= bar
+        wants_large = sum(recent) / len(recent) >= threshold
         if dwell >= min_dwell and wants_large != active_large:
             active_large, dwell = wants_large, 0
     return row

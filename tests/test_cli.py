@@ -113,10 +113,3 @@ def test_generate_command_rollback(fake_pair, capsys):
     assert "drop --sample" in capsys.readouterr().err
 
 
-def test_generate_command_hysteresis(fake_pair, capsys):
-    assert cli.main(["generate", "--pair", "tiny-pair", "--threshold", "3", "--threshold-down", "1", "--dtype", "fp32",
-                     "--max-new-tokens", "4", "--no-color", "hello"]) == 0
-    assert "threshold_down=1.0" in capsys.readouterr().err
-    assert cli.main(["generate", "--pair", "tiny-pair", "--threshold", "1", "--threshold-down", "3", "--dtype",
-                     "fp32", "--max-new-tokens", "4", "hello"]) == 2
-    assert "threshold_down (3.0) must be <= threshold" in capsys.readouterr().err

@@ -63,18 +63,15 @@ def test_decide_first_validation_names_each_fix():
         EADConfig(threshold=0.5, variant="bild")
 
 
-def test_hysteresis_validation_and_round_trip():
-    config = EADConfig(threshold=1.0, threshold_down=float("-inf"))
-    assert config.to_dict()["threshold_down"] == "-inf" and EADConfig.from_dict(config.to_dict()) == config
-    assert EADConfig.from_dict({"threshold": 1.0}).threshold_down is None  # dicts from before hysteresis
-    with pytest.raises(ValueError, match=r"threshold_down \(2.0\) must be <= threshold \(1.0\)"):
-        EADConfig(threshold=1.0, threshold_down=2.0)
-    with pytest.raises(TypeError, match="threshold_down must be a number"):
-        EADConfig(threshold=1.0, threshold_down=float("nan"))
-    with pytest.raises(ValueError, match="threshold_down applies to the paper's entropy rule"):
-        EADConfig(threshold=1.0, threshold_down=0.5, policy="random", large_probability=0.5)
-    with pytest.raises(ValueError, match="threshold_down applies to the paper's entropy rule"):
-        EADConfig(threshold=1.0, threshold_down=0.5, window=1, min_dwell=1, variant="decide_first")
+def test_removed_knobs_read_from_old_files_only_when_off():
+    """Records and recipes written before a knob left still load when it was off; on, the error says why."""
+    assert EADConfig.from_dict({"threshold": 1.0, "threshold_down": None, "schedule": "batch"}) == EADConfig(1.0)
+    with pytest.raises(ValueError, match=r"threshold_down \(hysteresis\) was removed in ead_hf 0.3"):
+        EADConfig.from_dict({"threshold": 1.0, "threshold_down": 0.5})
+    with pytest.raises(ValueError, match="schedule was removed in ead_hf 0.2"):
+        EADConfig.from_dict({"threshold": 1.0, "schedule": "grouped"})
+    with pytest.raises(TypeError):
+        EADConfig(threshold=1.0, threshold_down=0.5)
 
 
 def test_rollback_validation_and_round_trip():

@@ -447,9 +447,9 @@ def test_growing_a_run_keeps_one_random_control(problems_file, tmp_path):
         assert all(a[0] != b[0] for a, b in zip(record["routing"], record["routing"][1:]))
     # other routing knobs join the folder as points of their own, paired with the same baselines
     assert cli_main([*base, "--limit", "9", "--methods", "ead", "--window", "2"]) == 0
-    assert cli_main([*base, "--limit", "9", "--methods", "ead", "--threshold-down", "4"]) == 0
+    assert cli_main([*base, "--limit", "9", "--methods", "ead", "--min-dwell", "2"]) == 0
     configs = {r["method"]: r["config"] for r in read_records(out)}
-    assert (configs["ead@5.3,window=2,dwell=1"]["window"], configs["ead@5.3,window=1,dwell=1,down=4"]["threshold_down"]) == (2, 4.0)
+    assert (configs["ead@5.3,window=2,dwell=1"]["window"], configs["ead@5.3,window=1,dwell=2"]["min_dwell"]) == (2, 2)
     assert len(read_records(out)) == 4 * 9
     manifest = json.loads((out / "run.json").read_text())  # a folder from before the keys named the knobs
     manifest["settings"]["window"] = 2

@@ -39,6 +39,13 @@ def test_round_trip_and_errors(tmp_path):
         load_recipe(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="neither a file nor a shipped recipe"):
         load_recipe("no-such-recipe")
+    # a recipe written by ead_hf 0.2 names hysteresis switched off: it loads, and saves without the removed knob
+    (tmp_path / "old.json").write_text(json.dumps({**data, "config": {**data["config"], "threshold_down": None}}))
+    old = load_recipe(tmp_path / "old.json")
+    assert old.ead_config == load_recipe(path).ead_config and "threshold_down" not in old.config
+    (tmp_path / "on.json").write_text(json.dumps({**data, "config": {**data["config"], "threshold_down": 0.5}}))
+    with pytest.raises(ValueError, match="threshold_down \\(hysteresis\\) was removed"):
+        load_recipe(tmp_path / "on.json")
 
 
 def test_generate_with_a_recipe(tmp_path, capsys):

@@ -27,8 +27,7 @@ def _python_rule(entropies, live, config):
         history.append(h)
         dwell += 1
         recent = history[-config.window:]
-        bar = config.threshold_down if active and config.threshold_down is not None else config.threshold
-        wants = sum(recent) / len(recent) >= bar
+        wants = sum(recent) / len(recent) >= config.threshold
         if dwell >= config.min_dwell and wants != active:
             active, dwell = wants, 0
     return chosen
@@ -43,11 +42,9 @@ def _python_rule(entropies, live, config):
     threshold=st.one_of(st.floats(0.5, 3.5), st.sampled_from([float("inf"), float("-inf")])),
     rows=st.integers(1, 4),
     steps=st.integers(1, 25),
-    gap=st.one_of(st.none(), st.sampled_from([0.0, 0.5, 1.5])),
 )
-def test_router_matches_the_rule(data, window, min_dwell, start, threshold, rows, steps, gap):
-    down = None if gap is None or math.isinf(threshold) else threshold - gap  # hysteresis: threshold_down
-    config = EADConfig(threshold=threshold, window=window, min_dwell=min_dwell, start=start, threshold_down=down)
+def test_router_matches_the_rule(data, window, min_dwell, start, threshold, rows, steps):
+    config = EADConfig(threshold=threshold, window=window, min_dwell=min_dwell, start=start)
     # entropies on a 1/8 grid keep the float32 window mean exact, so no comparison sits on a rounding edge
     entropies = [[data.draw(st.integers(0, 32)) / 8 for _ in range(steps)] for _ in range(rows)]
     live = [[True] * steps for _ in range(rows)]

@@ -88,9 +88,7 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
 def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Path, limit: int | None,
              batch_size: int, max_new_tokens: int, dtype: str, benchmark: str = "math", split: str = "test",
              data: Path | None = None, random_share: float | None = None, speculative_limit: int | None = None,
-             window: int | None = None, min_dwell: int | None = None, seed: int = 0,
-             threshold_down: float | None = None,
-             stop_loops: bool = False,
+             window: int | None = None, min_dwell: int | None = None, seed: int = 0, stop_loops: bool = False,
              continuous: bool = False, first_thresholds: list[float] = (), rollback: float | None = None,
              check_every: int | None = None, chunk: int | None = None, opening_tokens: list[int] = (),
              progress: bool = True) -> str | None:
@@ -109,7 +107,7 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
     if check_every is not None and rollback is None:
         raise ValueError("--check-every checks tokens by the rollback rule: add --rollback (e.g. 0.1)")
     plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, check_every, window, min_dwell,
-                         threshold_down, opening_tokens)
+                         opening_tokens)
     state, rank, world = _distributed()
     dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
     problems = [dict(row) for row in dataset]

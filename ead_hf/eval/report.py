@@ -13,6 +13,10 @@ from .records import read_records
 from .stats import PairedComparison, paired_comparison
 from .truncation import truncation_counts
 
+# The routing knobs a record's config names, with the paper's values: a point whose records differ is a variant.
+# threshold_down (hysteresis) left EADConfig in ead_hf 0.3; records made with it still read as variants.
+RECORD_ROUTING = {**PAPER_ROUTING, "threshold_down": None}
+
 ROUTED = ("ead", "first")  # methods whose points get a random control and paired comparisons
 
 __all__ = ["MethodSummary", "summarise", "markdown_table", "paired_rows", "paired_table", "paired_by_block",
@@ -54,12 +58,12 @@ class MethodSummary:
     check_every: int | None = None  # EADConfig.check_every of a routed point
     rolled_back: float = 0.0  # tokens taken back per problem (their reads count in large_work)
     contended: float = math.nan  # share of records written while other work shared the CPUs (see busy_share)
-    routing: tuple = tuple(PAPER_ROUTING.values())  # EADConfig (window, min_dwell, threshold_down) of a routed point
+    routing: tuple = tuple(RECORD_ROUTING.values())  # a routed point's RECORD_ROUTING knobs, from its records
 
     @property
     def paper_rule(self) -> bool:
         """The paper's rule exactly: an 'ead' point with window 5, dwell 10, one threshold, no rollback."""
-        return (self.kind == "ead" and self.routing == tuple(PAPER_ROUTING.values()) and self.rollback is None
+        return (self.kind == "ead" and self.routing == tuple(RECORD_ROUTING.values()) and self.rollback is None
                 and self.check_every is None)
 
 
@@ -130,7 +134,7 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
             control_for=mine[0].get("control_for"), large_work=large_work_share(mine),
             rollback=(mine[0]["config"] or {}).get("rollback"), check_every=(mine[0]["config"] or {}).get("check_every"),
             rolled_back=sum(r.get("rolled_back", 0) for r in mine) / len(mine), contended=busy_share(mine),
-            routing=tuple((mine[0]["config"] or {}).get(k) for k in PAPER_ROUTING),
+            routing=tuple((mine[0]["config"] or {}).get(k) for k in RECORD_ROUTING),
         ))
     order = {"small": 0, "ead": 1, "first": 2, "opening": 3, "random": 4, "large": 5, "speculative": 6}
     return sorted(summaries, key=lambda s: (order.get(s.kind, 9), s.threshold or 0.0, s.method))
