@@ -1,5 +1,8 @@
 """Print the README's "Results at a glance" tables from the committed records, so they never drift from them.
 
+First the shipped recipes, one row each, with the test results their files carry (evaluation/make_recipes.py
+attaches them from the same records). Then per benchmark:
+
 One row per method: N, accuracy, large share (tokens the large model wrote), large work (generated positions it
 read or wrote, catch-ups included: the FLOP side), and paired differences (points, 95% bootstrap CI) against its
 random control, small-only and large-only, each on the problems both finished (with that N when it is below the
@@ -19,6 +22,7 @@ from pathlib import Path
 from ead_hf.eval.records import read_records
 from ead_hf.eval.report import paired_methods, summarise
 from ead_hf.model_pairs import DEFAULT_PAIR
+from ead_hf.recipes import load_recipe, shipped_recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "evaluation" / "results" / DEFAULT_PAIR
@@ -82,13 +86,42 @@ def table(folder: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+RECIPES_TITLE = "shipped recipe (`--recipe NAME`)"
+
+
+def recipes_table() -> str:
+    """One row per shipped recipe, best MATH-500 accuracy first: where it runs and its test results."""
+    lines = [f"| {RECIPES_TITLE} | rule | runs in | GSM8K test | vs large-only | MATH-500 | vs large-only |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    recipes = {name: load_recipe(name) for name in shipped_recipes()}
+    for name, recipe in sorted(recipes.items(), key=lambda item: -item[1].results()["math"]["accuracy"]):
+        config = recipe.ead_config
+        rule = ("decide-first" if config.variant == "decide_first" else "the paper's rule") + (
+            f" + rollback ρ = {config.rollback:g}" if config.rollback is not None else "")
+        where = "continuous batching" if config.rollback is not None else "`generate()`, pipelines, continuous batching"
+        cells = []
+        for benchmark in ("gsm8k", "math"):
+            test = recipe.results()[benchmark]
+            large = test["paired"]["large"]
+            points = f"{100 * large['difference']:+.1f} [{100 * large['ci_low']:+.1f}, {100 * large['ci_high']:+.1f}]"
+            cells += [f"{100 * test['accuracy']:.1f}% at a {test['large_share']:.3f} share (N = {test['n']}, "
+                      f"τ = {recipe.config_for(benchmark).threshold:g})", points.replace("-", "−")]
+        lines.append(f"| `{name}` | {rule} | {where} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def tables() -> dict[str, str]:
+    """Each README table by the text of its first header cell."""
+    return {RECIPES_TITLE: recipes_table(), **{title: table(folder) for folder, (title, _) in TABLES.items()}}
+
+
 def write_readme(path: Path = ROOT / "README.md") -> None:
     """Replace each table in `path` (from its header row to the blank line after it) with the records' own."""
     text = path.read_text()
-    for folder, (title, _) in TABLES.items():
+    for title, new in tables().items():
         start = text.index(f"| {title} |")
         end = text.index("\n\n", start) + 1
-        text = text[:start] + table(folder) + text[end:]
+        text = text[:start] + new + text[end:]
     path.write_text(text)
 
 
@@ -96,7 +129,7 @@ def main() -> None:
     if sys.argv[1:] == ["--write"]:
         write_readme()
     else:
-        print("\n".join(table(folder) for folder in TABLES))
+        print("\n".join(tables().values()))
 
 
 if __name__ == "__main__":

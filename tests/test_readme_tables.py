@@ -27,15 +27,24 @@ def test_readme_carries_the_tables_the_records_give(folder):
         f"README.md's {folder} table differs from the records: run python evaluation/readme_tables.py --write")
 
 
+def test_readme_carries_the_shipped_recipes_table():
+    script = evaluation_script()
+    table = script.recipes_table()
+    assert table.count("\n") == 2 + len(script.shipped_recipes())  # header, rule, one row per recipe
+    assert table in (ROOT / "README.md").read_text(), (
+        "README.md's recipes table differs from the shipped recipes: run python evaluation/readme_tables.py --write")
+
+
 def test_write_replaces_stale_tables(tmp_path):
     script = evaluation_script()
     if not all((script.RESULTS / folder / "records.jsonl").exists() for folder in script.TABLES):
         pytest.skip("no committed records")
-    stale = "".join(f"before\n\n| {title} | stale |\n| --- |\n\nafter {folder}\n" for folder, (title, _) in script.TABLES.items())
+    titles = list(script.tables())
+    stale = "".join(f"before\n\n| {title} | stale |\n| --- |\n\nafter {i}\n" for i, title in enumerate(titles))
     readme = tmp_path / "README.md"
     readme.write_text(stale)
     script.write_readme(readme)
     text = readme.read_text()
-    assert "stale" not in text and text.count("before") == 2
-    for folder in script.TABLES:
-        assert script.table(folder) + f"\nafter {folder}" in text
+    assert "stale" not in text and text.count("before") == len(titles) == 3
+    for i, table in enumerate(script.tables().values()):
+        assert table + f"\nafter {i}" in text
