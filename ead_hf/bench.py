@@ -8,9 +8,8 @@ ratios, never single absolute times. Measured:
 - plain `generate` of each model, EAD at +inf / -inf / a threshold, HF assisted generation (batch 1);
 - tokens/s, peak RSS, and the weights-bytes-per-token roofline against a measured copy bandwidth;
 - the time each configuration spends inside model forwards (`ForwardClock`, forward hooks) and outside them;
-- with `rollback` (batch 1 is the algorithm's own cost): the rules only `continuous_ead` runs (rollback,
-  checks without a trigger), beside the paper's rule through the same loop, each with its large share, large work
-  and tokens taken back;
+- with `rollback` (batch 1 is the algorithm's own cost): the rules only `continuous_ead` runs (rollback),
+  beside the paper's rule through the same loop, each with its large share, large work and tokens taken back;
 - P1 overhead: EAD wall time over the "ideal": each decode step EAD ran at the per-step decode cost of
   that model's plain `generate` in the same run, plus its prefills and catch-up chunks at their measured
   time. The isolated chunk table is reported too, but it is not the yardstick: a forward timed alone, a few
@@ -103,15 +102,11 @@ def _first_name(threshold: float) -> str:
     return f"first {threshold:g}"
 
 
-def lane_configs(threshold: float, first_threshold: float | None, rollback: float,
-                 check_every: int | None) -> dict[str, EADConfig]:
+def lane_configs(threshold: float, first_threshold: float | None, rollback: float) -> dict[str, EADConfig]:
     """The rules timed through `continuous_ead`: the paper's rule plain (the loop's yardstick) and with rollback,
-    with checks without a trigger when `check_every` is set, and decide-first with rollback."""
+    and decide-first with rollback."""
     configs = {f"lanes EAD {threshold:g}": EADConfig(threshold=threshold),
                f"lanes EAD {threshold:g} rollback {rollback:g}": EADConfig(threshold=threshold, rollback=rollback)}
-    if check_every is not None:
-        configs[f"lanes EAD {threshold:g} rollback {rollback:g} check {check_every}"] = EADConfig(
-            threshold=threshold, rollback=rollback, check_every=check_every)
     if first_threshold is not None:
         configs[f"lanes first {first_threshold:g} rollback {rollback:g}"] = EADConfig(
             threshold=first_threshold, window=1, min_dwell=1, variant="decide_first", rollback=rollback)
@@ -119,7 +114,7 @@ def lane_configs(threshold: float, first_threshold: float | None, rollback: floa
 
 
 def _configs(small, large, inputs: dict, kwargs: dict, threshold: float, first_threshold: float | None,
-             rollback: float | None, check_every: int | None, assisted: bool) -> dict:
+             rollback: float | None, assisted: bool) -> dict:
     """Name -> a call that runs that configuration on one batch of prompts (`inputs`)."""
     configs = {
         "small generate": lambda: small.generate(**inputs, **kwargs),
@@ -137,7 +132,7 @@ def _configs(small, large, inputs: dict, kwargs: dict, threshold: float, first_t
     if rollback is not None:
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
         configs.update({name: functools.partial(_lanes_run, small, large, config, prompts, kwargs["max_new_tokens"])
-                        for name, config in lane_configs(threshold, first_threshold, rollback, check_every).items()})
+                        for name, config in lane_configs(threshold, first_threshold, rollback).items()})
     if assisted:
         configs["assisted (HF)"] = lambda: large.generate(**inputs, assistant_model=small, **kwargs)
     return configs
@@ -288,12 +283,10 @@ class BenchResult:
 def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), new_tokens: int = 64,
               reps: int = 3, assisted: bool = True, data: Path | None = None, rows_sweep=(),
               prompt_tokens: int | None = None, first_threshold: float | None = None,
-              rollback: float | None = None, check_every: int | None = None, benchmark: str = "math",
+              rollback: float | None = None, benchmark: str = "math",
               batches: int = 1, progress=print) -> BenchResult:
     """Time every configuration on `batches` batches of `benchmark`'s test prompts (from `data` when given), one
     batch after another, interleaved over `reps` rounds."""
-    if check_every is not None and rollback is None:
-        raise ValueError("check_every (--check-every) checks tokens by the rollback rule; give rollback (--rollback RHO) too")
     if batches < 1:
         raise ValueError(f"batches must be >= 1 (batches of prompts per configuration), got {batches}")
     problems = [row["problem"] for row in load_problems(data or default_data_path("test", benchmark), benchmark)]
@@ -311,7 +304,7 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
         progress(f"batch {batch_size}: forward cost per chunk length (s): {json.dumps(tables)}")
         default = _ead_name(threshold)
         first = None if first_threshold is None else _first_name(first_threshold)
-        per_batch = [_configs(small, large, batch, kwargs, threshold, first_threshold, rollback, check_every,
+        per_batch = [_configs(small, large, batch, kwargs, threshold, first_threshold, rollback,
                               assisted and batch_size == 1) for batch in groups]
         times, records, outputs = _interleaved(per_batch, reps, {"small": small, "large": large})
         medians = {name: statistics.median(values) for name, values in times.items()}
@@ -397,8 +390,8 @@ def markdown(result: BenchResult) -> str:
                          f"{row['P3 target']:.3f} | {row['r small/large step']:.3f} |")
     lanes = [row for row in result.rows if row["config"].startswith("lanes ")]
     if lanes:
-        lines += ["", "Through `continuous_ead` (rollback and checks run only there): large share (tokens it wrote), large "
-                      "work (positions it read or wrote, catch-ups and checks included, over the generated ones) and "
+        lines += ["", "Through `continuous_ead` (rollback runs only there): large share (tokens it wrote), large "
+                      "work (positions it read or wrote, catch-ups included, over the generated ones) and "
                       "tokens taken back per row:", "",
                   "| batch | config | vs large generate | large share | large work | taken back per row |",
                   "| --- | --- | --- | --- | --- | --- |"]

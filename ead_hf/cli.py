@@ -39,8 +39,6 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--rollback", type=float, default=None, metavar="RHO",
                      help="EADConfig.rollback: when the large model catches up it takes back the first small-model "
                      "token it gives under RHO x its top probability, and writes there (greedy, no streaming)")
-    gen.add_argument("--check-every", type=int, default=None, metavar="M",
-                     help="with --rollback: the large model also checks once M generated tokens are unread")
     gen.add_argument("--max-new-tokens", type=int, default=512)
     gen.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it, else fp32), bf16, fp32")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -100,9 +98,6 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="EADConfig.rollback for every 'ead' and 'first' point (own method keys, e.g. "
                          "first@0.5,rollback=0.1): the large model takes back a small-model token it gives under "
                          "RHO x its top probability; needs --continuous")
-        run.add_argument("--check-every", type=int, default=None, metavar="M",
-                         help="EADConfig.check_every with --rollback: the large model also checks a row's tokens once "
-                         "M of them are unread, without an entropy trigger (keys gain ',check=M')")
         run.add_argument("--window", type=int, default=None,
                          help="entropy window of every 'ead' point (default 5, the paper's; other values are named "
                          "in the method key, e.g. ead@1,window=1,dwell=2)")
@@ -148,8 +143,6 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rollback", type=float, default=None, metavar="RHO",
                        help="also time, through continuous_ead, the paper's rule with rollback RHO (and decide-first "
                             "with it, given --first-threshold)")
-    bench.add_argument("--check-every", type=int, default=None, metavar="M",
-                       help="with --rollback: also time the paper's rule with checks every M unread tokens")
     bench.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="math",
                        help="whose test prompts (the shipped file, or --data)")
     bench.add_argument("--batches", type=int, default=1,
@@ -172,7 +165,6 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="calibrate the decide-first variant (window 1, dwell 1) instead of the paper's rule")
     calibrate.add_argument("--rollback", type=float, default=None, metavar="RHO",
                            help="calibrate the rule with EADConfig.rollback (needs --continuous)")
-    calibrate.add_argument("--check-every", type=int, default=None, metavar="M", help="and with check_every")
     calibrate.add_argument("--window", type=int, default=5)
     calibrate.add_argument("--min-dwell", type=int, default=10)
     calibrate.add_argument("--seed", type=int, default=0)
@@ -216,7 +208,7 @@ def _eval(args: argparse.Namespace) -> int:
         else:
             thresholds = [config.threshold] + thresholds
         if args.rollback is None:  # a recipe's rollback applies to the command's every point, as --rollback does
-            args.rollback, args.check_every = config.rollback, config.check_every
+            args.rollback = config.rollback
         if config.variant == "paper":  # and so do its routing knobs, unless given
             args.window = config.window if args.window is None else args.window
             args.min_dwell = config.min_dwell if args.min_dwell is None else args.min_dwell
@@ -226,7 +218,7 @@ def _eval(args: argparse.Namespace) -> int:
         dtype=args.dtype, split=args.split, data=args.data, random_share=args.random_share,
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
         stop_loops=args.stop_loops, continuous=args.continuous,
-        first_thresholds=first_thresholds, rollback=args.rollback, check_every=args.check_every, chunk=args.chunk,
+        first_thresholds=first_thresholds, rollback=args.rollback, chunk=args.chunk,
         opening_tokens=_numbers(args.opening_tokens, "--opening-tokens", int))
     if table:
         print(table, end="")
@@ -246,7 +238,7 @@ def _bench(args: argparse.Namespace) -> int:
                        reps=args.reps, assisted=not args.no_assisted, data=args.data,
                        rows_sweep=[int(r) for r in args.rows_sweep.split(",")] if args.rows_sweep else (),
                        prompt_tokens=args.prompt_tokens, first_threshold=args.first_threshold,
-                       rollback=args.rollback, check_every=args.check_every, benchmark=args.benchmark,
+                       rollback=args.rollback, benchmark=args.benchmark,
                        batches=args.batches, progress=lambda line: print(line, file=sys.stderr, flush=True))
     result.machine["load_s"] = loaded.load_seconds
     args.out.mkdir(parents=True, exist_ok=True)
@@ -267,8 +259,7 @@ def _calibrate(args: argparse.Namespace) -> int:
                             out=args.out, data=args.data, iterations=args.iterations, window=args.window,
                             min_dwell=args.min_dwell, seed=args.seed, benchmark=args.benchmark,
                             stop_loops=args.stop_loops, continuous=args.continuous,
-                            variant="decide_first" if args.decide_first else "paper", rollback=args.rollback,
-                            check_every=args.check_every)
+                            variant="decide_first" if args.decide_first else "paper", rollback=args.rollback)
     evidence = recipe.benchmarks[args.benchmark]["calibration"]
     print(f"threshold {recipe.benchmarks[args.benchmark]['threshold']} bits: large share {evidence['share']:.3f}, "
           f"accuracy {evidence['accuracy']:.3f} on {evidence['problems']} {evidence['data']} problems; "
@@ -303,17 +294,16 @@ def _generate(args: argparse.Namespace) -> int:
         args.window, args.min_dwell = recipe_config.window, recipe_config.min_dwell
         args.decide_first = args.decide_first or recipe_config.variant == "decide_first"
         if args.rollback is None:
-            args.rollback, args.check_every = recipe_config.rollback, recipe_config.check_every
+            args.rollback = recipe_config.rollback
         if args.threshold is None:
             args.threshold = recipe_config.threshold
     pair = get_pair(args.pair)
     threshold = pair.default_threshold if args.threshold is None else args.threshold
     if args.decide_first:
-        config = EADConfig(threshold=threshold, window=1, min_dwell=1, variant="decide_first", rollback=args.rollback,
-                           check_every=args.check_every)
+        config = EADConfig(threshold=threshold, window=1, min_dwell=1, variant="decide_first", rollback=args.rollback)
     else:
         config = EADConfig(threshold=threshold, window=args.window, min_dwell=args.min_dwell, start=args.start,
-                           rollback=args.rollback, check_every=args.check_every)
+                           rollback=args.rollback)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
     if config.rollback is not None and args.sample:

@@ -45,12 +45,6 @@ class EADConfig:
     the large model writes that position instead. The router's clock counts steps, not kept tokens (a dropped
     token's entropy stays in its window). Taking tokens back needs per-row lengths, so it runs under
     continuous batching (`ead_hf.continuous.continuous_ead`, ``ead-hf eval --continuous``); None never checks.
-
-    ``check_every`` (m, with ``rollback``; speculative cascades' checks without a trigger): a row with m
-    generated tokens the large model has not read gets a large-model read that only checks them and the small
-    model's proposal for the next position, by the rollback rule: the first implausible one is taken back (or
-    the proposal replaced) and the large model writes there; if none is, the small model's token stands.
-    None (default): the large model reads only when it writes.
     """
 
     threshold: float
@@ -62,7 +56,6 @@ class EADConfig:
     seed: int = 0
     variant: Literal["paper", "decide_first"] = "paper"
     rollback: float | None = None
-    check_every: int | None = None
 
     def __post_init__(self) -> None:
         threshold = self.threshold
@@ -101,14 +94,6 @@ class EADConfig:
                 raise ValueError("EADConfig.rollback checks the entropy rule's small-model tokens; remove it for "
                                  "policy='random'")
             object.__setattr__(self, "rollback", float(rho))
-        every = self.check_every
-        if every is not None:
-            if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-                raise ValueError(f"EADConfig.check_every must be an int >= 1 (small-model tokens between checks) or "
-                                 f"None, got {every!r}")
-            if rho is None:
-                raise ValueError("EADConfig.check_every checks tokens by the rollback rule; set rollback (e.g. 0.1) "
-                                 "or remove check_every")
         if self.variant not in VARIANTS:
             raise ValueError(f"EADConfig.variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.variant!r}")
         if self.variant == "decide_first":
@@ -159,6 +144,9 @@ _REMOVED = {
     "schedule": ("batch", "was removed in ead_hf 0.2 (it measured slower than running whole batches)"),
     "threshold_down": (None, "(hysteresis) was removed in ead_hf 0.3 (on GSM8K it measured no better than random "
                              "routing and behind decide-first; README, 'Tried and removed: hysteresis')"),
+    "check_every": (None, "(checks without a trigger) was removed in ead_hf 0.3 (two GSM8K pilots showed no gain "
+                          "over rollback alone, at more large work; README, 'Tried and removed: checks without a "
+                          "trigger')"),
 }
 
 

@@ -142,8 +142,8 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     `ahead`), so that a row it writes for next needs no catch-up of its own: one forward per model and step. Same
     tokens and the same catch-up counts (those of reading a row only when needed); fewer forwards and less
     padding when the large model's positions are scattered over all rows a few tokens apart, as under
-    decide-first (where the small model reads every row anyway). None: on for decide-first without rollback or
-    checks (those judge the tokens a catch-up reads, so they need the catch-ups); off for the paper's rule."""
+    decide-first (where the small model reads every row anyway). None: on for decide-first without rollback (which
+    judges the tokens a catch-up reads, so it needs the catch-ups); off for the paper's rule."""
     check_pair(large, small)
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be >= 1")
@@ -153,12 +153,11 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     if blockers:
         raise ValueError(f"continuous batching needs full-attention caches: {'; '.join(blockers)}")
     decide_first = config.variant == "decide_first"
-    judges_catchups = config.rollback is not None or config.check_every is not None
     if read_ahead is None:
-        read_ahead = decide_first and not judges_catchups
-    elif read_ahead and judges_catchups:
-        raise ValueError("read_ahead=True would read the tokens that rollback/check_every judge on a catch-up "
-                         "before any catch-up; use read_ahead=False or None with EADConfig.rollback or check_every")
+        read_ahead = decide_first and config.rollback is None
+    elif read_ahead and config.rollback is not None:
+        raise ValueError("read_ahead=True would read the tokens that rollback judges on a catch-up before any "
+                         "catch-up; use read_ahead=False or None with EADConfig.rollback")
     if not prompts:
         return
     rows = min(batch_size, len(prompts))
@@ -199,39 +198,29 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         ahead = [row for row in range(rows) if problem[row] is not None and row not in members] if read_ahead else []
         put(logits, members, runners[model].read(*lanes.grid(), members, ahead=ahead))
 
-    def read_and_judge(logits: torch.Tensor, writers: list[int], chosen: torch.Tensor) -> None:
-        """Under rollback the large model reads the rows it writes for, and (`check_every`) rows it only checks;
-        in each, the first small-model token it had not read and finds implausible is taken back with everything
-        after it, and the large model writes that position from its logits there."""
-        end = lanes.width
-        checks = [] if config.check_every is None else [  # columns the large model has not read, per row
-            row for row in range(rows) if problem[row] is not None and row not in writers
-            and end - max(runners[LARGE].seen[row], lanes.start[row]) >= config.check_every]
-        members = writers + checks
-        if not members:
+    def read_and_judge(logits: torch.Tensor, writers: list[int]) -> None:
+        """Under rollback the large model reads the rows it writes for; in each, the first small-model token it had
+        not read and finds implausible is taken back with everything after it, and the large model writes that
+        position from its logits there."""
+        if not writers:
             return
-        before = [runners[LARGE].seen[row] for row in members]
-        last, history = runners[LARGE].read(*lanes.grid(), members, history=True)
-        firsts = []  # per member: the grid column the large model writes at instead, or end + 1 for none
-        for index, (row, seen, read_logits) in enumerate(zip(members, before, history)):
-            # column `seen` was written or checked by the large model; seen+1.. are predicted by this read, and a
-            # check also judges the small model's proposal for column `end` (its logits are already in `logits`)
+        end = lanes.width
+        before = [runners[LARGE].seen[row] for row in writers]
+        last, history = runners[LARGE].read(*lanes.grid(), writers, history=True)
+        firsts = []  # per writer: the grid column the large model writes at instead, or end + 1 for none
+        for row, seen, read_logits in zip(writers, before, history):
+            # column `seen` was written by the large model; seen+1.. are predicted by this read
             column = max(seen + 1, lanes.start[row])
             taken = lanes.tokens[row, column:end]
             checkable = (lanes.choices[row, column:end] == SMALL) & (lanes.mask[row, column:end] == 1)
-            if index >= len(writers):  # a check
-                taken = torch.cat([taken, logits[row:row + 1].argmax(dim=-1)])
-                checkable = torch.cat([checkable, checkable.new_ones(1)])
             predicted = read_logits[column - 1 - seen:][:len(taken)].to(device, torch.float32)[:, :vocab]
             offset = first_implausible(predicted, taken, checkable, config.rollback)
             firsts.append(torch.where(offset < len(taken), column + offset, end + 1))
-        if writers:
-            put(logits, writers, last[:len(writers)])
-        for row, seen, read_logits, first in zip(members, before, history, torch.stack(firsts).tolist()):
+        put(logits, writers, last)
+        for row, seen, read_logits, first in zip(writers, before, history, torch.stack(firsts).tolist()):
             if first > end:
                 continue
             logits[row] = read_logits[first - 1 - seen].to(device, torch.float32)[:vocab]
-            chosen[row] = True
             lanes.take_back(row, first)
             count[row] -= end - first
             rolled_back[row] += end - first
@@ -255,7 +244,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         if config.rollback is None:
             read(LARGE, logits, writers)
         else:
-            read_and_judge(logits, writers, chosen)
+            read_and_judge(logits, writers)
         entropy, tokens = entropy_bits(logits), logits.argmax(dim=-1)
         lanes.append(tokens, live, chosen, entropy)
         count += live

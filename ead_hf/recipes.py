@@ -49,9 +49,7 @@ class Recipe:
         config = self.ead_config
         rule = ("decide-first (window 1, dwell 1)" if config.variant == "decide_first"
                 else f"the paper's rule (window {config.window}, dwell {config.min_dwell})")
-        knobs = "".join(f", {name} {value:g}" for name, value in (("rollback", config.rollback),
-                                                                   ("check every", config.check_every))
-                        if value is not None)
+        knobs = "" if config.rollback is None else f", rollback {config.rollback:g}"
         lines = [f"{rule}{knobs}; {self.dtype}"]
         for benchmark, test in self.results().items():
             head = f"{benchmark}: {self.config_for(benchmark).threshold:g} bits"

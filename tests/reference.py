@@ -53,43 +53,25 @@ class _LargeModel:
         self.seen = len(sequence)
         return logits[len(sequence) - 1]
 
-    def check_due(self, sequence: list[int], every) -> bool:
-        """`check_every`: the large model has not read the last `every` (or more) generated tokens."""
-        return every is not None and len(sequence) - max(self.seen, self.prompt_length) >= every
-
-    def check(self, sequence: list[int], row: ReferenceRow, proposal: int) -> torch.Tensor | None:
-        """A read that only checks the tokens it had not read and then the small model's `proposal` for the next
-        position: the large model's logits where it takes a token back or replaces the proposal, else None."""
-        dropped = row.rolled_back
-        logits = self.logits(sequence, row)
-        probs = torch.softmax(logits.double(), dim=-1)
-        replaced = probs[proposal] < self.rollback * probs.max()
-        return logits if row.rolled_back > dropped or replaced else None
-
 
 @torch.no_grad()
 def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwell, start, max_new_tokens,
-                  eos_token_ids=(), vocab=None, rollback=None, check_every=None) -> ReferenceRow:
+                  eos_token_ids=(), vocab=None, rollback=None) -> ReferenceRow:
     row = ReferenceRow()
     sequence = list(prompt)
     large_model = _LargeModel(large, len(prompt), rollback, vocab)
     active_large = start == "large"
     dwell, history = 0, []
     while len(row.tokens) < max_new_tokens:
-        writer = active_large
         if active_large:
             logits = large_model.logits(sequence, row)
         else:
             logits = small(torch.tensor([sequence])).logits[0, -1].to(torch.float32)
             logits = logits[:vocab] if vocab else logits
-            checked = (large_model.check(sequence, row, int(torch.argmax(logits)))
-                       if large_model.check_due(sequence, check_every) else None)
-            if checked is not None:  # a check took tokens back: the large model writes there
-                logits, writer = checked, True
         token = int(torch.argmax(logits))
         entropy = _entropy_bits(logits)
         row.tokens.append(token)
-        row.choices.append(int(writer))
+        row.choices.append(int(active_large))
         row.entropies.append(entropy)
         row.logits.append(logits)
         sequence.append(token)
@@ -106,7 +88,7 @@ def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwe
 
 @torch.no_grad()
 def reference_decide_first(small, large, prompt: list[int], *, threshold, max_new_tokens, eos_token_ids=(),
-                           vocab=None, rollback=None, check_every=None) -> ReferenceRow:
+                           vocab=None, rollback=None) -> ReferenceRow:
     """EAD variant "decide_first": the small model proposes each position; where the entropy of its own
     distribution there is >= threshold, the large model writes that position instead."""
     row = ReferenceRow()
@@ -118,10 +100,6 @@ def reference_decide_first(small, large, prompt: list[int], *, threshold, max_ne
         use_large = _entropy_bits(logits) >= threshold
         if use_large:
             logits = large_model.logits(sequence, row)
-        elif large_model.check_due(sequence, check_every):
-            checked = large_model.check(sequence, row, int(torch.argmax(logits)))
-            if checked is not None:  # a check took tokens back: the large model writes there
-                logits, use_large = checked, True
         token = int(torch.argmax(logits))
         row.tokens.append(token)
         row.choices.append(int(use_large))

@@ -82,24 +82,21 @@ def test_run_bench_reports_every_configuration(problems_file):
 
 def test_bench_times_the_lane_only_rules_with_their_work(problems_file):
     small, large = tiny_pair("llama", seed=1)
-    with pytest.raises(ValueError, match="--rollback"):
-        run_bench(small, large, tiny_tokenizer(), threshold=0.5, check_every=4, data=problems_file)
     with pytest.raises(ValueError, match="--batches"):
         run_bench(small, large, tiny_tokenizer(), threshold=0.5, batch_sizes=(2,), batches=3, data=problems_file)
     result = run_bench(small, large, tiny_tokenizer(), threshold=0.5, batch_sizes=(1,), new_tokens=12, reps=1,
                        assisted=False, data=problems_file, prompt_tokens=5, first_threshold=0.5, rollback=0.5,
-                       check_every=4, batches=2, progress=lambda line: None)
+                       batches=2, progress=lambda line: None)
     lanes = {row["config"]: row for row in result.rows if row["config"].startswith("lanes ")}
-    assert set(lanes) == {"lanes EAD 0.5", "lanes EAD 0.5 rollback 0.5", "lanes EAD 0.5 rollback 0.5 check 4",
-                          "lanes first 0.5 rollback 0.5"}
+    assert set(lanes) == {"lanes EAD 0.5", "lanes EAD 0.5 rollback 0.5", "lanes first 0.5 rollback 0.5"}
     for row in lanes.values():
         assert 0 <= row["large_share"] <= row["large_work"] and row["rolled_back"] >= 0 and row["vs_large"] > 0
         assert row["tok_s"] == pytest.approx(2 * 12 / row["median_s"])  # two batches of one prompt, 12 tokens each
     assert lanes["lanes EAD 0.5"]["rolled_back"] == 0  # nothing judges the catch-ups without rollback
-    assert "| 1 | lanes EAD 0.5 rollback 0.5 check 4 |" in markdown(result)
+    assert "| 1 | lanes EAD 0.5 rollback 0.5 |" in markdown(result)
     # a lanes run takes every row to the budget: no end-of-sequence id it could emit stops it
     prompt = tiny_tokenizer()(["Compute 0*0."])["input_ids"][0][-5:]
-    config = lane_configs(0.5, None, 0.5, 4)["lanes EAD 0.5 rollback 0.5 check 4"]
+    config = lane_configs(0.5, None, 0.5)["lanes EAD 0.5 rollback 0.5"]
     with torch.inference_mode():
         rows = _lanes_run(small, large, config, [prompt], 12)
     assert [len(row.tokens) for row in rows] == [12] and rows[0].finish == "budget"

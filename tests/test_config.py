@@ -70,6 +70,9 @@ def test_removed_knobs_read_from_old_files_only_when_off():
         EADConfig.from_dict({"threshold": 1.0, "threshold_down": 0.5})
     with pytest.raises(ValueError, match="schedule was removed in ead_hf 0.2"):
         EADConfig.from_dict({"threshold": 1.0, "schedule": "grouped"})
+    assert EADConfig.from_dict({"threshold": 1.0, "rollback": 0.1, "check_every": None}) == EADConfig(1.0, rollback=0.1)
+    with pytest.raises(ValueError, match=r"check_every \(checks without a trigger\) was removed in ead_hf 0.3"):
+        EADConfig.from_dict({"threshold": 1.0, "rollback": 0.1, "check_every": 16})
     with pytest.raises(TypeError):
         EADConfig(threshold=1.0, threshold_down=0.5)
 
@@ -84,11 +87,3 @@ def test_rollback_validation_and_round_trip():
         EADConfig(threshold=1.0, policy="random", large_probability=0.5, rollback=0.1)
 
 
-def test_check_every_validation():
-    config = EADConfig(threshold=1.0, rollback=0.1, check_every=8)
-    assert EADConfig.from_dict(config.to_dict()) == config
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="EADConfig.check_every must be an int >= 1"):
-            EADConfig(threshold=1.0, rollback=0.1, check_every=bad)
-    with pytest.raises(ValueError, match="set rollback"):
-        EADConfig(threshold=1.0, check_every=8)

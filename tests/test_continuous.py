@@ -129,28 +129,24 @@ def test_read_ahead_refuses_rollback(qwen_pair, tokenizer):
                             eos_token_ids=[2], read_ahead=True))
 
 
-@pytest.mark.parametrize("variant,threshold,rollback,every", [
-    ("paper", 5.3, 0.03, None), ("paper", 5.45, 0.8, None), ("decide_first", 5.3, 0.8, None),
-    ("decide_first", 5.45, 0.03, None), ("paper", 5.6, 0.03, 3), ("decide_first", 5.6, 0.03, 2)])
-def test_rollback_equals_its_reference(qwen_pair, tokenizer, variant, threshold, rollback, every):
-    """Rows taken back by different amounts in one batch (and, with `check_every`, checked without a trigger):
-    each answer, its model choices and its count of dropped tokens equal the no-cache reference that drops
-    tokens from a plain Python list."""
+@pytest.mark.parametrize("variant,threshold,rollback", [
+    ("paper", 5.3, 0.03), ("paper", 5.45, 0.8), ("decide_first", 5.3, 0.8), ("decide_first", 5.45, 0.03)])
+def test_rollback_equals_its_reference(qwen_pair, tokenizer, variant, threshold, rollback):
+    """Rows taken back by different amounts in one batch: each answer, its model choices and its count of dropped
+    tokens equal the no-cache reference that drops tokens from a plain Python list."""
     small, large = qwen_pair
     first = variant == "decide_first"
-    config = EADConfig(threshold=threshold, window=1 if first else 2, min_dwell=1, variant=variant, rollback=rollback,
-                       check_every=every)
+    config = EADConfig(threshold=threshold, window=1 if first else 2, min_dwell=1, variant=variant, rollback=rollback)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     finished = list(continuous_ead(small, large, config, prompts, max_new_tokens=14, batch_size=3, eos_token_ids=[2]))
     assert sorted(f.index for f in finished) == list(range(len(PROMPTS)))
     for row in finished:
         if first:
             alone = reference_decide_first(small, large, prompts[row.index], threshold=threshold, max_new_tokens=14,
-                                           eos_token_ids=(2,), rollback=rollback, check_every=every)
+                                           eos_token_ids=(2,), rollback=rollback)
         else:
             alone = reference_ead(small, large, prompts[row.index], threshold=threshold, window=2, min_dwell=1,
-                                  start="small", max_new_tokens=14, eos_token_ids=(2,), rollback=rollback,
-                                  check_every=every)
+                                  start="small", max_new_tokens=14, eos_token_ids=(2,), rollback=rollback)
         assert (row.tokens, row.choices, row.rolled_back) == (alone.tokens, alone.choices, alone.rolled_back), \
             PROMPTS[row.index]
         assert len(row.tokens) == 14 or row.tokens[-1] == 2

@@ -637,17 +637,9 @@ def test_rollback_points_join_a_run_and_are_compared_with_their_plain_twin(probl
     assert "| ead@5.3,window=2,dwell=2 | ead@5.3 | 6 |" in report and "| ead@5.3 | ead@5.3,window=2" not in report
     assert "| ead@5.3,window=2,dwell=2 | first@5.4 | 6 |" in report  # a variant of the paper's rule vs decide-first
     assert "| ead@5.3 | first@5.4 |" not in report  # the plain rule: decide-first is paired with it, not twice
-    assert cli_main([*args, "--methods", "first", "--rollback", "0.05", "--check-every", "3"]) == 0
-    checked = [r for r in read_records(out) if r["method"] == "first@5.4,rollback=0.05,check=3"]
-    assert len(checked) == 6 and all(r["config"]["check_every"] == 3 for r in checked)
-    report = (out / "report.md").read_text()
-    assert "| first@5.4,rollback=0.05,check=3 | first@5.4 | 6 |" in report
-    assert "| first@5.4,rollback=0.05,check=3 | first@5.4,rollback=0.05 | 6 |" in report
     capsys.readouterr()
     assert cli_main([*args[:-1], "--methods", "first", "--rollback", "0.05"]) == 2
     assert "add --continuous" in capsys.readouterr().err
-    assert cli_main([*args, "--methods", "first", "--check-every", "3"]) == 2
-    assert "add --rollback" in capsys.readouterr().err
 
 
 def test_report_after_the_first_k_problems(problems_file, tmp_path):

@@ -33,7 +33,6 @@ class Method:
     min_dwell: int | None = None  # ead: its dwell; random: its control's dwell (1 for decide-first); opening: its
     # length (the large model's dwell before it hands over for good); None: the paper's
     rollback: float | None = None  # ead / first: EADConfig.rollback (rho)
-    check_every: int | None = None  # ead / first: EADConfig.check_every (m)
     window: int | None = None  # ead: EADConfig.window; None: the paper's
 
     @property
@@ -51,8 +50,7 @@ class Method:
             knobs = ""
             if self.kind == "ead":
                 knobs = ("" if self.window_size == PAPER_ROUTING["window"] else f",window={self.window}") + dwell
-            return (f"{self.kind}@{self.threshold:g}{knobs}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
-                    + ("" if self.check_every is None else f",check={self.check_every}"))
+            return f"{self.kind}@{self.threshold:g}{knobs}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
         if self.kind == "random":
             return f"random@p={self.large_probability:.4f}{dwell}"
         if self.kind == "opening":
@@ -66,10 +64,10 @@ class Method:
             return EADConfig(threshold=float("-inf"), start="large")
         if self.kind == "ead":
             return EADConfig(threshold=self.threshold, window=self.window_size, min_dwell=self.dwell,
-                             rollback=self.rollback, check_every=self.check_every)
+                             rollback=self.rollback)
         if self.kind == "first":  # decide before committing: token-level, the small model's entropy at the position
             return EADConfig(threshold=self.threshold, window=1, min_dwell=1, variant="decide_first",
-                             rollback=self.rollback, check_every=self.check_every)
+                             rollback=self.rollback)
         if self.kind == "opening":  # the large model writes the first tokens, the small one the rest: no mean is >= inf
             return EADConfig(threshold=float("inf"), start="large", window=1, min_dwell=self.min_dwell)
         if self.kind == "random":
@@ -83,12 +81,12 @@ KINDS = ("small", "large", "ead", "first", "opening", "random", "speculative")
 
 def parse_methods(methods: list[str], thresholds: list[float], random_share: float | None = None,
                   first_thresholds: list[float] = (), rollback: float | None = None,
-                  check_every: int | None = None, window: int | None = None, min_dwell: int | None = None,
+                  window: int | None = None, min_dwell: int | None = None,
                   opening_tokens: list[int] = ()) -> list[Method]:
     """The runs to make, in order. `random` becomes one control per EAD (and decide-first) threshold, placed
     right after the run whose measured share it matches (its p is only known then: `large_probability` stays
     None here; it routes with its point's dwell: 1 for decide-first), or a single control at `random_share`
-    when that is given. `rollback` and `check_every` apply to every EAD and decide-first point, `window` and
+    when that is given. `rollback` applies to every EAD and decide-first point, `window` and
     `min_dwell` to every EAD point (each named in the method key, so a run folder can hold a point with and
     without them). `opening` is one point per length in `opening_tokens`: the large model
     writes that many tokens first, the small model the rest (a schedule without entropy, no random control)."""
@@ -112,7 +110,7 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
         if kind in ("ead", "first"):
             for threshold in (thresholds if kind == "ead" else first_thresholds):
                 routing = dict(window=window, min_dwell=min_dwell) if kind == "ead" else {}
-                plan.append(Method(kind, threshold=threshold, rollback=rollback, check_every=check_every, **routing))
+                plan.append(Method(kind, threshold=threshold, rollback=rollback, **routing))
                 if "random" in methods and random_share is None:
                     plan.append(Method("random", control_for=plan[-1].key,
                                        min_dwell=1 if kind == "first" else plan[-1].min_dwell))

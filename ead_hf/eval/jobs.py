@@ -90,7 +90,7 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
              data: Path | None = None, random_share: float | None = None, speculative_limit: int | None = None,
              window: int | None = None, min_dwell: int | None = None, seed: int = 0, stop_loops: bool = False,
              continuous: bool = False, first_thresholds: list[float] = (), rollback: float | None = None,
-             check_every: int | None = None, chunk: int | None = None, opening_tokens: list[int] = (),
+             chunk: int | None = None, opening_tokens: list[int] = (),
              progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report.
 
@@ -104,9 +104,7 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
         raise ValueError("--rollback takes tokens back, which needs per-row lengths: add --continuous")
     if rollback is not None and not {"ead", "first"} & set(methods):
         raise ValueError("--rollback applies to methods 'ead' and 'first'; add one of them to --methods")
-    if check_every is not None and rollback is None:
-        raise ValueError("--check-every checks tokens by the rollback rule: add --rollback (e.g. 0.1)")
-    plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, check_every, window, min_dwell,
+    plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, window, min_dwell,
                          opening_tokens)
     state, rank, world = _distributed()
     dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
@@ -167,8 +165,7 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
                    dtype: str, out: Path, data: Path | None = None, iterations: int = 6, window: int = 5,
                    min_dwell: int = 10, seed: int = 0, low: float = 0.0, high: float = 8.0,
                    benchmark: str = "math", stop_loops: bool = False, continuous: bool = False,
-                   variant: str = "paper", rollback: float | None = None, check_every: int | None = None,
-                   progress: bool = True) -> Recipe:
+                   variant: str = "paper", rollback: float | None = None, progress: bool = True) -> Recipe:
     """Bisection on a benchmark's train split towards `target_share`; writes (or adds the benchmark to) a recipe.
 
     Each probe is an evaluation run (`run_method`) whose records go to `<recipe>.<benchmark>-calibration/`, so the evidence
@@ -181,8 +178,8 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
         window, min_dwell = 1, 1
     if rollback is not None and not continuous:
         raise ValueError("--rollback takes tokens back, which needs per-row lengths: add --continuous")
-    EADConfig(threshold=0.0, window=window, min_dwell=min_dwell, variant=variant, rollback=rollback,
-              check_every=check_every)  # the rule's knobs are checked before the pair loads
+    EADConfig(threshold=0.0, window=window, min_dwell=min_dwell, variant=variant,
+              rollback=rollback)  # the rule's knobs are checked before the pair loads
     dataset = load_problems(data or default_data_path("train", benchmark), benchmark)
     sample = [dict(r) for r in stratified_subset(dataset, problems, seed)]
     loaded = load_pair(pair, dtype=dtype)
@@ -196,7 +193,7 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
 
     def measure(threshold: float) -> float:
         routing = dict(window=window, min_dwell=min_dwell) if kind == "ead" else {}
-        method = Method(kind, threshold=threshold, rollback=rollback, check_every=check_every, **routing)
+        method = Method(kind, threshold=threshold, rollback=rollback, **routing)
         run_method(method, loaded.small, loaded.large, loaded.tokenizer, sample, settings, store, progress=progress)
         ids = {p["id"] for p in sample}
         mine = [r for r in read_records(records_dir) if r["method"] == method.key and r["problem_id"] in ids]
@@ -211,14 +208,14 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
                 "records": records_dir.name, "share": result.share, "accuracy": results[result.threshold][1],
                 "probes": [{"threshold": t, "share": s, "accuracy": results[t][1]} for t, s in result.probes]}
     config = EADConfig(threshold=result.threshold, window=window, min_dwell=min_dwell, variant=variant,
-                       rollback=rollback, check_every=check_every)
+                       rollback=rollback)
     if out.is_file():  # add this benchmark's threshold to an existing recipe of the pair
         recipe = load_recipe(out)
         known = recipe.ead_config
-        rule = (known.window, known.min_dwell, known.variant, known.rollback, known.check_every)
-        if recipe.pair != pair or rule != (window, min_dwell, variant, rollback, check_every):
-            raise ValueError(f"{out} is a recipe for {recipe.pair} (window, dwell, variant, rollback, check_every "
-                             f"{rule}); write this calibration to another --out")
+        rule = (known.window, known.min_dwell, known.variant, known.rollback)
+        if recipe.pair != pair or rule != (window, min_dwell, variant, rollback):
+            raise ValueError(f"{out} is a recipe for {recipe.pair} (window, dwell, variant, rollback {rule}); write "
+                             "this calibration to another --out")
     else:
         spec = get_pair(pair)
         models = {role: ({"gguf_packages": source.requirements(), "sha256": source.sha256, "name": source.model_name}

@@ -55,7 +55,7 @@ class MethodSummary:
     control_for: str | None = None  # random controls: the EAD method whose share they match
     large_work: float = math.nan  # generated positions the large model read or wrote (own tokens + catch-ups)
     rollback: float | None = None  # EADConfig.rollback of a routed point
-    check_every: int | None = None  # EADConfig.check_every of a routed point
+    check_every: int | None = None  # checks without a trigger (records from ead_hf 0.2), of a routed point
     rolled_back: float = 0.0  # tokens taken back per problem (their reads count in large_work)
     contended: float = math.nan  # share of records written while other work shared the CPUs (see busy_share)
     routing: tuple = tuple(RECORD_ROUTING.values())  # a routed point's RECORD_ROUTING knobs, from its records
