@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ead_hf.eval.records import read_records
 from ead_hf.eval.report import paired_methods, summarise
+from ead_hf.eval.stats import PairedComparison
 from ead_hf.model_pairs import DEFAULT_PAIR
 from ead_hf.recipes import load_recipe, shipped_recipes
 
@@ -102,8 +103,7 @@ def recipes_table() -> str:
         cells = []
         for benchmark in ("gsm8k", "math"):
             test = recipe.results()[benchmark]
-            large = test["paired"]["large"]
-            points = f"{100 * large['difference']:+.1f} [{100 * large['ci_low']:+.1f}, {100 * large['ci_high']:+.1f}]"
+            points = PairedComparison(**test["paired"]["large"]).points()  # the recipe file keeps its fields
             cells += [f"{100 * test['accuracy']:.1f}% at a {test['large_share']:.3f} share (N = {test['n']}, "
                       f"τ = {recipe.config_for(benchmark).threshold:g})", points.replace("-", "−")]
         lines.append(f"| `{name}` | {rule} | {where} | " + " | ".join(cells) + " |")
