@@ -8,8 +8,9 @@ ratios, never single absolute times. Measured:
 - plain `generate` of each model, EAD at +inf / -inf / a threshold, HF assisted generation (batch 1);
 - tokens/s, peak RSS, and the weights-bytes-per-token roofline against a measured copy bandwidth;
 - the time each configuration spends inside model forwards (`ForwardClock`, forward hooks) and outside them;
-- with `rollback` (batch 1 is the algorithm's own cost): the rules only `continuous_ead` runs (rollback),
-  beside the paper's rule through the same loop, each with its large share, large work and tokens taken back;
+- with `rollback` (batch 1 is the algorithm's own cost): the rules with rollback through `continuous_ead` (the
+  evaluation's loop), beside the paper's rule through the same loop, each with its large share, large work and
+  tokens taken back;
 - P1 overhead: EAD wall time over the "ideal": each decode step EAD ran at the per-step decode cost of
   that model's plain `generate` in the same run, plus its prefills and catch-up chunks at their measured
   time. The isolated chunk table is reported too, but it is not the yardstick: a forward timed alone, a few

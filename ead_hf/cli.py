@@ -38,7 +38,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      "model's own entropy is >= the threshold (window 1, dwell 1)")
     gen.add_argument("--rollback", type=float, default=None, metavar="RHO",
                      help="EADConfig.rollback: when the large model catches up it takes back the first small-model "
-                     "token it gives under RHO x its top probability, and writes there (greedy, no streaming)")
+                     "token it gives under RHO x its top probability, and writes there")
     gen.add_argument("--max-new-tokens", type=int, default=512)
     gen.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it, else fp32), bf16, fp32")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -281,7 +281,6 @@ def _generate(args: argparse.Namespace) -> int:
     from transformers import TextStreamer
 
     from .config import EADConfig
-    from .continuous import continuous_ead
     from .generator import EADGenerator
     from .model_pairs import get_pair, load_pair
     from .trace import render_ansi, render_html, summary_line, trace_tokens
@@ -306,8 +305,6 @@ def _generate(args: argparse.Namespace) -> int:
                            rollback=args.rollback)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
-    if config.rollback is not None and args.sample:
-        raise ValueError("--rollback runs under continuous batching, which decodes greedily; drop --sample")
     print(f"loading {pair.name} (the first run assembles and converts the weights once: a few minutes)",
           file=sys.stderr)
     loaded = load_pair(args.pair, dtype=args.dtype)
@@ -325,25 +322,14 @@ def _generate(args: argparse.Namespace) -> int:
         kwargs["streamer"] = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     start = time.perf_counter()
     with torch.inference_mode():
-        if config.rollback is None:
-            out = EADGenerator(loaded.small, loaded.large, config, tokenizer=tokenizer).generate(**inputs, **kwargs)
-            rolled_back = None
-        else:  # taking tokens back needs per-row lengths: continuous batching, one row
-            prompt = inputs["input_ids"][0].tolist()
-            eos = loaded.large.generation_config.eos_token_id
-            row, = continuous_ead(loaded.small, loaded.large, config, [prompt], max_new_tokens=args.max_new_tokens,
-                                  batch_size=1, eos_token_ids=eos if isinstance(eos, list) else [eos],
-                                  pad_token_id=tokenizer.pad_token_id or 0)
-            out, rolled_back = row.to_output(prompt), row.rolled_back
-            if not args.no_stream:
-                print(tokenizer.decode(row.tokens, skip_special_tokens=True))
+        out = EADGenerator(loaded.small, loaded.large, config, tokenizer=tokenizer).generate(**inputs, **kwargs)
     seconds = time.perf_counter() - start
     tokens = trace_tokens(tokenizer, out)
     colour = sys.stdout.isatty() and not args.no_color
     print("\n--- trace: " + ("\033[36msmall\033[0m / \033[1;35mlarge\033[0m" if colour else "[[large]], rest small")
           + " ---")
     print(render_ansi(tokens, colour=colour))
-    summary = summary_line(out, seconds=seconds, rolled_back=rolled_back)
+    summary = summary_line(out, seconds=seconds)
     new = len(tokens)
     print(f"--- {summary} ({new / seconds:.1f} tok/s)")
     if args.html:

@@ -43,8 +43,9 @@ class EADConfig:
     model wrote since its last read, it checks each: the first whose probability under the large model is
     below ``rollback`` times the large model's top probability there is dropped with every token after it, and
     the large model writes that position instead. The router's clock counts steps, not kept tokens (a dropped
-    token's entropy stays in its window). Taking tokens back needs per-row lengths, so it runs under
-    continuous batching (`ead_hf.continuous.continuous_ead`, ``ead-hf eval --continuous``); None never checks.
+    token's entropy stays in its window). Rows taken back by different amounts end at different lengths, so
+    `generate()` (and pipelines) run it one prompt per call, and batches run under continuous batching
+    (`ead_hf.continuous.continuous_ead`, ``ead-hf eval --continuous``; greedy); None never checks.
     """
 
     threshold: float

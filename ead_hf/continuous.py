@@ -13,7 +13,6 @@ rule and for `variant="decide_first"`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,20 +22,11 @@ from transformers import PreTrainedModel
 from .config import EADConfig
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
 from .pair_checks import check_pair, shared_vocab_size
-from .routing import EntropyRouter, entropy_bits
+from .routing import EntropyRouter, entropy_bits, first_implausible
 from .compat import full_attention_only
 from .runner import RowRunner
 
-__all__ = ["FinishedRow", "continuous_ead", "ends_in_loop", "first_implausible"]
-
-
-def first_implausible(logits: torch.Tensor, tokens: torch.Tensor, checkable: torch.Tensor, rollback: float) -> torch.Tensor:
-    """Index of the first checkable token whose probability under `logits` (one row per token) is below
-    `rollback` x the top probability there (the rollback rule), or len(tokens) when there is none."""
-    log_probs = torch.log_softmax(logits, dim=-1)
-    implausible = log_probs.gather(1, tokens[:, None])[:, 0] - log_probs.max(dim=-1).values < math.log(rollback)
-    index = torch.arange(len(tokens), device=tokens.device)
-    return torch.cat([torch.where(implausible & checkable, index, len(tokens)), index.new_full((1,), len(tokens))]).min()
+__all__ = ["FinishedRow", "continuous_ead", "ends_in_loop"]
 
 
 def ends_in_loop(tokens: torch.Tensor, generated: torch.Tensor, max_period: int = 64, repeats: int = 3,
@@ -76,6 +66,7 @@ class FinishedRow:
             ead_stats=EADStats.from_choices(choices, torch.tensor([self.catchup["small"]]),
                                             torch.tensor([self.catchup["large"]])),
             ead_forwards={model: [(cached, read, 1) for cached, read, _ in log] for model, log in self.forwards.items()},
+            rolled_back=torch.tensor([self.rolled_back]),
         )
 
 
@@ -225,7 +216,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
             count[row] -= end - first
             rolled_back[row] += end - first
             for runner in runners.values():
-                runner.forget(row, first)
+                runner.forget(row, first, end)
 
     for row in range(rows):
         place(row)

@@ -2,7 +2,8 @@
 
 Read `ead_decoding` top to bottom: each step the models the rows need read what they have not read yet
 (`ModelRunner.read`: prefill, decode and catch-up are one operation), every live row takes the logits of
-the model it chose (`_next_logits`), the entropy of those logits feeds the router, the processors and the
+the model it chose (`_next_logits`; under rollback the large model's read may take back the small model's
+latest tokens, and the row is cut there), the entropy of those logits feeds the router, the processors and the
 greedy/sampling choice pick the token as `_sample` does, and one host synchronisation says which models
 the next step needs (`_models_needed`). generate() has already merged the generation config, built the
 logits processors and stopping criteria, and prepared the attention mask when this runs.
@@ -17,7 +18,7 @@ from .compat import check_transformers_version, is_single_model_processor, pad_t
 from .config import EADConfig, resolve_ead_config
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
 from .pair_checks import check_pair, shared_vocab_size
-from .routing import EntropyRouter, entropy_bits
+from .routing import EntropyRouter, entropy_bits, first_implausible
 from .runner import ModelRunner
 
 __all__ = ["ead_decoding"]
@@ -58,11 +59,20 @@ def ead_decoding(
     trace = _Trace(generation_config)
     grid, live = input_ids, torch.ones(batch_size, dtype=torch.bool, device=device)
     needed = [LARGE if config.starts_large else SMALL]
+    rolled_back = 0  # under rollback (one row): tokens the large model took back
+    streamed = prompt_length  # columns given to the streamer: under rollback, only those no read can take back
     if streamer is not None:
         streamer.put(input_ids.cpu())
 
     while needed:
-        logits, chosen = _next_logits(runners, needed, router, config, grid, mask, positions, live, vocab)
+        logits, chosen, cut = _next_logits(runners, needed, router, config, grid, mask, positions, live, vocab)
+        if cut is not None:  # the large model took back the small model's tokens from column `cut` on
+            rolled_back += grid.shape[1] - cut
+            grid, positions = grid[:, :cut], positions[:, :cut]
+            mask = None if mask is None else mask[:, :cut]
+            for runner in runners.values():
+                runner.forget(cut)
+            trace.cut(cut - prompt_length)
         entropy = entropy_bits(logits)
         scores = logits_processor(grid, logits)
         tokens = torch.where(live, _pick_token(scores, generation_config.do_sample), fill)
@@ -70,17 +80,20 @@ def ead_decoding(
         if config.variant == "paper":  # under decide_first the router stays on the small model, which proposes
             router.observe(entropy, live=live)
         grid, mask, positions = _append(grid, mask, positions, tokens, live)
-        if streamer is not None:
-            streamer.put(tokens.cpu())
         wrote = live
         live = live & ~stopping_criteria(grid, scores).to(device)
         needed = _models_needed(router, live, entropy.isnan() & wrote, chosen)
+        if streamer is not None:  # a small-model token is final once the large model has read it, or at the end
+            settled = grid.shape[1] if config.rollback is None or not needed else max(streamed, runners[LARGE].seen + 1)
+            if settled > streamed:
+                streamer.put(grid[0, streamed:settled].cpu() if config.rollback is not None else tokens.cpu())
+                streamed = settled
 
     if streamer is not None:
         streamer.end()
     if not generation_config.return_dict_in_generate:
         return grid
-    return trace.output(grid, runners)
+    return trace.output(grid, runners, None if config.rollback is None else torch.tensor([rolled_back]))
 
 
 def _check_arguments(model, small, ead_config, input_ids, generation_config, logits_processor,
@@ -91,11 +104,11 @@ def _check_arguments(model, small, ead_config, input_ids, generation_config, log
     if small is None:
         raise ValueError("ead_small_model is required: pass the small model of the pair, ead_small_model=small")
     check_pair(model, small)
-    if config.rollback is not None:
-        raise ValueError("EADConfig.rollback takes tokens back, so rows end up at different lengths, which generate() "
-                         "(one token per row per step) cannot express; run it under continuous batching: "
-                         "ead_hf.continuous.continuous_ead, `ead-hf generate --rollback RHO` or `ead-hf eval --continuous "
-                         "--rollback RHO`")
+    if config.rollback is not None and input_ids.shape[0] > 1:
+        raise ValueError(f"EADConfig.rollback in generate() decodes one prompt per call (rows taken back by different "
+                         f"amounts would end at different lengths), got a batch of {input_ids.shape[0]} (prompts x "
+                         "num_return_sequences): pass one prompt per call (pipelines do at their default batch_size=1), "
+                         "or decode a batch with ead_hf.continuous.continuous_ead (greedy)")
     prepared_cache = pop_prepared_cache(model_kwargs)
     if prepared_cache is not None and prepared_cache.get_seq_length() > 0:
         raise ValueError("EAD cannot continue from a filled cache (each model keeps its own); pass no cache")
@@ -108,20 +121,45 @@ def _check_arguments(model, small, ead_config, input_ids, generation_config, log
 
 def _next_logits(runners, needed, router, config, grid, mask, positions, live, vocab):
     """Each needed model reads what it has not read; each row takes the logits of the model that writes its
-    token. Returns (logits, large-writes mask). Under decide_first the small model proposes every position and
-    where its entropy there is >= threshold the large model writes that position instead."""
+    token. Returns (logits, large-writes mask, cut): `cut` is None, or under rollback the column from which the
+    large model took back the small model's tokens (the logits are then the large model's at that position).
+    Under decide_first the small model proposes every position and where its entropy there is >= threshold the
+    large model writes that position instead."""
+    cut = None
+
     def read(model: int) -> torch.Tensor:  # float32 logits over the shared vocabulary, on the loop's device
-        return runners[model].read(grid, mask, positions).to(live.device, torch.float32)[:, :vocab]
+        nonlocal cut
+        if model == LARGE and config.rollback is not None:
+            logits, cut = _read_and_judge(runners[LARGE], grid, mask, positions, config.rollback, vocab)
+        else:
+            logits = runners[model].read(grid, mask, positions)
+        return logits.to(live.device, torch.float32)[:, :vocab]
 
     logits = {model: read(model) for model in needed}
     if config.variant == "decide_first":
         chosen = live & (entropy_bits(logits[SMALL]) >= config.threshold)
         if not chosen.any():  # decide_first's second host synchronisation
-            return logits[SMALL], chosen
-        return torch.where(chosen[:, None], read(LARGE), logits[SMALL]), chosen
+            return logits[SMALL], chosen, None
+        return torch.where(chosen[:, None], read(LARGE), logits[SMALL]), chosen, cut
     if len(logits) == 2:
-        return torch.where(router.active[:, None], logits[LARGE], logits[SMALL]), router.active
-    return logits[needed[0]], router.active
+        return torch.where(router.active[:, None], logits[LARGE], logits[SMALL]), router.active, cut
+    return logits[needed[0]], router.active, cut
+
+
+def _read_and_judge(large: ModelRunner, grid, mask, positions, rollback: float, vocab: int):
+    """Rollback, one row: the large model reads the columns it has not; the first small-model token among them
+    (every column after the large model's own last token) that it gives under `rollback` x its top probability
+    is taken back with all after it. Returns (its logits for the position it writes, the column cut at or None);
+    one more host synchronisation."""
+    seen, end = large.seen, grid.shape[1]
+    _, history = large.read(grid, mask, positions, history=True)  # history[0, i] predicts column seen + i + 1
+    first = max(seen + 1, large.prompt_length)
+    judged = history[0, first - 1 - seen:end - 1 - seen, :vocab].float()
+    tokens = grid[0, first:end].to(judged.device)
+    offset = int(first_implausible(judged, tokens, torch.ones_like(tokens, dtype=torch.bool), rollback))
+    if offset == end - first:
+        return history[:, -1], None
+    return history[:, offset + first - 1 - seen], first + offset
 
 
 def _append(grid, mask, positions, tokens, live):
@@ -162,7 +200,12 @@ class _Trace:
         if self.want_logits:
             self.logits.append(logits)
 
-    def output(self, sequences: torch.Tensor, runners: dict) -> EADGenerateOutput:
+    def cut(self, steps: int) -> None:
+        """Keep the first `steps` steps' records (the tokens after them were taken back)."""
+        for records in (self.choices, self.entropies, self.scores, self.logits):
+            del records[steps:]
+
+    def output(self, sequences: torch.Tensor, runners: dict, rolled_back: torch.Tensor | None) -> EADGenerateOutput:
         choices = torch.stack(self.choices, dim=1)
         return EADGenerateOutput(
             sequences=sequences,
@@ -172,6 +215,7 @@ class _Trace:
             entropies=torch.stack(self.entropies, dim=1),
             ead_stats=EADStats.from_choices(choices, runners[SMALL].catchup, runners[LARGE].catchup),
             ead_forwards={"small": list(runners[SMALL].forward_log), "large": list(runners[LARGE].forward_log)},
+            rolled_back=rolled_back,
         )
 
 

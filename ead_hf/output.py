@@ -69,10 +69,14 @@ class EADGenerateOutput(GenerateDecoderOnlyOutput):
         distribution over the shared vocabulary; NaN after the row finished.
     ead_stats: per-row counts, see `EADStats`.
     ead_forwards: every forward each model ran, as (positions already cached, positions read, rows read):
-        what compute accounting needs (a forward reads every row of the batch, finished or not).
+        what compute accounting needs (a forward reads every row of the batch, finished or not). Under
+        rollback the large model's reads also run its output head at every position read.
+    rolled_back: LongTensor (batch,): tokens the large model took back in each row (`EADConfig.rollback`;
+        their reads count in the large model's catch-up); None when the config has no rollback.
     """
 
     model_choices: torch.LongTensor | None = None
     entropies: torch.FloatTensor | None = None
     ead_stats: EADStats | None = None
     ead_forwards: dict[str, list[tuple[int, int, int]]] | None = None
+    rolled_back: torch.LongTensor | None = None

@@ -1,4 +1,4 @@
-"""Entropy of next-token distributions and the per-row router that turns it into model choices.
+"""Entropy of next-token distributions, the per-row router that turns it into model choices, and the rollback rule.
 
 Everything here lives on the logits' device as tensors: routing a step needs no host synchronisation.
 """
@@ -11,7 +11,7 @@ import torch
 
 from .config import EADConfig
 
-__all__ = ["entropy_bits", "EntropyRouter"]
+__all__ = ["entropy_bits", "EntropyRouter", "first_implausible"]
 
 _INV_LN2 = 1.0 / math.log(2.0)
 
@@ -73,3 +73,12 @@ class EntropyRouter:
             switch &= live
         self.active = self.active ^ switch
         self.dwell.masked_fill_(switch, 0)
+
+
+def first_implausible(logits: torch.Tensor, tokens: torch.Tensor, checkable: torch.Tensor, rollback: float) -> torch.Tensor:
+    """Index of the first checkable token whose probability under `logits` (one row per token) is below
+    `rollback` x the top probability there (the rollback rule), or len(tokens) when there is none."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    implausible = log_probs.gather(1, tokens[:, None])[:, 0] - log_probs.max(dim=-1).values < math.log(rollback)
+    index = torch.arange(len(tokens), device=tokens.device)
+    return torch.cat([torch.where(implausible & checkable, index, len(tokens)), index.new_full((1,), len(tokens))]).min()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from .compat import cache_argument_name, fill_cache_layer, logits_to_keep_kwargs
+from .compat import cache_argument_name, crop_cache, fill_cache_layer, logits_to_keep_kwargs
 from .pair_checks import input_device
 
 __all__ = ["ModelRunner", "RowRunner"]
@@ -70,19 +70,26 @@ class ModelRunner(_Runner):
         return int(self.catchup.sum())
 
     def read(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
-             rows: list[int] | None = None) -> torch.Tensor:
-        """Logits (batch, vocab) after reading every column from `seen` on; `rows` must be all rows or None."""
+             rows: list[int] | None = None, history: bool = False):
+        """Logits (batch, vocab) after reading every column from `seen` on; `rows` must be all rows or None.
+        With `history`, also the logits at every column read (batch, columns read, vocab)."""
         if rows is not None and list(rows) != list(range(self.batch_size)):
             raise ValueError("ModelRunner reads the whole batch; use RowRunner to read a subset of rows")
         start, end = self.seen, grid.shape[1]
-        logits = self._forward(grid[:, start:end], attention_mask, positions[:, start:end], self.cache)
+        logits = self._forward(grid[:, start:end], attention_mask, positions[:, start:end], self.cache, history)
         first = max(start, self.prompt_length)  # generated columns read beyond the newest one are catch-up
         if end - 1 > first:  # a row's masked columns (after it finished) are not its tokens
             self.catchup += (end - 1 - first) if attention_mask is None else (
                 attention_mask[:, first:end - 1].to(self.catchup.device).sum(dim=1))
         self.forward_log.append((start, end - start, grid.shape[0]))
         self.seen = end
-        return logits
+        return (logits[:, -1], logits) if history else logits
+
+    def forget(self, column: int) -> None:
+        """Drop the cached columns from `column` on (tokens taken back): the next read starts there."""
+        if column < self.seen:
+            crop_cache(self.cache, self.seen - column)
+            self.seen = column
 
 
 class RowRunner(_Runner):
@@ -100,7 +107,7 @@ class RowRunner(_Runner):
     trades padded positions against forwards with it. 0 gives one forward per distinct width.
 
     `read(..., history=True)` also returns each row's logits at every column it read (the large model's opinion
-    of the tokens it caught up on), and `forget(row, column)` masks the slots holding that row's columns from
+    of the tokens it caught up on), and `forget(row, column, end)` masks the slots holding that row's columns from
     `column` on (tokens taken back): rows then differ in length by masked columns, as after a prompt change.
     """
 
@@ -118,6 +125,7 @@ class RowRunner(_Runner):
         self.generation_start = [prompt_length] * batch_size  # grid column of each row's first generated token
         self.row_catchup = [0] * batch_size
         self.pending_catchup = [0] * batch_size  # generated columns read ahead: catch-up once the row's logits are used
+        self.dropped_unread = [0] * batch_size  # columns taken back before this model read them: not the row's tokens
         # per row, each forward it was in: (slots cached, columns read, positions whose logits were kept)
         self.row_forwards: list[list[tuple[int, int, int]]] = [[] for _ in range(batch_size)]
 
@@ -134,6 +142,7 @@ class RowRunner(_Runner):
         masked and its counts cleared; its next read is the prompt's prefill."""
         self.seen[row], self.filled[row], self.generation_start[row] = prompt_start, 0, generation_start
         self.row_catchup[row], self.pending_catchup[row], self.row_forwards[row] = 0, 0, []
+        self.dropped_unread[row] = 0
         if self.mask is not None:
             self.mask[row] = 0
             if max(self.filled) > 2 * int(self.mask.sum(dim=1).max()) + _SLACK:
@@ -159,10 +168,12 @@ class RowRunner(_Runner):
         self.mask, self.slot_column = self.mask.gather(1, order), self.slot_column.gather(1, order)
         self.filled = counts.tolist()
 
-    def forget(self, row: int, column: int) -> None:
-        """Mask the slots of `row` that hold grid columns >= `column` (tokens taken back)."""
+    def forget(self, row: int, column: int, end: int) -> None:
+        """Mask the slots of `row` that hold grid columns >= `column` (tokens taken back from the grid's `end`
+        columns); those of them this model has not read yet will be read as masked columns, not as catch-up."""
         if self.mask is not None:
             self.mask[row] &= self.slot_column[row] < column
+        self.dropped_unread[row] += max(0, end - max(column, self.seen[row]))
 
     def read(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
              rows: list[int] | None = None, history: bool = False, ahead: list[int] = ()):
@@ -218,6 +229,7 @@ class RowRunner(_Runner):
         self._store(cache, new_mask, index, cached, start, end)
         for row in rows:
             generated = max(0, end - max(self.seen[row], self.generation_start[row]))  # generated columns read
+            generated, self.dropped_unread[row] = generated - self.dropped_unread[row], 0
             if row in wanted:
                 self.row_catchup[row] += self.pending_catchup[row] + max(0, generated - 1)
                 self.pending_catchup[row] = 0

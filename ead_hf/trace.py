@@ -53,7 +53,7 @@ def render_ansi(tokens: list[TracedToken], colour: bool = True) -> str:
     return "".join(parts)
 
 
-def summary_line(output, row: int = 0, seconds: float | None = None, rolled_back: int | None = None) -> str:
+def summary_line(output, row: int = 0, seconds: float | None = None) -> str:
     """One line of counts: tokens per model, switches, mean entropy (and tokens taken back, under rollback)."""
     stats = output.ead_stats.row(row)
     total = stats["small_tokens"] + stats["large_tokens"]
@@ -61,7 +61,7 @@ def summary_line(output, row: int = 0, seconds: float | None = None, rolled_back
     mean_entropy = float(torch.nanmean(output.entropies[row])) if total else float("nan")
     text = (f"{total} tokens: small {stats['small_tokens']}, large {stats['large_tokens']} "
             f"({share:.0%} large), {stats['switches']} switches, mean entropy {mean_entropy:.2f} bits")
-    text += f", {rolled_back} taken back" if rolled_back is not None else ""
+    text += f", {int(output.rolled_back[row])} taken back" if output.rolled_back is not None else ""
     return text + (f", {seconds:.2f} s" if seconds is not None else "")
 
 

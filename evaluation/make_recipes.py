@@ -85,8 +85,9 @@ def ship_decide_first_rollback(first, key: dict[str, str]) -> None:
     recipe.notes = [
         f"Decide-first with rollback on return (EADConfig(variant='decide_first', window=1, min_dwell=1, "
         f"rollback={ROLLBACK:g})): when the large model catches up it takes back the first small-model token it gives "
-        f"under {ROLLBACK:g} of its top probability and writes there. Runs under continuous batching only "
-        "(ead_hf.continuous.continuous_ead, ead-hf generate/eval --continuous), not in generate() or pipelines.",
+        f"under {ROLLBACK:g} of its top probability and writes there. Runs in generate() and pipelines one prompt "
+        "per call (rows taken back end at different lengths) and batched under continuous batching "
+        "(ead_hf.continuous.continuous_ead, ead-hf eval --continuous).",
         "Threshold as decide-first's (GSM8K train); rho fixed before any run, not calibrated.",
         f"Shipped by issue 13's bar against decide-first (written down at MATH N = 192): {verdict}.",
     ]

@@ -99,7 +99,8 @@ def recipes_table() -> str:
         config = recipe.ead_config
         rule = ("decide-first" if config.variant == "decide_first" else "the paper's rule") + (
             f" + rollback ρ = {config.rollback:g}" if config.rollback is not None else "")
-        where = "continuous batching" if config.rollback is not None else "`generate()`, pipelines, continuous batching"
+        where = "`generate()`, pipelines" + (" (one prompt per call)" if config.rollback is not None else "") + (
+            ", continuous batching")
         cells = []
         for benchmark in ("gsm8k", "math"):
             test = recipe.results()[benchmark]

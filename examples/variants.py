@@ -1,9 +1,11 @@
-"""The variants beyond the paper on a tiny random pair: decide-first in generate(), rollback under continuous batching.
+"""The variants beyond the paper on a tiny random pair: decide-first in generate(), rollback in generate() (one prompt
+per call) and under continuous batching (a batch).
 
 Decide-first: the small model proposes every position and, where its own entropy there is >= the threshold, the
 large model writes that position instead. This script checks that rule on the output, recomputing the small
 model's entropy at every position with a plain forward over the prefix (no cache).
-Rollback needs rows of different lengths, so it runs in `continuous_ead` (the evaluation's loop).
+Rollback leaves rows at different lengths, so generate() takes one prompt per call with it; `continuous_ead` (the
+evaluation's loop) decodes a batch, each answer the same as alone.
 """
 
 import torch
@@ -35,8 +37,12 @@ rollback = EADConfig(threshold=5.5, window=2, min_dwell=4, rollback=0.05)  # on 
 prompts = [tokenizer(text)["input_ids"] for text in ("Solve: 12 * 7 =", "Name three primes:", "Once upon a time")]
 rows = sorted(continuous_ead(small, large, rollback, prompts, max_new_tokens=32, batch_size=2,
                              eos_token_ids=[tokenizer.eos_token_id]), key=lambda row: row.index)
-for row in rows:
+for prompt_ids, row in zip(prompts, rows):
+    alone = EADGenerator(small, large, rollback).generate(input_ids=torch.tensor([prompt_ids]), max_new_tokens=32,
+                                                          do_sample=False, return_dict_in_generate=True,
+                                                          eos_token_id=tokenizer.eos_token_id)
+    assert alone.sequences[0, len(prompt_ids):].tolist() == row.tokens, "generate() alone = the batched answer"
     print(f"prompt {row.index}: {len(row.tokens)} tokens kept ({sum(row.choices)} by the large model), "
-          f"{row.rolled_back} taken back by the large model")
+          f"{row.rolled_back} taken back by the large model (generate(): {int(alone.rolled_back[0])})")
 assert any(row.rolled_back for row in rows), "these random models disagree often enough for a veto"
 print("rollback under continuous batching: rows with tokens taken back:", sum(row.rolled_back > 0 for row in rows))

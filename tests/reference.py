@@ -21,6 +21,16 @@ class ReferenceRow:
     rolled_back: int = 0
 
 
+def greedy(logits: torch.Tensor) -> int:
+    return int(torch.argmax(logits))
+
+
+def sample(logits: torch.Tensor) -> int:
+    """One draw from softmax(logits) with the global RNG, as generate() draws a row's token (temperature 1, no
+    warpers)."""
+    return int(torch.multinomial(torch.softmax(logits[None], dim=-1), num_samples=1))
+
+
 def _entropy_bits(logits: torch.Tensor) -> float:
     probs = torch.softmax(logits.double(), dim=-1).tolist()
     return -sum(p * math.log2(p) for p in probs if p > 0)
@@ -56,7 +66,7 @@ class _LargeModel:
 
 @torch.no_grad()
 def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwell, start, max_new_tokens,
-                  eos_token_ids=(), vocab=None, rollback=None) -> ReferenceRow:
+                  eos_token_ids=(), vocab=None, rollback=None, pick=greedy) -> ReferenceRow:
     row = ReferenceRow()
     sequence = list(prompt)
     large_model = _LargeModel(large, len(prompt), rollback, vocab)
@@ -68,7 +78,7 @@ def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwe
         else:
             logits = small(torch.tensor([sequence])).logits[0, -1].to(torch.float32)
             logits = logits[:vocab] if vocab else logits
-        token = int(torch.argmax(logits))
+        token = pick(logits)
         entropy = _entropy_bits(logits)
         row.tokens.append(token)
         row.choices.append(int(active_large))
@@ -88,7 +98,7 @@ def reference_ead(small, large, prompt: list[int], *, threshold, window, min_dwe
 
 @torch.no_grad()
 def reference_decide_first(small, large, prompt: list[int], *, threshold, max_new_tokens, eos_token_ids=(),
-                           vocab=None, rollback=None) -> ReferenceRow:
+                           vocab=None, rollback=None, pick=greedy) -> ReferenceRow:
     """EAD variant "decide_first": the small model proposes each position; where the entropy of its own
     distribution there is >= threshold, the large model writes that position instead."""
     row = ReferenceRow()
@@ -100,7 +110,7 @@ def reference_decide_first(small, large, prompt: list[int], *, threshold, max_ne
         use_large = _entropy_bits(logits) >= threshold
         if use_large:
             logits = large_model.logits(sequence, row)
-        token = int(torch.argmax(logits))
+        token = pick(logits)
         row.tokens.append(token)
         row.choices.append(int(use_large))
         row.entropies.append(_entropy_bits(logits))

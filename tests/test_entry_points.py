@@ -6,6 +6,7 @@ from transformers import pipeline
 
 import ead_hf
 from ead_hf import CUSTOM_GENERATE_DIR, EADConfig, EADGenerator, ead_decoding, enable_ead
+from ead_hf.continuous import continuous_ead
 from ead_hf.testing import tiny_pair
 
 KWARGS = dict(max_new_tokens=16, do_sample=False)
@@ -46,6 +47,30 @@ def test_all_entry_points_agree(fresh_pair, batch, config, tokenizer):
     width = batch["input_ids"].shape[1]
     texts = tokenizer.batch_decode(expected[:, width:], skip_special_tokens=True)
     assert [r[0]["generated_text"] for r in records] == texts
+
+
+def test_rollback_through_generate_and_pipelines_one_prompt_at_a_time(fresh_pair, batch, config, tokenizer):
+    """Decide-first + rollback (the best shipped recipe's rule): the enabled model's generate and a pipeline at its
+    default batch size give, per prompt, what continuous batching gives on it; a batched pipeline call is refused."""
+    small, large = fresh_pair
+    rollback = EADConfig(threshold=config.threshold, window=1, min_dwell=1, variant="decide_first", rollback=0.8)
+    prompts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    ids = [tokenizer(text)["input_ids"] for text in prompts]
+    rows = sorted(continuous_ead(small, large, rollback, ids, max_new_tokens=16, batch_size=3,
+                                 eos_token_ids=[large.generation_config.eos_token_id]), key=lambda row: row.index)
+    assert sum(row.rolled_back for row in rows) > 0, "the config should take tokens back"
+    enable_ead(large, small)
+    for prompt, row in zip(ids, rows):
+        out = large.generate(input_ids=torch.tensor([prompt]), **KWARGS, ead_config=rollback, return_dict_in_generate=True)
+        assert out.sequences[0, len(prompt):].tolist() == row.tokens and int(out.rolled_back[0]) == row.rolled_back
+    pipe = pipeline("text-generation", model=large, tokenizer=tokenizer)
+    records = pipe(prompts, ead_config=rollback, return_full_text=False, return_dict_in_generate=True, **KWARGS)
+    assert [r[0]["generated_text"] for r in records] == [tokenizer.decode(row.tokens, skip_special_tokens=True)
+                                                          for row in rows]
+    assert [(r[0]["model_choices"], r[0]["rolled_back"]) for r in records] == [(row.choices, row.rolled_back)
+                                                                               for row in rows]
+    with pytest.raises(ValueError, match="one prompt per call"):
+        pipe(prompts, ead_config=rollback, batch_size=3, **KWARGS)
 
 
 def test_enable_ead_keeps_plain_generate_and_other_instances(fresh_pair, batch):

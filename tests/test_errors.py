@@ -142,8 +142,11 @@ def test_transformers_inside_the_tested_range(version):
     check_transformers_version(version)
 
 
-def test_rollback_points_generate_to_continuous_batching(qwen_pair, batch):
+def test_rollback_in_generate_takes_one_prompt(qwen_pair, batch, tokenizer):
     small, large = qwen_pair
-    config = EADConfig(threshold=5.0, rollback=0.1)
-    with pytest.raises(ValueError, match=r"rollback .* continuous batching: ead_hf\.continuous\.continuous_ead"):
-        EADGenerator(small, large, config).generate(**batch, max_new_tokens=3)
+    generator = EADGenerator(small, large, EADConfig(threshold=5.0, rollback=0.1))
+    with pytest.raises(ValueError, match=r"rollback in generate\(\) decodes one prompt .* batch of 3 .*continuous_ead"):
+        generator.generate(**batch, max_new_tokens=3)
+    one = tokenizer(["2+2="], return_tensors="pt")
+    with pytest.raises(ValueError, match=r"batch of 2 \(prompts x num_return_sequences\)"):
+        generator.generate(**one, max_new_tokens=3, do_sample=True, num_return_sequences=2)

@@ -34,6 +34,19 @@ def test_iterator_streamer_with_prompt(generator, tokenizer):
     assert "".join(streamer) == tokenizer.decode(out[0], skip_special_tokens=True)
 
 
+def test_streamer_under_rollback_gets_only_tokens_kept(qwen_pair, tokenizer):
+    """Tokens the large model may still take back are held until it has read them (or the answer ends): what was
+    streamed is exactly the final text."""
+    small, large = qwen_pair
+    config = EADConfig(threshold=5.3, window=2, min_dwell=1, rollback=0.8)
+    batch = tokenizer(["Once upon a time, in a land"], return_tensors="pt")
+    streamer = TextIteratorStreamer(tokenizer, skip_special_tokens=True)
+    out = EADGenerator(small, large, config).generate(**batch, max_new_tokens=14, do_sample=False, streamer=streamer,
+                                                     return_dict_in_generate=True)
+    assert int(out.rolled_back[0]) > 0, "the config should take tokens back"
+    assert "".join(streamer) == tokenizer.decode(out.sequences[0], skip_special_tokens=True)
+
+
 def test_stop_strings_stop(generator, tokenizer):
     batch = tokenizer(["Hello"], return_tensors="pt")
     free = generator.generate(**batch, max_new_tokens=30, do_sample=False)

@@ -7,7 +7,9 @@ from ead_hf import EADConfig, EADGenerator
 from ead_hf.output import NO_TOKEN
 from ead_hf.runner import ModelRunner
 
-from .reference import reference_decide_first, reference_ead, unpadded_prompts
+from ead_hf.continuous import continuous_ead
+
+from .reference import greedy, reference_decide_first, reference_ead, sample, unpadded_prompts
 
 NEW_TOKENS = 24
 
@@ -130,3 +132,40 @@ def test_decide_first_matches_its_reference(pair, batch):
     assert shares[0] > shares[-1] and 0 < shares[1] < 1
 
 
+ROLLBACK_CASES = [("paper", 5.3, 0.03), ("paper", 5.45, 0.8), ("decide_first", 5.3, 0.8), ("decide_first", 5.45, 0.03)]
+ROLLBACK_PROMPTS = ["The cat sat on", "2+2=", "Once upon a time, in a land", "abc abc abc"]
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+@pytest.mark.parametrize("variant,threshold,rollback", ROLLBACK_CASES)
+def test_rollback_in_generate_matches_its_reference(qwen_pair, tokenizer, variant, threshold, rollback, do_sample):
+    """One prompt per call: the row is cut where the large model takes tokens back, and tokens, choices,
+    entropies and the count taken back equal the no-cache reference's (greedy, and sampling from the same seed:
+    a rollback draws nothing); catch-up counts equal continuous batching's on the same prompt (greedy)."""
+    small, large = qwen_pair
+    first = variant == "decide_first"
+    config = EADConfig(threshold=threshold, window=1 if first else 2, min_dwell=1, variant=variant, rollback=rollback)
+    generator = EADGenerator(small, large, config)
+    rolled = []
+    for seed, text in enumerate(ROLLBACK_PROMPTS):
+        prompt = tokenizer(text)["input_ids"]
+        torch.manual_seed(seed)
+        out = generator.generate(input_ids=torch.tensor([prompt]), max_new_tokens=14, do_sample=do_sample, top_k=0,
+                                 return_dict_in_generate=True, pad_token_id=0, eos_token_id=2)
+        torch.manual_seed(seed)
+        kwargs = dict(threshold=threshold, max_new_tokens=14, eos_token_ids=(2,), rollback=rollback,
+                      pick=sample if do_sample else greedy)
+        ref = (reference_decide_first(small, large, prompt, **kwargs) if first else
+               reference_ead(small, large, prompt, window=2, min_dwell=1, start="small", **kwargs))
+        assert out.sequences[0, len(prompt):].tolist() == ref.tokens, text
+        assert out.model_choices[0].tolist() == ref.choices
+        torch.testing.assert_close(out.entropies[0].double(), torch.tensor(ref.entropies, dtype=torch.float64),
+                                   atol=1e-4, rtol=0)
+        assert int(out.rolled_back[0]) == ref.rolled_back
+        rolled.append(ref.rolled_back)
+        if not do_sample:
+            row, = continuous_ead(small, large, config, [prompt], max_new_tokens=14, batch_size=1, eos_token_ids=[2])
+            stats = out.ead_stats.row(0)
+            assert (row.catchup["small"], row.catchup["large"]) == (stats["small_catchup_tokens"],
+                                                                    stats["large_catchup_tokens"])
+    assert sum(rolled) > 0, "the cases should take tokens back"
