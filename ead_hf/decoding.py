@@ -57,19 +57,14 @@ def ead_decoding(
                LARGE: ModelRunner(model, prompt_length, batch_size, device)}
     router = EntropyRouter(config, batch_size, device)
     trace = _Trace(generation_config)
+    stream = _Stream(streamer, input_ids, holds_back=config.rollback is not None)
     grid, live = input_ids, torch.ones(batch_size, dtype=torch.bool, device=device)
     needed = [LARGE if config.starts_large else SMALL]
-    rolled_back = 0  # under rollback (one row): tokens the large model took back
-    streamed = prompt_length  # columns given to the streamer: under rollback, only those no read can take back
-    if streamer is not None:
-        streamer.put(input_ids.cpu())
 
     while needed:
         logits, chosen, cut = _next_logits(runners, needed, router, config, grid, mask, positions, live, vocab)
-        if cut is not None:  # the large model took back the small model's tokens from column `cut` on
-            rolled_back += grid.shape[1] - cut
-            grid, positions = grid[:, :cut], positions[:, :cut]
-            mask = None if mask is None else mask[:, :cut]
+        if cut is not None:  # rollback: the large model took back the small model's tokens from column `cut` on
+            grid, mask, positions = grid[:, :cut], None if mask is None else mask[:, :cut], positions[:, :cut]
             for runner in runners.values():
                 runner.forget(cut)
             trace.cut(cut - prompt_length)
@@ -83,17 +78,12 @@ def ead_decoding(
         wrote = live
         live = live & ~stopping_criteria(grid, scores).to(device)
         needed = _models_needed(router, live, entropy.isnan() & wrote, chosen)
-        if streamer is not None:  # a small-model token is final once the large model has read it, or at the end
-            settled = grid.shape[1] if config.rollback is None or not needed else max(streamed, runners[LARGE].seen + 1)
-            if settled > streamed:
-                streamer.put(grid[0, streamed:settled].cpu() if config.rollback is not None else tokens.cpu())
-                streamed = settled
+        stream.step(grid, tokens, large_seen=runners[LARGE].seen, done=not needed)
 
-    if streamer is not None:
-        streamer.end()
+    stream.end()
     if not generation_config.return_dict_in_generate:
         return grid
-    return trace.output(grid, runners, None if config.rollback is None else torch.tensor([rolled_back]))
+    return trace.output(grid, runners, counts_rollback=config.rollback is not None)
 
 
 def _check_arguments(model, small, ead_config, input_ids, generation_config, logits_processor,
@@ -184,6 +174,31 @@ def _models_needed(router: EntropyRouter, live: torch.Tensor, nan: torch.Tensor,
     return [model for model, wanted in ((SMALL, wants_small), (LARGE, wants_large)) if wanted]
 
 
+class _Stream:
+    """What the streamer gets: each step's tokens, or under rollback (one row) only tokens no later read can take
+    back: a small-model token once the large model has read it (`large_seen` columns), or when the answer ends."""
+
+    def __init__(self, streamer, input_ids: torch.Tensor, holds_back: bool) -> None:
+        self.streamer, self.holds_back, self.sent = streamer, holds_back, input_ids.shape[1]
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
+
+    def step(self, grid: torch.Tensor, tokens: torch.Tensor, large_seen: int, done: bool) -> None:
+        if self.streamer is None:
+            return
+        if not self.holds_back:
+            self.streamer.put(tokens.cpu())
+            return
+        settled = grid.shape[1] if done else max(self.sent, large_seen + 1)  # column large_seen is its own token
+        if settled > self.sent:
+            self.streamer.put(grid[0, self.sent:settled].cpu())
+            self.sent = settled
+
+    def end(self) -> None:
+        if self.streamer is not None:
+            self.streamer.end()
+
+
 class _Trace:
     """Per-step records of what each row wrote (model, entropy, scores, logits) and the output built from them."""
 
@@ -191,6 +206,7 @@ class _Trace:
         want = generation_config.return_dict_in_generate
         self.want_scores, self.want_logits = want and generation_config.output_scores, want and generation_config.output_logits
         self.choices, self.entropies, self.scores, self.logits = [], [], [], []
+        self.rolled_back = 0  # steps whose tokens were taken back (rollback runs one row)
 
     def record(self, chosen, entropy, scores, logits, live) -> None:
         self.choices.append(torch.where(live, chosen.long(), NO_TOKEN))
@@ -202,10 +218,11 @@ class _Trace:
 
     def cut(self, steps: int) -> None:
         """Keep the first `steps` steps' records (the tokens after them were taken back)."""
+        self.rolled_back += len(self.choices) - steps
         for records in (self.choices, self.entropies, self.scores, self.logits):
             del records[steps:]
 
-    def output(self, sequences: torch.Tensor, runners: dict, rolled_back: torch.Tensor | None) -> EADGenerateOutput:
+    def output(self, sequences: torch.Tensor, runners: dict, counts_rollback: bool) -> EADGenerateOutput:
         choices = torch.stack(self.choices, dim=1)
         return EADGenerateOutput(
             sequences=sequences,
@@ -215,7 +232,7 @@ class _Trace:
             entropies=torch.stack(self.entropies, dim=1),
             ead_stats=EADStats.from_choices(choices, runners[SMALL].catchup, runners[LARGE].catchup),
             ead_forwards={"small": list(runners[SMALL].forward_log), "large": list(runners[LARGE].forward_log)},
-            rolled_back=rolled_back,
+            rolled_back=torch.tensor([self.rolled_back]) if counts_rollback else None,
         )
 
 
