@@ -101,3 +101,27 @@ def test_decide_first_syncs_once_more_only_on_steps_it_decides(qwen_pair, tokeni
     (short, _), (long, long_out) = _syncs(ead(4), small, large), _syncs(ead(12), small, large)
     assert long - short == 2 * (12 - 4)
     assert 0 < long_out.ead_stats.large_share.mean() < 1
+
+
+def test_rollback_syncs_once_more_only_on_steps_the_large_model_reads(qwen_pair, tokenizer):
+    """Under rollback (one row per call) the large model's read must say whether, and from where, it takes tokens
+    back: decide-first's two syncs per step, plus one per step in which the large model reads (it writes the
+    token of each such step, and its tokens are never taken back). Steps are kept tokens plus tokens taken back."""
+    small, large = qwen_pair
+    inputs = _inputs(tokenizer, 1)
+    config = EADConfig(threshold=5.5, window=1, min_dwell=1, variant="decide_first", rollback=0.8)
+
+    def ead(steps):
+        return lambda: EADGenerator(small, large, config).generate(
+            **inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            return_dict_in_generate=True)
+
+    (short, short_out), (long, long_out) = _syncs(ead(4), small, large), _syncs(ead(12), small, large)
+    def steps(out):
+        return out.sequences.shape[1] - inputs["input_ids"].shape[1] + int(out.rolled_back[0])
+
+    def large_reads(out):
+        return int(out.ead_stats.large_tokens[0])
+
+    assert long - short == 2 * (steps(long_out) - steps(short_out)) + large_reads(long_out) - large_reads(short_out)
+    assert int(long_out.rolled_back[0]) > 0 and 0 < long_out.ead_stats.large_share.mean() < 1
