@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
 
-from .compat import check_transformers_version, is_single_model_processor, pad_token_id, pop_prepared_cache
+from .compat import (check_transformers_version, full_attention_only, is_single_model_processor, pad_token_id,
+                     pop_prepared_cache)
 from .config import EADConfig, resolve_ead_config
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
 from .pair_checks import check_pair, shared_vocab_size
@@ -99,6 +100,10 @@ def _check_arguments(model, small, ead_config, input_ids, generation_config, log
                          f"amounts would end at different lengths), got a batch of {input_ids.shape[0]} (prompts x "
                          "num_return_sequences): pass one prompt per call (pipelines do at their default batch_size=1), "
                          "or decode a batch with ead_hf.continuous.continuous_ead (greedy)")
+    blockers = [reason for reason in map(full_attention_only, (small, model)) if reason] if config.rollback is not None else []
+    if blockers:
+        raise ValueError(f"EADConfig.rollback crops both models' caches where it takes tokens back, which needs "
+                         f"full-attention layers: {'; '.join(blockers)}; use this pair without rollback")
     prepared_cache = pop_prepared_cache(model_kwargs)
     if prepared_cache is not None and prepared_cache.get_seq_length() > 0:
         raise ValueError("EAD cannot continue from a filled cache (each model keeps its own); pass no cache")

@@ -87,6 +87,10 @@ def test_sliding_window_models_are_refused(tokenizer):
     # the whole-batch loop keeps each model's own cache, whatever its layers
     out = EADGenerator(small, large, EADConfig(threshold=1.0)).generate(**inputs, max_new_tokens=2, do_sample=False)
     assert out.shape == (2, inputs["input_ids"].shape[1] + 2)
+    # but rollback crops the caches it keeps: refused before any forward, not mid-answer past the window
+    with pytest.raises(ValueError, match="rollback crops .* full-attention.*DynamicSlidingWindowLayer"):
+        EADGenerator(small, large, EADConfig(threshold=1.0, rollback=0.5)).generate(
+            **tokenizer(["ab"], return_tensors="pt"), max_new_tokens=2, do_sample=False)
 
 
 def _brute_force_cost(widths: dict[int, int], overhead: int) -> int:
