@@ -44,20 +44,27 @@ class Recipe:
         """Per benchmark, the test-set result at the recipe's threshold there (None: not evaluated)."""
         return {"math": self.test, **{name: entry["test"] for name, entry in self.benchmarks.items() if "test" in entry}}
 
+    @property
+    def runs_in(self) -> str:
+        """The entry points that run the recipe's rule (rollback leaves rows at different lengths)."""
+        one_row = " (one prompt per call)" if self.ead_config.rollback is not None else ""
+        return f"generate(), pipelines{one_row}, continuous batching"
+
     def describe(self) -> list[str]:
-        """What the recipe sets and what it measured, one line each, for `ead-hf recipes`."""
+        """What the recipe sets, where it runs and what it measured, one line each, for `ead-hf recipes`."""
         config = self.ead_config
         rule = ("decide-first (window 1, dwell 1)" if config.variant == "decide_first"
                 else f"the paper's rule (window {config.window}, dwell {config.min_dwell})")
         knobs = "" if config.rollback is None else f", rollback {config.rollback:g}"
-        lines = [f"{rule}{knobs}; {self.dtype}"]
+        lines = [f"{rule}{knobs}; {self.dtype}; runs in {self.runs_in}"]
         for benchmark, test in self.results().items():
             head = f"{benchmark}: {self.config_for(benchmark).threshold:g} bits"
             if not test:
                 lines.append(f"{head}; no test result")
                 continue
             paired = "".join(f"; vs {other} {100 * c['difference']:+.1f} [{100 * c['ci_low']:+.1f}, "
-                             f"{100 * c['ci_high']:+.1f}]" for other, c in test.get("paired", {}).items())
+                             f"{100 * c['ci_high']:+.1f}]" + (f" (N = {c['n']})" if c["n"] != test["n"] else "")
+                             for other, c in test.get("paired", {}).items())  # N where fewer problems paired
             lines.append(f"{head}; {test['data']}, N = {test['n']}: {100 * test['accuracy']:.1f}% at a "
                          f"{test['large_share']:.3f} large share, retention {test['retention_vs_large']:.2f}{paired}")
         return lines

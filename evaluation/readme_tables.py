@@ -99,15 +99,13 @@ def recipes_table() -> str:
         config = recipe.ead_config
         rule = ("decide-first" if config.variant == "decide_first" else "the paper's rule") + (
             f" + rollback ρ = {config.rollback:g}" if config.rollback is not None else "")
-        where = "`generate()`, pipelines" + (" (one prompt per call)" if config.rollback is not None else "") + (
-            ", continuous batching")
         cells = []
         for benchmark in ("gsm8k", "math"):
             test = recipe.results()[benchmark]
             points = PairedComparison(**test["paired"]["large"]).points()  # the recipe file keeps its fields
             cells += [f"{100 * test['accuracy']:.1f}% at a {test['large_share']:.3f} share (N = {test['n']}, "
                       f"τ = {recipe.config_for(benchmark).threshold:g})", points.replace("-", "−")]
-        lines.append(f"| `{name}` | {rule} | {where} | " + " | ".join(cells) + " |")
+        lines.append(f"| `{name}` | {rule} | {recipe.runs_in} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -103,10 +103,17 @@ def test_recipes_command_lists_each_shipped_recipe_with_its_results(capsys):
 def test_describe_names_the_rule_its_knobs_and_missing_results(tmp_path):
     path = _tiny_recipe(tmp_path / "r.json", threshold=1.0)
     recipe = load_recipe(path)
-    assert recipe.describe() == ["the paper's rule (window 3, dwell 2); float32", "math: 1 bits; no test result"]
+    assert recipe.describe() == ["the paper's rule (window 3, dwell 2); float32; runs in generate(), pipelines, "
+                                 "continuous batching", "math: 1 bits; no test result"]
     first = Recipe(**{**recipe.__dict__, "config": EADConfig(threshold=0.5, window=1, min_dwell=1, variant="decide_first",
                                                              rollback=0.1).to_dict()})
-    assert first.describe()[0] == "decide-first (window 1, dwell 1), rollback 0.1; float32"
+    assert first.describe()[0] == ("decide-first (window 1, dwell 1), rollback 0.1; float32; runs in generate(), "
+                                   "pipelines (one prompt per call), continuous batching")
+    first.test = {"data": "MATH-500", "n": 500, "accuracy": 0.3, "large_share": 0.2, "retention_vs_large": 0.9,
+                  "paired": {"large": {"n": 500, "difference": -0.05, "ci_low": -0.08, "ci_high": -0.02},
+                             "random": {"n": 320, "difference": 0.12, "ci_low": 0.07, "ci_high": 0.17}}}
+    assert first.describe()[1] == ("math: 0.5 bits; MATH-500, N = 500: 30.0% at a 0.200 large share, retention 0.90; "
+                                   "vs large -5.0 [-8.0, -2.0]; vs random +12.0 [+7.0, +17.0] (N = 320)")
 
 
 @pytest.mark.parametrize("math, gsm8k, ships", [
