@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 from .config import EADConfig
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
 from .pair_checks import check_pair, shared_vocab_size
-from .routing import EntropyRouter, entropy_bits, first_implausible
+from .routing import EntropyRouter, entropy_bits, first_implausible_column
 from .compat import full_attention_only
 from .runner import RowRunner
 
@@ -204,9 +204,8 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
             column = max(seen + 1, lanes.start[row])
             taken = lanes.tokens[row, column:end]
             checkable = (lanes.choices[row, column:end] == SMALL) & (lanes.mask[row, column:end] == 1)
-            predicted = read_logits[column - 1 - seen:][:len(taken)].to(device, torch.float32)[:, :vocab]
-            offset = first_implausible(predicted, taken, checkable, config.rollback)
-            firsts.append(torch.where(offset < len(taken), column + offset, end + 1))
+            cut = first_implausible_column(read_logits, seen, column, taken, checkable, config.rollback, vocab)
+            firsts.append(torch.where(cut < end, cut, end + 1))
         put(logits, writers, last)
         for row, seen, read_logits, first in zip(writers, before, history, torch.stack(firsts).tolist()):
             if first > end:

@@ -19,7 +19,7 @@ from .compat import (check_transformers_version, full_attention_only, is_single_
 from .config import EADConfig, resolve_ead_config
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
 from .pair_checks import check_pair, shared_vocab_size
-from .routing import EntropyRouter, entropy_bits, first_implausible
+from .routing import EntropyRouter, entropy_bits, first_implausible_column
 from .runner import ModelRunner
 
 __all__ = ["ead_decoding"]
@@ -149,12 +149,12 @@ def _read_and_judge(large: ModelRunner, grid, mask, positions, rollback: float, 
     seen, end = large.seen, grid.shape[1]
     _, history = large.read(grid, mask, positions, history=True)  # history[0, i] predicts column seen + i + 1
     first = max(seen + 1, large.prompt_length)
-    judged = history[0, first - 1 - seen:end - 1 - seen, :vocab].float()
-    tokens = grid[0, first:end].to(judged.device)
-    offset = int(first_implausible(judged, tokens, torch.ones_like(tokens, dtype=torch.bool), rollback))
-    if offset == end - first:
+    tokens = grid[0, first:end].to(history.device)
+    cut = int(first_implausible_column(history[0], seen, first, tokens, torch.ones_like(tokens, dtype=torch.bool),
+                                       rollback, vocab))
+    if cut == end:
         return history[:, -1], None
-    return history[:, offset + first - 1 - seen], first + offset
+    return history[:, cut - 1 - seen], cut
 
 
 def _append(grid, mask, positions, tokens, live):

@@ -11,7 +11,7 @@ import torch
 
 from .config import EADConfig
 
-__all__ = ["entropy_bits", "EntropyRouter", "first_implausible"]
+__all__ = ["entropy_bits", "EntropyRouter", "first_implausible", "first_implausible_column"]
 
 _INV_LN2 = 1.0 / math.log(2.0)
 
@@ -82,3 +82,12 @@ def first_implausible(logits: torch.Tensor, tokens: torch.Tensor, checkable: tor
     implausible = log_probs.gather(1, tokens[:, None])[:, 0] - log_probs.max(dim=-1).values < math.log(rollback)
     index = torch.arange(len(tokens), device=tokens.device)
     return torch.cat([torch.where(implausible & checkable, index, len(tokens)), index.new_full((1,), len(tokens))]).min()
+
+
+def first_implausible_column(read_logits: torch.Tensor, seen: int, first: int, tokens: torch.Tensor,
+                             checkable: torch.Tensor, rollback: float, vocab: int) -> torch.Tensor:
+    """The grid column the rollback rule takes back from: `read_logits` are the large model's logits at the
+    columns `seen`.. it just read (row i predicts column seen + i + 1), `tokens` the columns `first`.. up to the
+    read's end and `checkable` which of them may be taken back. `first + len(tokens)` when none is implausible."""
+    predicted = read_logits[first - 1 - seen:][:len(tokens), :vocab].to(tokens.device, torch.float32)
+    return first + first_implausible(predicted, tokens, checkable, rollback)
