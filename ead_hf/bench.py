@@ -8,9 +8,9 @@ ratios, never single absolute times. Measured:
 - plain `generate` of each model, EAD at +inf / -inf / a threshold, HF assisted generation (batch 1);
 - tokens/s, peak RSS, and the weights-bytes-per-token roofline against a measured copy bandwidth;
 - the time each configuration spends inside model forwards (`ForwardClock`, forward hooks) and outside them;
-- with `rollback` (batch 1 is the algorithm's own cost): the rules with rollback through `continuous_ead` (the
-  evaluation's loop), beside the paper's rule through the same loop, each with its large share, large work and
-  tokens taken back;
+- with `rollback`: the rules with rollback through `continuous_ead` (the evaluation's loop, the only one that
+  batches them), beside the paper's rule through the same loop, and at batch 1 also through `generate()` (one
+  prompt per call, as users run them), each with its large share, large work and tokens taken back;
 - P1 overhead: EAD wall time over the "ideal": each decode step EAD ran at the per-step decode cost of
   that model's plain `generate` in the same run, plus its prefills and catch-up chunks at their measured
   time. The isolated chunk table is reported too, but it is not the yardstick: a forward timed alone, a few
@@ -37,7 +37,7 @@ from .continuous import continuous_ead
 from .eval.data import build_prompts, default_data_path, load_problems
 from .eval.report import large_token_share, large_work_share
 from .generator import EADGenerator
-from .output import LARGE, SMALL
+from .output import LARGE, SMALL, EADGenerateOutput
 
 __all__ = ["run_bench", "copy_bandwidth_gbs", "forward_cost_table"]
 
@@ -103,15 +103,21 @@ def _first_name(threshold: float) -> str:
     return f"first {threshold:g}"
 
 
-def lane_configs(threshold: float, first_threshold: float | None, rollback: float) -> dict[str, EADConfig]:
-    """The rules timed through `continuous_ead`: the paper's rule plain (the loop's yardstick) and with rollback,
-    and decide-first with rollback."""
-    configs = {f"lanes EAD {threshold:g}": EADConfig(threshold=threshold),
-               f"lanes EAD {threshold:g} rollback {rollback:g}": EADConfig(threshold=threshold, rollback=rollback)}
+def rollback_configs(threshold: float, first_threshold: float | None, rollback: float) -> dict[str, EADConfig]:
+    """The rules with rollback: the paper's rule, and decide-first given its threshold."""
+    configs = {f"EAD {threshold:g} rollback {rollback:g}": EADConfig(threshold=threshold, rollback=rollback)}
     if first_threshold is not None:
-        configs[f"lanes first {first_threshold:g} rollback {rollback:g}"] = EADConfig(
+        configs[f"first {first_threshold:g} rollback {rollback:g}"] = EADConfig(
             threshold=first_threshold, window=1, min_dwell=1, variant="decide_first", rollback=rollback)
     return configs
+
+
+def lane_configs(threshold: float, first_threshold: float | None, rollback: float) -> dict[str, EADConfig]:
+    """The rules timed through `continuous_ead`: the paper's rule plain (the loop's yardstick) and the rules with
+    rollback."""
+    rules = rollback_configs(threshold, first_threshold, rollback)
+    return {f"lanes EAD {threshold:g}": EADConfig(threshold=threshold)} | {f"lanes {name}": config
+                                                                           for name, config in rules.items()}
 
 
 def _configs(small, large, inputs: dict, kwargs: dict, threshold: float, first_threshold: float | None,
@@ -134,6 +140,10 @@ def _configs(small, large, inputs: dict, kwargs: dict, threshold: float, first_t
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
         configs.update({name: functools.partial(_lanes_run, small, large, config, prompts, kwargs["max_new_tokens"])
                         for name, config in lane_configs(threshold, first_threshold, rollback).items()})
+        if len(prompts) == 1:  # generate() runs rollback one prompt per call
+            configs.update({name: functools.partial(EADGenerator(small, large, config).generate, **inputs,
+                                                    return_dict_in_generate=True, **kwargs)
+                            for name, config in rollback_configs(threshold, first_threshold, rollback).items()})
     if assisted:
         configs["assisted (HF)"] = lambda: large.generate(**inputs, assistant_model=small, **kwargs)
     return configs
@@ -180,13 +190,20 @@ def _lanes_run(small, large, config: EADConfig, prompts: list[list[int]], new_to
                                eos_token_ids=[never]))
 
 
-def lane_counts(rows: list) -> dict[str, float]:
-    """Large share, large work and tokens taken back per row over `continuous_ead`'s finished rows, by the
-    evaluation's own definitions (`ead_hf.eval.report`)."""
-    counts = [{"small_tokens": row.choices.count(SMALL), "large_tokens": row.choices.count(LARGE),
-               "large_catchup_tokens": row.catchup["large"]} for row in rows]
+def rollback_counts(outputs: list) -> dict[str, float]:
+    """Large share, large work and tokens taken back per row, by the evaluation's own definitions
+    (`ead_hf.eval.report`), over a rule's outputs: `continuous_ead`'s finished rows or `generate()` outputs."""
+    counts = []
+    for output in outputs:
+        if isinstance(output, EADGenerateOutput):
+            counts += [stats | {"rolled_back": int(taken)}
+                       for stats, taken in zip(output.ead_stats.rows(), output.rolled_back.tolist())]
+        else:
+            counts += [{"small_tokens": row.choices.count(SMALL), "large_tokens": row.choices.count(LARGE),
+                        "large_catchup_tokens": row.catchup["large"], "rolled_back": row.rolled_back}
+                       for row in output]
     return {"large_share": large_token_share(counts), "large_work": large_work_share(counts),
-            "rolled_back": sum(row.rolled_back for row in rows) / len(rows)}
+            "rolled_back": sum(row["rolled_back"] for row in counts) / len(counts)}
 
 
 @torch.inference_mode()
@@ -325,7 +342,7 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                 "tok_s": len(groups) * batch_size * new_tokens / seconds,
                 "vs_large": seconds / medians["large generate"], "forward_s": in_forwards,
                 "outside_forwards_s": seconds - in_forwards,
-                **(lane_counts([row for rows in outputs[name] for row in rows]) if name.startswith("lanes ") else {}),
+                **(rollback_counts(outputs[name]) if name.startswith("lanes ") or " rollback " in name else {}),
             })
         result.rows.append({"batch": batch_size, "config": "checks", "large_share": share,
                             "ead config": default,
@@ -351,6 +368,23 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
     return result
 
 
+def _weights_per_token(row: dict, machine: dict, default_share: float, rows: list[dict]) -> float:
+    """Weight bytes a configuration reads per generated token at batch 1: each model's weights times the share of
+    steps it runs (the small model runs every step under decide-first)."""
+    small, large = machine["small_weight_bytes"], machine["large_weight_bytes"]
+    config = row["config"].removeprefix("lanes ")
+    if config in ("small generate", "EAD +inf"):
+        return small
+    if config.startswith("first "):
+        share = row["large_share"] if "large_share" in row else next(
+            r["first large share"] for r in rows if r["config"] == "checks" and r["batch"] == row["batch"])
+        return share * large + small
+    if config.startswith("EAD ") and config != "EAD -inf":
+        share = row.get("large_share", default_share)
+        return share * large + (1 - share) * small
+    return large
+
+
 def markdown(result: BenchResult) -> str:
     m = result.machine
     lines = [f"Machine: {m['threads']} threads, torch {m['torch']}, {m['dtype']}, copy bandwidth "
@@ -365,19 +399,7 @@ def markdown(result: BenchResult) -> str:
     for row in result.rows:
         if row["config"] == "checks":
             continue
-        if row["config"] in ("small generate", "EAD +inf"):
-            weights = m["small_weight_bytes"]
-        elif row["config"].startswith("lanes "):
-            f = row["large_share"]
-            weights = f * m["large_weight_bytes"] + (1 - f) * m["small_weight_bytes"]
-        elif row["config"].startswith("first "):
-            f = next(r["first large share"] for r in result.rows if r["config"] == "checks" and r["batch"] == row["batch"])
-            weights = f * m["large_weight_bytes"] + m["small_weight_bytes"]  # the small model reads every position
-        elif row["config"].startswith("EAD ") and row["config"] != "EAD -inf":
-            f = shares[row["batch"]]
-            weights = f * m["large_weight_bytes"] + (1 - f) * m["small_weight_bytes"]
-        else:
-            weights = m["large_weight_bytes"]
+        weights = _weights_per_token(row, m, shares[row["batch"]], result.rows)
         roofline = row["batch"] * m["copy_bandwidth_gbs"] * 1e9 / weights
         lines.append(f"| {row['batch']} | {row['config']} | {row['median_s']:.2f} | {row['forward_s']:.2f} | "
                      f"{row['outside_forwards_s']:.2f} | {row['tok_s']:.1f} | "
@@ -389,15 +411,16 @@ def markdown(result: BenchResult) -> str:
             lines.append(f"| {row['batch']} | {row['large_share']:.3f} | {row['P1 EAD / ideal']:.3f} | "
                          f"{row['P2 +inf / small']:.3f} | {row['P2 -inf / large']:.3f} | {row['P3 EAD / large']:.3f} | "
                          f"{row['P3 target']:.3f} | {row['r small/large step']:.3f} |")
-    lanes = [row for row in result.rows if row["config"].startswith("lanes ")]
-    if lanes:
-        lines += ["", "Through `continuous_ead` (rollback runs only there): large share (tokens it wrote), large "
-                      "work (positions it read or wrote, catch-ups included, over the generated ones) and "
-                      "tokens taken back per row:", "",
+    counted = [row for row in result.rows if "rolled_back" in row]
+    if counted:
+        lines += ["", "The rules with rollback, through `continuous_ead` (`lanes`: the evaluation's loop, the only one "
+                      "that batches them, beside the paper's rule plain through it) and at batch 1 through "
+                      "`generate()` (one prompt per call): large share (tokens it wrote), large work (positions it "
+                      "read or wrote, catch-ups included, over the generated ones) and tokens taken back per row:", "",
                   "| batch | config | vs large generate | large share | large work | taken back per row |",
                   "| --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {row['batch']} | {row['config']} | {row['vs_large']:.3f} | {row['large_share']:.3f} | "
-                  f"{row['large_work']:.3f} | {row['rolled_back']:.1f} |" for row in lanes]
+                  f"{row['large_work']:.3f} | {row['rolled_back']:.1f} |" for row in counted]
     default_config = {row["batch"]: row["ead config"] for row in result.rows if "ead config" in row}
     ead = {row["batch"]: row["tok_s"] for row in result.rows if default_config.get(row["batch"]) == row["config"]}
     if 1 in ead and 8 in ead:

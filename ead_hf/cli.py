@@ -141,8 +141,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--first-threshold", type=_threshold, default=None,
                        help="also time the decide-first variant at this threshold (bits)")
     bench.add_argument("--rollback", type=float, default=None, metavar="RHO",
-                       help="also time, through continuous_ead, the paper's rule with rollback RHO (and decide-first "
-                            "with it, given --first-threshold)")
+                       help="also time the paper's rule with rollback RHO (and decide-first with it, given "
+                            "--first-threshold) through continuous_ead, and at batch 1 through generate()")
     bench.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="math",
                        help="whose test prompts (the shipped file, or --data)")
     bench.add_argument("--batches", type=int, default=1,

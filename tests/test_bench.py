@@ -80,20 +80,28 @@ def test_run_bench_reports_every_configuration(problems_file):
     assert "| 3 | " in table.split("large: forward seconds")[1]
 
 
-def test_bench_times_the_lane_only_rules_with_their_work(problems_file):
+def test_bench_times_the_rollback_rules_with_their_work(problems_file):
     small, large = tiny_pair("llama", seed=1)
     with pytest.raises(ValueError, match="--batches"):
         run_bench(small, large, tiny_tokenizer(), threshold=0.5, batch_sizes=(2,), batches=3, data=problems_file)
-    result = run_bench(small, large, tiny_tokenizer(), threshold=0.5, batch_sizes=(1,), new_tokens=12, reps=1,
+    result = run_bench(small, large, tiny_tokenizer(), threshold=0.5, batch_sizes=(1, 2), new_tokens=12, reps=1,
                        assisted=False, data=problems_file, prompt_tokens=5, first_threshold=0.5, rollback=0.5,
                        batches=2, progress=lambda line: None)
-    lanes = {row["config"]: row for row in result.rows if row["config"].startswith("lanes ")}
-    assert set(lanes) == {"lanes EAD 0.5", "lanes EAD 0.5 rollback 0.5", "lanes first 0.5 rollback 0.5"}
-    for row in lanes.values():
+    counted = {(row["batch"], row["config"]): row for row in result.rows if "rolled_back" in row}
+    rules = ["EAD 0.5 rollback 0.5", "first 0.5 rollback 0.5"]
+    lanes = ["lanes EAD 0.5"] + [f"lanes {rule}" for rule in rules]
+    # generate() takes rollback one prompt per call: at batch 2 only continuous_ead runs the rules
+    assert set(counted) == {(1, name) for name in lanes + rules} | {(2, name) for name in lanes}
+    for (batch, name), row in counted.items():
         assert 0 <= row["large_share"] <= row["large_work"] and row["rolled_back"] >= 0 and row["vs_large"] > 0
-        assert row["tok_s"] == pytest.approx(2 * 12 / row["median_s"])  # two batches of one prompt, 12 tokens each
-    assert lanes["lanes EAD 0.5"]["rolled_back"] == 0  # nothing judges the catch-ups without rollback
-    assert "| 1 | lanes EAD 0.5 rollback 0.5 |" in markdown(result)
+        assert row["tok_s"] == pytest.approx(2 * batch * 12 / row["median_s"])  # two batches, 12 tokens a row
+    assert counted[1, "lanes EAD 0.5"]["rolled_back"] == 0  # nothing judges the catch-ups without rollback
+    assert sum(counted[1, f"lanes {rule}"]["rolled_back"] for rule in rules) > 0  # the rule fires on these prompts
+    for rule in rules:  # two loops, one algorithm: at batch 1 they write and read the same positions
+        assert {key: counted[1, rule][key] for key in ("large_share", "large_work", "rolled_back")} == pytest.approx(
+            {key: counted[1, f"lanes {rule}"][key] for key in ("large_share", "large_work", "rolled_back")})
+    table = markdown(result)
+    assert "| 1 | lanes EAD 0.5 rollback 0.5 |" in table and "| 1 | first 0.5 rollback 0.5 |" in table.split("rollback, through")[1]
     # a lanes run takes every row to the budget: no end-of-sequence id it could emit stops it
     prompt = tiny_tokenizer()(["Compute 0*0."])["input_ids"][0][-5:]
     config = lane_configs(0.5, None, 0.5)["lanes EAD 0.5 rollback 0.5"]
