@@ -1,3 +1,4 @@
+import copy
 import json
 from pathlib import Path
 
@@ -138,11 +139,16 @@ def test_decide_first_rollback_ships_only_by_its_bar(tmp_path, monkeypatch, math
     monkeypatch.setattr(script, "RECIPES", tmp_path)
     monkeypatch.setattr(script, "ROOT", tmp_path)
     first = load_recipe(f"{script.DEFAULT_PAIR}-decide-first")
-    script.ship_decide_first_rollback(first, {"math": "first@0.5", "gsm8k": "first@0.5"})
+    calibrated = Recipe(**{**first.__dict__, "config": {**first.config, "rollback": script.ROLLBACK}})
+    monkeypatch.setattr(script, "_calibrated", lambda name: copy.deepcopy(calibrated))  # its own train calibration
+    script.ship_decide_first_rollback({"math": "first@0.5", "gsm8k": "first@0.5"})
     written = list(tmp_path.glob("*.json"))
     assert bool(written) == ships
     if ships:
         recipe = load_recipe(written[0])
         assert written[0].stem == f"{script.DEFAULT_PAIR}-decide-first-rollback"
         assert recipe.ead_config.rollback == script.ROLLBACK and recipe.ead_config.variant == "decide_first"
-        assert recipe.test["method"] == "first@0.5,rollback=0.1" and first.ead_config.rollback is None
+        assert recipe.test["method"] == "first@0.5,rollback=0.1"
+    monkeypatch.setattr(script, "_calibrated", lambda name: copy.deepcopy(first))  # a calibration of another rule
+    with pytest.raises(SystemExit, match="not decide-first with rollback"):
+        script.ship_decide_first_rollback({"math": "first@0.5", "gsm8k": "first@0.5"})
