@@ -315,6 +315,10 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
         "large_weight_bytes": weight_bytes(large), "dtype": str(large.dtype)})
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, temperature=None,
                   top_p=None, top_k=None)
+    counted = set()  # the configurations whose share, work and tokens taken back are reported
+    if rollback is not None:
+        counted = set(lane_configs(threshold, first_threshold, rollback)) | set(
+            rollback_configs(threshold, first_threshold, rollback))
     for batch_size in batch_sizes:
         groups = _prompt_batches(tokenizer, problems, batch_size, batches, prompt_tokens)
         tables = {role: forward_cost_table(model, groups[0], reps=reps)  # on the first batch of prompts
@@ -342,7 +346,7 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
                 "tok_s": len(groups) * batch_size * new_tokens / seconds,
                 "vs_large": seconds / medians["large generate"], "forward_s": in_forwards,
                 "outside_forwards_s": seconds - in_forwards,
-                **(rollback_counts(outputs[name]) if name.startswith("lanes ") or " rollback " in name else {}),
+                **(rollback_counts(outputs[name]) if name in counted else {}),
             })
         result.rows.append({"batch": batch_size, "config": "checks", "large_share": share,
                             "ead config": default,
