@@ -65,7 +65,8 @@ class FinishedRow:
             entropies=torch.tensor([self.entropies], dtype=torch.float32),
             ead_stats=EADStats.from_choices(choices, torch.tensor([self.catchup["small"]]),
                                             torch.tensor([self.catchup["large"]])),
-            ead_forwards={model: [(cached, read, 1) for cached, read, _ in log] for model, log in self.forwards.items()},
+            ead_forwards={model: [(cached, read, 1, kept) for cached, read, kept in log]
+                          for model, log in self.forwards.items()},
             rolled_back=torch.tensor([self.rolled_back]),
         )
 

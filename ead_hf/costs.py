@@ -2,8 +2,8 @@
 
 Counted per forward over `new` positions with `past` positions cached, for every row of the batch:
 the projections (q, k, v, o and the gated MLP: 2 FLOPs per weight per position), attention scores and
-the weighted sum (2 * 2 * heads * head_dim per attended position), and the LM head for the one kept
-position. Norms, rotary embeddings and softmax are left out (a fraction of a percent at these sizes).
+the weighted sum (2 * 2 * heads * head_dim per attended position), and the LM head for each position
+whose logits were computed (the newest one, or under rollback every position the large model judged). Norms, rotary embeddings and softmax are left out (a fraction of a percent at these sizes).
 """
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ def forward_flops(shape: ModelShape, past: int, new: int, rows: int = 1, kept_lo
     return rows * (new * shape.linear_flops_per_position + attention + head)
 
 
-def generation_flops(shape: ModelShape, forward_log: list[tuple[int, int, int]]) -> int:
-    """Sum over a model's `ead_forwards` log of (positions cached, positions read, rows computed)."""
-    return sum(forward_flops(shape, past, new, rows) for past, new, rows in forward_log)
+def generation_flops(shape: ModelShape, forward_log: list[tuple[int, int, int, int]]) -> int:
+    """Sum over a model's `ead_forwards` log of (positions cached, positions read, rows computed, positions per
+    row the output head ran on)."""
+    return sum(forward_flops(shape, past, new, rows, kept) for past, new, rows, kept in forward_log)
 
 
 def paper_cost(large_share: float, small_parameters: int, large_parameters: int) -> float:

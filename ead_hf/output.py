@@ -68,9 +68,10 @@ class EADGenerateOutput(GenerateDecoderOnlyOutput):
     entropies: FloatTensor (batch, new tokens): entropy in bits of the producing model's raw
         distribution over the shared vocabulary; NaN after the row finished.
     ead_stats: per-row counts, see `EADStats`.
-    ead_forwards: every forward each model ran, as (positions already cached, positions read, rows read):
-        what compute accounting needs (a forward reads every row of the batch, finished or not). Under
-        rollback the large model's reads also run its output head at every position read.
+    ead_forwards: every forward each model ran, as (positions already cached, positions read, rows read,
+        positions per row the output head ran on): what compute accounting needs (`costs.generation_flops`;
+        a forward reads every row of the batch, finished or not). The output head runs on the newest position,
+        or under rollback on every position the large model read, to judge the small model's tokens.
     rolled_back: LongTensor (batch,): tokens the large model took back in each row (`EADConfig.rollback`;
         their reads count in the large model's catch-up); None when the config has no rollback.
     """
@@ -78,5 +79,5 @@ class EADGenerateOutput(GenerateDecoderOnlyOutput):
     model_choices: torch.LongTensor | None = None
     entropies: torch.FloatTensor | None = None
     ead_stats: EADStats | None = None
-    ead_forwards: dict[str, list[tuple[int, int, int]]] | None = None
+    ead_forwards: dict[str, list[tuple[int, int, int, int]]] | None = None
     rolled_back: torch.LongTensor | None = None

@@ -13,7 +13,7 @@ is a catch-up over those k. Two implementations:
 
 Both count catch-up per row, in tokens: generated positions of that row the model read beyond the one a
 decoding step reads (what `EADStats` reports), and log every forward as (positions cached, positions read,
-rows) for FLOP accounting.
+rows, positions per row whose logits the output head computed) for FLOP accounting.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class _Runner:
         self.device = input_device(model)
         self.cache_argument = cache_argument_name(model)
         self.extra = logits_to_keep_kwargs(model)
-        self.forward_log: list[tuple[int, int, int]] = []  # (positions cached before, positions read, rows)
+        # (positions cached before, positions read, rows, positions per row the output head ran on)
+        self.forward_log: list[tuple[int, int, int, int]] = []
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
                  cache: DynamicCache, every_position: bool = False) -> torch.Tensor:
@@ -81,7 +82,7 @@ class ModelRunner(_Runner):
         if end - 1 > first:  # a row's masked columns (after it finished) are not its tokens
             self.catchup += (end - 1 - first) if attention_mask is None else (
                 attention_mask[:, first:end - 1].to(self.catchup.device).sum(dim=1))
-        self.forward_log.append((start, end - start, grid.shape[0]))
+        self.forward_log.append((start, end - start, grid.shape[0], end - start if history else 1))
         self.seen = end
         return (logits[:, -1], logits) if history else logits
 
@@ -225,7 +226,7 @@ class RowRunner(_Runner):
             past_mask = new_mask.new_zeros((len(rows), 0))
         logits = self._forward(pick(grid[:, start:end]), torch.cat([past_mask, new_mask.to(past_mask.device)], dim=1).long(),
                                pick(positions[:, start:end]), cache, every_position)
-        self.forward_log.append((cached, width, len(rows)))
+        self.forward_log.append((cached, width, len(rows), width if every_position else 1))
         self._store(cache, new_mask, index, cached, start, end)
         for row in rows:
             generated = max(0, end - max(self.seen[row], self.generation_start[row]))  # generated columns read

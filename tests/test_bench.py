@@ -37,7 +37,7 @@ def test_forward_clock_sees_every_forward_generate_and_ead_run():
     # the hooks see exactly the forwards EAD logs, model by model
     for role in ("small", "large"):
         assert [(positions, rows) for who, positions, rows, _ in ead if who == role] == \
-            [(new, rows) for _, new, rows in out.ead_forwards[role]]
+            [(new, rows) for _, new, rows, _ in out.ead_forwards[role]]
     assert {role for role, *_ in ead} == {"small", "large"}
     assert not small._forward_hooks and not large._forward_pre_hooks  # removed on exit
 

@@ -60,9 +60,15 @@ def test_rollback_through_generate_and_pipelines_one_prompt_at_a_time(fresh_pair
                                  eos_token_ids=[large.generation_config.eos_token_id]), key=lambda row: row.index)
     assert sum(row.rolled_back for row in rows) > 0, "the config should take tokens back"
     enable_ead(large, small)
+    head_calls = []  # (rows, positions) of each output-head call: what the FLOP log must count
+    hook = large.get_output_embeddings().register_forward_hook(lambda _, __, out: head_calls.append(tuple(out.shape[:2])))
     for prompt, row in zip(ids, rows):
+        head_calls.clear()
         out = large.generate(input_ids=torch.tensor([prompt]), **KWARGS, ead_config=rollback, return_dict_in_generate=True)
         assert out.sequences[0, len(prompt):].tolist() == row.tokens and int(out.rolled_back[0]) == row.rolled_back
+        assert [(rows_read, kept) for *_, rows_read, kept in out.ead_forwards["large"]] == head_calls
+        assert any(kept > 1 for kept in (kept for _, kept in head_calls))  # the judged catch-ups are counted
+    hook.remove()
     pipe = pipeline("text-generation", model=large, tokenizer=tokenizer)
     records = pipe(prompts, ead_config=rollback, return_full_text=False, return_dict_in_generate=True, **KWARGS)
     assert [r[0]["generated_text"] for r in records] == [tokenizer.decode(row.tokens, skip_special_tokens=True)

@@ -117,11 +117,13 @@ def test_generation_flops_follow_the_forward_log(tokenizer):
         **inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, return_dict_in_generate=True)
     # small writes 3 tokens (prompt prefill, then one position a step), then the large model reads the
     # prompt plus those 3 tokens at once and goes on one position a step
-    assert out.ead_forwards == {"small": [(0, 4, 1), (4, 1, 1), (5, 1, 1)], "large": [(0, 7, 1), (7, 1, 1), (8, 1, 1)]}
+    assert out.ead_forwards == {"small": [(0, 4, 1, 1), (4, 1, 1, 1), (5, 1, 1, 1)],
+                                "large": [(0, 7, 1, 1), (7, 1, 1, 1), (8, 1, 1, 1)]}
     shape = ModelShape.of(small)
     assert generation_flops(shape, out.ead_forwards["small"]) == sum(
         forward_flops(shape, p, n) for p, n in [(0, 4), (4, 1), (5, 1)])
-    assert generation_flops(shape, [(4, 1, 3), (5, 2, 1)]) == 3 * forward_flops(shape, 4, 1) + forward_flops(shape, 5, 2)
+    assert generation_flops(shape, [(4, 1, 3, 1), (5, 2, 1, 2)]) == (
+        3 * forward_flops(shape, 4, 1) + forward_flops(shape, 5, 2, kept_logits=2))
 
 
 def test_calibration_bisection_converges():

@@ -95,7 +95,7 @@ def test_catch_up_logits_equal_from_scratch_forward(qwen_pair, batch):
     full_mask = torch.cat([mask, torch.ones_like(extra)], dim=1)
     full_positions = torch.cat([positions, positions[:, -1:] + torch.arange(1, 8)], dim=1)
     caught_up = lane.read(full_ids, full_mask, full_positions)
-    assert lane.catchup.tolist() == [6, 6, 6] and lane.forward_log == [(0, ids.shape[1], 3), (ids.shape[1], 7, 3)]
+    assert lane.catchup.tolist() == [6, 6, 6] and lane.forward_log == [(0, ids.shape[1], 3, 1), (ids.shape[1], 7, 3, 1)]
     assert lane.seen == full_ids.shape[1]
     with torch.no_grad():
         scratch = small(full_ids, attention_mask=full_mask, position_ids=full_positions).logits[:, -1]

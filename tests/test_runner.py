@@ -49,10 +49,10 @@ def test_subsets_and_catch_up_equal_from_scratch_forwards(qwen_pair, batch):
     # with no cost per forward, rows behind by different amounts read in separate forwards (one per width),
     # each from the earliest column its rows have not read (row 2 at step 2: 2 columns, row 1 at step 3: 4)
     width = ids.shape[1]
-    assert [(read, rows) for _, read, rows in lane.forward_log] == [
+    assert [(read, rows) for _, read, rows, _ in lane.forward_log] == [
         (width, 3), (1, 2), (1, 1), (1, 1), (2, 1), (4, 1), (1, 1), (2, 2), (1, 1)]
     # a forward writes after the most slots any of its rows has used (the others get masked slots between)
-    assert [cached for cached, _, _ in lane.forward_log] == [
+    assert [cached for cached, *_ in lane.forward_log] == [
         0, width, width + 1, width + 2, width + 1, width, width + 4, width + 3, width + 5]
     # generated tokens read beyond one per row and forward: step 2 row 2 (1), step 3 row 1 (3), step 4 rows 0, 2
     assert lane.catchup.tolist() == [1, 3, 1 + 1]
@@ -70,7 +70,7 @@ def test_whole_batch_runner_counts_catch_up_per_row_and_skips_finished_rows(qwen
     runner.read(torch.cat([ids, extra], 1), torch.cat([mask, live], 1),
                 torch.cat([positions, positions[:, -1:] + torch.arange(1, 6)], 1))
     assert runner.catchup.tolist() == [4, 2, 4]  # the newest column is the step's own read, not a catch-up
-    assert runner.forward_log == [(0, ids.shape[1], 3), (ids.shape[1], 5, 3)]
+    assert runner.forward_log == [(0, ids.shape[1], 3, 1), (ids.shape[1], 5, 3, 1)]
     with pytest.raises(ValueError, match="RowRunner"):
         runner.read(ids, mask, positions, rows=[0])
 
@@ -136,7 +136,7 @@ def test_row_runner_groups_forwards_by_catch_up_width(qwen_pair, batch):
         logits = runner.read(*grid, rows)
     _assert_logits_alone(small, grid, [0, 1, 2], logits)
     # last step: widths 1 (row 0), 5 (row 1), 6 (row 2): {0}, {1, 2} costs 4 + 1 + 4 + 12 = 21, one forward 22
-    assert [(read, rows) for _, read, rows in runner.forward_log[-2:]] == [(1, 1), (6, 2)]
+    assert [(read, rows) for _, read, rows, _ in runner.forward_log[-2:]] == [(1, 1), (6, 2)]
     with pytest.raises(ValueError, match="forward_overhead must be >= 0"):
         RowRunner(small, prompt_length=3, batch_size=1, forward_overhead=-1)
 

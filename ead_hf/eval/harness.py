@@ -12,7 +12,7 @@ from transformers import StoppingCriteriaList
 
 from ..config import PAPER_ROUTING, EADConfig
 from ..continuous import continuous_ead
-from ..costs import ModelShape, forward_flops, generation_flops
+from ..costs import ModelShape, generation_flops
 from ..generator import EADGenerator
 from .data import build_prompts
 from .records import RecordStore
@@ -307,9 +307,7 @@ def _continuous(small, large, tokenizer, config: EADConfig, problems: list[dict]
             now = time.perf_counter()
             output = row.to_output(prompts[row.index])
             stats = output.ead_stats.row(0) | {"rolled_back": row.rolled_back}
-            flops = {role: sum(forward_flops(shapes[role], cached, read, kept_logits=kept)
-                               for cached, read, kept in row.forwards[role])
-                     for role in ("small", "large")}
+            flops = {role: generation_flops(shapes[role], output.ead_forwards[role]) for role in ("small", "large")}
             completion = (tokenizer.decode(row.tokens, skip_special_tokens=True), len(row.tokens), row.finish)
             yield problems[row.index], completion, stats, _runs(output.model_choices[0]), flops, now - last
             last = now
