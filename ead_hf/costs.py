@@ -3,7 +3,8 @@
 Counted per forward over `new` positions with `past` positions cached, for every row of the batch:
 the projections (q, k, v, o and the gated MLP: 2 FLOPs per weight per position), attention scores and
 the weighted sum (2 * 2 * heads * head_dim per attended position), and the LM head for each position
-whose logits were computed (the newest one, or under rollback every position the large model judged). Norms, rotary embeddings and softmax are left out (a fraction of a percent at these sizes).
+whose logits were computed (the newest one, or under rollback every position the large model judged).
+Norms, rotary embeddings and softmax are left out (a fraction of a percent at these sizes).
 """
 
 from __future__ import annotations
