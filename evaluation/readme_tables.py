@@ -48,6 +48,8 @@ TABLES = {
         ("decide-first τ = 0.5 + rollback ρ = 0.1", "first@0.5,rollback=0.1", "random@p=0.2187,dwell=1"),
         ("paper's rule, τ = 0.5 (MATH-calibrated)", "ead@0.5"),
         ("paper's rule τ = 0.5 + rollback ρ = 0.1", "ead@0.5,rollback=0.1"),
+        ("paper's rule, τ = 0.5, window 1, dwell 1 (decide-first's knobs, one token late)", "ead@0.5,window=1,dwell=1",
+         "random@p=0.2187,dwell=1"),
     ]),
 }
 
