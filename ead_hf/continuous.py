@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from .compat import full_attention_only
 from .config import EADConfig
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
 from .pair_checks import check_pair, shared_vocab_size
-from .routing import EntropyRouter, entropy_bits, first_implausible_column
-from .compat import full_attention_only
 from .runner import RowRunner
+from .step import EADStep, pick_tokens
 
 __all__ = ["FinishedRow", "continuous_ead", "ends_in_loop"]
 
@@ -72,19 +72,28 @@ class FinishedRow:
 
 
 class _Lanes:
-    """The shared token grid of the row slots and what each column holds for its row: the token, whether the row
-    attends to it, its position, the model that wrote it and the entropy of the distribution it came from.
+    """The shared token grid of the row slots, with one `RowRunner` per model: the `Lanes` the shared step reads
+    through. Per grid column and row: the token, whether the row attends to it, its position, the model that
+    wrote it and the entropy of the distribution it came from.
 
     A prompt is written into the last P columns of its row (earlier columns masked, positions 0..P-1); each step
-    appends one column to every row; tokens taken back stay in the grid behind a masked column."""
+    appends one column to every row; tokens taken back stay in the grid behind a masked column.
 
-    def __init__(self, rows: int, width: int, pad_token_id: int, device: torch.device) -> None:
-        self.pad_token_id = pad_token_id
+    `read_ahead`: whenever a model runs, it also reads every other live row's new tokens (`RowRunner.read`'s
+    `ahead`), so that a row it writes for next needs no catch-up of its own."""
+
+    def __init__(self, small: PreTrainedModel, large: PreTrainedModel, rows: int, width: int, pad_token_id: int,
+                 device: torch.device, read_ahead: bool) -> None:
+        self.pad_token_id, self.read_ahead = pad_token_id, read_ahead
         self.tokens = torch.full((rows, width), pad_token_id, dtype=torch.long, device=device)
         self.mask, self.positions = torch.zeros_like(self.tokens), torch.zeros_like(self.tokens)
         self.choices = torch.full_like(self.tokens, NO_TOKEN)
         self.entropies = torch.full(self.tokens.shape, float("nan"), device=device)
         self.start = [0] * rows  # grid column of each row's first new token
+        self.runners = {SMALL: RowRunner(small, width, rows), LARGE: RowRunner(large, width, rows)}
+        self.busy = [False] * rows  # the row holds a prompt
+        self.count = torch.zeros(rows, dtype=torch.long, device=device)  # each row's kept new tokens
+        self.rolled_back = [0] * rows
 
     @property
     def width(self) -> int:
@@ -94,14 +103,48 @@ class _Lanes:
         """(tokens, attention mask, positions): what `RowRunner.read` takes."""
         return self.tokens, self.mask, self.positions
 
-    def place(self, row: int, prompt: list[int]) -> None:
-        """Start `row` on `prompt`: its new tokens will begin at the next column."""
+    def place(self, row: int, prompt: list[int] | None) -> None:
+        """Start `row` on `prompt` (its new tokens begin at the next column), or leave it empty (None)."""
+        self.busy[row] = prompt is not None
+        if prompt is None:
+            return
         end, length = self.width, len(prompt)
         self.tokens[row, end - length:] = torch.tensor(prompt, device=self.tokens.device)
         self.mask[row] = 0
         self.mask[row, end - length:] = 1
         self.positions[row, end - length:] = torch.arange(length, device=self.tokens.device)
         self.start[row] = end
+        for runner in self.runners.values():
+            runner.reset_row(row, end - length, end)
+        self.count[row], self.rolled_back[row] = 0, 0
+
+    def read(self, model: int, rows: list[int]) -> torch.Tensor:
+        ahead = [row for row, busy in enumerate(self.busy) if busy and row not in rows] if self.read_ahead else []
+        return self.runners[model].read(*self.grid(), rows, ahead=ahead)
+
+    def read_history(self, rows: list[int]):
+        starts = [self.runners[LARGE].seen[row] for row in rows]
+        last, history = self.runners[LARGE].read(*self.grid(), rows, history=True)
+        return last, history, starts
+
+    def judged(self, row: int, first: int):
+        checkable = (self.choices[row, first:] == SMALL) & (self.mask[row, first:] == 1)
+        return self.tokens[row, first:], checkable
+
+    def generation_start(self, row: int) -> int:
+        return self.start[row]
+
+    def take_back(self, row: int, column: int) -> None:
+        """Drop `row`'s tokens from column `column` on: masked (slots too), and the next column continues the kept
+        ones."""
+        end = self.width
+        self.mask[row, column:] = 0
+        self.choices[row, column:] = NO_TOKEN
+        self.positions[row, column:] = self.positions[row, column - 1]
+        self.count[row] -= end - column
+        self.rolled_back[row] += end - column
+        for runner in self.runners.values():
+            runner.forget(row, column, end)
 
     def append(self, tokens: torch.Tensor, live: torch.Tensor, chosen: torch.Tensor, entropy: torch.Tensor) -> None:
         """One column: each live row's token, model and entropy; rows without a prompt get a masked pad."""
@@ -110,12 +153,7 @@ class _Lanes:
         self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
         self.choices = torch.cat([self.choices, torch.where(live, chosen.long(), NO_TOKEN)[:, None]], dim=1)
         self.entropies = torch.cat([self.entropies, entropy[:, None]], dim=1)
-
-    def take_back(self, row: int, first: int) -> None:
-        """Drop `row`'s tokens from column `first` on: masked, and the next column continues the kept ones."""
-        self.mask[row, first:] = 0
-        self.choices[row, first:] = NO_TOKEN
-        self.positions[row, first:] = self.positions[row, first - 1]
+        self.count += live
 
     def answer(self, row: int) -> tuple[list[int], list[int], list[float]]:
         """`row`'s kept new tokens, the model of each and its entropy."""
@@ -141,12 +179,14 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         raise ValueError("batch_size and max_new_tokens must be >= 1")
     if not eos_token_ids:
         raise ValueError("eos_token_ids must name at least one end-of-sequence id")
+    empty = [index for index, prompt in enumerate(prompts) if len(prompt) == 0]
+    if empty:
+        raise ValueError(f"prompts {empty[:5]} are empty: each prompt needs at least one token (e.g. the BOS token)")
     blockers = [reason for reason in map(full_attention_only, (small, large)) if reason]
     if blockers:
         raise ValueError(f"continuous batching needs full-attention caches: {'; '.join(blockers)}")
-    decide_first = config.variant == "decide_first"
     if read_ahead is None:
-        read_ahead = decide_first and config.rollback is None
+        read_ahead = config.variant == "decide_first" and config.rollback is None
     elif read_ahead and config.rollback is not None:
         raise ValueError("read_ahead=True would read the tokens that rollback judges on a catch-up before any "
                          "catch-up; use read_ahead=False or None with EADConfig.rollback")
@@ -154,105 +194,37 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         return
     rows = min(batch_size, len(prompts))
     device = large.get_output_embeddings().weight.device
-    lanes = _Lanes(rows, max(len(p) for p in prompts), pad_token_id, device)
-    runners = {SMALL: RowRunner(small, lanes.width, rows), LARGE: RowRunner(large, lanes.width, rows)}
-    router = EntropyRouter(config, rows, device)
-    vocab = shared_vocab_size(large, small)
+    lanes = _Lanes(small, large, rows, max(len(p) for p in prompts), pad_token_id, device, read_ahead)
+    step = EADStep(config, rows, shared_vocab_size(large, small), device)
     eos = torch.tensor(eos_token_ids, device=device)
     queue = iter(enumerate(prompts))
     problem: list[int | None] = [None] * rows
-    count = torch.zeros(rows, dtype=torch.long, device=device)  # each row's kept new tokens
-    rolled_back = [0] * rows
-    active = [LARGE if config.starts_large else SMALL] * rows
 
     def place(row: int) -> None:
         """Give `row` the next prompt, or leave it empty when none is left."""
-        index, prompt = next(queue, (None, None))
-        problem[row] = index
-        if index is None:
-            return
+        problem[row], prompt = next(queue, (None, None))
         lanes.place(row, prompt)
-        for runner in runners.values():
-            runner.reset_row(row, lanes.width - len(prompt), lanes.width)
-        count[row], rolled_back[row] = 0, 0
-        router.reset(torch.arange(rows, device=device) == row)
-        active[row] = LARGE if config.starts_large else SMALL
-
-    def put(logits: torch.Tensor, members: list[int], read_logits: torch.Tensor) -> None:
-        """Rows `members` of the step's logits: float32, over the shared vocabulary."""
-        logits.index_copy_(0, torch.tensor(members, device=device),
-                           read_logits.to(device=device, dtype=torch.float32)[:, :vocab])
-
-    def read(model: int, logits: torch.Tensor, members: list[int]) -> None:
-        """`model` reads `members` (and, with `read_ahead`, every other live row) into their rows of `logits`."""
-        if not members:
-            return
-        ahead = [row for row in range(rows) if problem[row] is not None and row not in members] if read_ahead else []
-        put(logits, members, runners[model].read(*lanes.grid(), members, ahead=ahead))
-
-    def read_and_judge(logits: torch.Tensor, writers: list[int]) -> None:
-        """Under rollback the large model reads the rows it writes for; in each, the first small-model token it had
-        not read and finds implausible is taken back with everything after it, and the large model writes that
-        position from its logits there."""
-        if not writers:
-            return
-        end = lanes.width
-        before = [runners[LARGE].seen[row] for row in writers]
-        last, history = runners[LARGE].read(*lanes.grid(), writers, history=True)
-        firsts = []  # per writer: the grid column the large model writes at instead, or end + 1 for none
-        for row, seen, read_logits in zip(writers, before, history):
-            # column `seen` was written by the large model; seen+1.. are predicted by this read
-            column = max(seen + 1, lanes.start[row])
-            taken = lanes.tokens[row, column:end]
-            checkable = (lanes.choices[row, column:end] == SMALL) & (lanes.mask[row, column:end] == 1)
-            cut = first_implausible_column(read_logits, seen, column, taken, checkable, config.rollback, vocab)
-            firsts.append(torch.where(cut < end, cut, end + 1))
-        put(logits, writers, last)
-        for row, seen, read_logits, first in zip(writers, before, history, torch.stack(firsts).tolist()):
-            if first > end:
-                continue
-            logits[row] = read_logits[first - 1 - seen].to(device, torch.float32)[:vocab]
-            lanes.take_back(row, first)
-            count[row] -= end - first
-            rolled_back[row] += end - first
-            for runner in runners.values():
-                runner.forget(row, first, end)
+        step.reset(row)
 
     for row in range(rows):
         place(row)
     while any(index is not None for index in problem):
-        live_rows = [row for row in range(rows) if problem[row] is not None]
-        live = torch.tensor([index is not None for index in problem], device=device)
-        logits = torch.zeros((rows, vocab), dtype=torch.float32, device=device)
-        if decide_first:  # the small model proposes; where it is uncertain the large model writes instead
-            read(SMALL, logits, live_rows)
-            chosen = live & (entropy_bits(logits) >= config.threshold)
-            writers = [row for row, flag in enumerate(chosen.tolist()) if flag]  # second host sync
-        else:
-            read(SMALL, logits, [row for row in live_rows if active[row] == SMALL])
-            writers = [row for row in live_rows if active[row] == LARGE]
-            chosen = router.active.clone()
-        if config.rollback is None:
-            read(LARGE, logits, writers)
-        else:
-            read_and_judge(logits, writers)
-        entropy, tokens = entropy_bits(logits), logits.argmax(dim=-1)
-        lanes.append(tokens, live, chosen, entropy)
-        count += live
-        if not decide_first:
-            router.observe(entropy, live)
-        done = live & (torch.isin(tokens, eos) | (count >= max_new_tokens))
+        result = step(lanes, [row for row in range(rows) if problem[row] is not None])
+        tokens, live = pick_tokens(result.logits, do_sample=False), result.live
+        lanes.append(tokens, live, result.chosen, result.entropy)
+        done = torch.isin(tokens, eos) | (lanes.count >= max_new_tokens)
         if stop_loops:
-            done |= live & ends_in_loop(lanes.tokens, count)
-        synced = torch.cat([router.active.long(), done.long()]).tolist()  # the one host sync of the step
-        active = [LARGE if flag else SMALL for flag in synced[:rows]]
-        for row in (row for row in range(rows) if synced[rows + row]):
+            done |= ends_in_loop(lanes.tokens, lanes.count)
+        for row, finished in enumerate(step.settle(result, done)):
+            if not finished:
+                continue
             new_tokens, choices, entropies = lanes.answer(row)
             finish = "eos" if new_tokens[-1] in eos_token_ids else "budget" if len(new_tokens) >= max_new_tokens else "loop"
+            small_runner, large_runner = lanes.runners[SMALL], lanes.runners[LARGE]
             yield FinishedRow(
                 index=problem[row], tokens=new_tokens, choices=choices, entropies=entropies, finish=finish,
-                catchup={"small": runners[SMALL].row_catchup[row], "large": runners[LARGE].row_catchup[row]},
-                forwards={"small": list(runners[SMALL].row_forwards[row]), "large": list(runners[LARGE].row_forwards[row])},
-                rolled_back=rolled_back[row],
+                catchup={"small": small_runner.row_catchup[row], "large": large_runner.row_catchup[row]},
+                forwards={"small": list(small_runner.row_forwards[row]), "large": list(large_runner.row_forwards[row])},
+                rolled_back=lanes.rolled_back[row],
             )
             place(row)

@@ -1,11 +1,11 @@
-"""The EAD decoding loop, callable as a transformers `custom_generate` method.
+"""The EAD decoding loop of `generate()`, callable as a transformers `custom_generate` method.
 
-Read `ead_decoding` top to bottom: each step the models the rows need read what they have not read yet
-(`ModelRunner.read`: prefill, decode and catch-up are one operation), every live row takes the logits of
-the model it chose (`_next_logits`; under rollback the large model's read may take back the small model's
-latest tokens, and the row is cut there), the entropy of those logits feeds the router, the processors and the
-greedy/sampling choice pick the token as `_sample` does, and one host synchronisation says which models
-the next step needs (`_models_needed`). generate() has already merged the generation config, built the
+Read `ead_decoding` top to bottom. It is a driver of the shared step (`ead_hf.step`): it owns the batch's
+token grid (`_BatchLanes`: every row one column per step, one `ModelRunner` per model reading the whole batch),
+the logits processors, the stopping criteria, the streamer and the trace. Each step the shared step says which
+model writes each row's token and returns its logits (under rollback it may first cut the row); the processors
+and the greedy/sampling choice pick the token as `_sample` does, and `EADStep.settle`'s one host
+synchronisation says which rows finished. generate() has already merged the generation config, built the
 logits processors and stopping criteria, and prepared the attention mask when this runs.
 """
 
@@ -19,8 +19,8 @@ from .compat import (check_transformers_version, full_attention_only, is_single_
 from .config import EADConfig, resolve_ead_config
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
 from .pair_checks import check_pair, shared_vocab_size
-from .routing import EntropyRouter, entropy_bits, first_implausible_column
 from .runner import ModelRunner
+from .step import EADStep, pick_tokens
 
 __all__ = ["ead_decoding"]
 
@@ -50,41 +50,73 @@ def ead_decoding(
     batch_size, prompt_length = input_ids.shape
     device, vocab = input_ids.device, shared_vocab_size(model, ead_small_model)
     fill = pad_token_id(generation_config) or 0  # what finished rows write, as generate() pads them
-    mask = model_kwargs.get("attention_mask")  # None when generate() found no padding
-    if mask is None and batch_size > 1:  # finished rows get masked columns
-        mask = torch.ones_like(input_ids)
-    positions = _positions(mask, input_ids)
-    runners = {SMALL: ModelRunner(ead_small_model, prompt_length, batch_size, device),
-               LARGE: ModelRunner(model, prompt_length, batch_size, device)}
-    router = EntropyRouter(config, batch_size, device)
     trace = _Trace(generation_config)
+    lanes = _BatchLanes(input_ids, model_kwargs.get("attention_mask"), ead_small_model, model, trace, device)
+    step = EADStep(config, batch_size, vocab, device)
     stream = _Stream(streamer, input_ids, holds_back=config.rollback is not None)
-    grid, live = input_ids, torch.ones(batch_size, dtype=torch.bool, device=device)
-    needed = [LARGE if config.starts_large else SMALL]
+    live_rows = list(range(batch_size))
 
-    while needed:
-        logits, chosen, cut = _next_logits(runners, needed, router, config, grid, mask, positions, live, vocab)
-        if cut is not None:  # rollback: the large model took back the small model's tokens from column `cut` on
-            grid, mask, positions = grid[:, :cut], None if mask is None else mask[:, :cut], positions[:, :cut]
-            for runner in runners.values():
-                runner.forget(cut)
-            trace.cut(cut - prompt_length)
-        entropy = entropy_bits(logits)
-        scores = logits_processor(grid, logits)
-        tokens = torch.where(live, _pick_token(scores, generation_config.do_sample), fill)
-        trace.record(chosen, entropy, scores, logits, live)
-        if config.variant == "paper":  # under decide_first the router stays on the small model, which proposes
-            router.observe(entropy, live=live)
-        grid, mask, positions = _append(grid, mask, positions, tokens, live)
-        wrote = live
-        live = live & ~stopping_criteria(grid, scores).to(device)
-        needed = _models_needed(router, live, entropy.isnan() & wrote, chosen)
-        stream.step(grid, tokens, large_seen=runners[LARGE].seen, done=not needed)
+    while live_rows:
+        result = step(lanes, live_rows)  # may cut the grid (rollback) before the processors see it
+        scores = logits_processor(lanes.grid, result.logits)
+        tokens = torch.where(result.live, pick_tokens(scores, generation_config.do_sample), fill)
+        trace.record(result.chosen, result.entropy, scores, result.logits, result.live)
+        lanes.append(tokens, result.live)
+        finished = step.settle(result, stopping_criteria(lanes.grid, scores).to(device))
+        live_rows = [row for row in live_rows if not finished[row]]
+        stream.step(lanes.grid, tokens, large_seen=lanes.runners[LARGE].seen, done=not live_rows)
 
     stream.end()
     if not generation_config.return_dict_in_generate:
-        return grid
-    return trace.output(grid, runners, counts_rollback=config.rollback is not None)
+        return lanes.grid
+    return trace.output(lanes.grid, lanes.runners, counts_rollback=config.rollback is not None)
+
+
+class _BatchLanes:
+    """The batch's token grid (every row one column per step; a finished row gets masked columns), with one
+    `ModelRunner` per model reading the whole batch: the `Lanes` the shared step reads through."""
+
+    def __init__(self, input_ids, attention_mask, small, large, trace: "_Trace", device: torch.device) -> None:
+        batch_size, self.prompt_length = input_ids.shape
+        if attention_mask is None and batch_size > 1:  # None when generate() found no padding
+            attention_mask = torch.ones_like(input_ids)  # finished rows get masked columns
+        self.grid, self.mask, self.positions = input_ids, attention_mask, _positions(attention_mask, input_ids)
+        self.runners = {SMALL: ModelRunner(small, self.prompt_length, batch_size, device),
+                        LARGE: ModelRunner(large, self.prompt_length, batch_size, device)}
+        self.trace, self.all_rows = trace, list(range(batch_size))
+
+    def read(self, model: int, rows: list[int]) -> torch.Tensor:
+        logits = self.runners[model].read(self.grid, self.mask, self.positions)
+        return logits if rows == self.all_rows else logits[rows]
+
+    def read_history(self, rows: list[int]):
+        seen = self.runners[LARGE].seen
+        last, history = self.runners[LARGE].read(self.grid, self.mask, self.positions, history=True)
+        return last[rows], [history[row] for row in rows], [seen] * len(rows)
+
+    def judged(self, row: int, first: int):
+        tokens = self.grid[row, first:]
+        steps = self.trace.choices[first - self.prompt_length:]
+        choices = torch.stack(steps, dim=1)[row] if steps else tokens.new_zeros(0)
+        return tokens, choices.to(tokens.device) == SMALL
+
+    def generation_start(self, row: int) -> int:
+        return self.prompt_length
+
+    def take_back(self, row: int, column: int) -> None:
+        """Rollback runs one row per call: the grid is cut, both caches cropped, the records dropped."""
+        self.grid, self.positions = self.grid[:, :column], self.positions[:, :column]
+        self.mask = None if self.mask is None else self.mask[:, :column]
+        for runner in self.runners.values():
+            runner.forget(column)
+        self.trace.cut(column - self.prompt_length)
+
+    def append(self, tokens: torch.Tensor, live: torch.Tensor) -> None:
+        """The step's tokens as a new column; rows that finished get a masked column."""
+        self.grid = torch.cat([self.grid, tokens[:, None]], dim=-1)
+        self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=-1)
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, live[:, None].to(self.mask.dtype)], dim=-1)
 
 
 def _check_arguments(model, small, ead_config, input_ids, generation_config, logits_processor,
@@ -112,71 +144,6 @@ def _check_arguments(model, small, ead_config, input_ids, generation_config, log
         raise ValueError(f"input_ids must be (batch, prompt length) with at least one prompt token, got shape "
                          f"{tuple(input_ids.shape)}: EAD starts from a prompt (e.g. the BOS token)")
     return config
-
-
-def _next_logits(runners, needed, router, config, grid, mask, positions, live, vocab):
-    """Each needed model reads what it has not read; each row takes the logits of the model that writes its
-    token. Returns (logits, large-writes mask, cut): `cut` is None, or under rollback the column from which the
-    large model took back the small model's tokens (the logits are then the large model's at that position).
-    Under decide_first the small model proposes every position and where its entropy there is >= threshold the
-    large model writes that position instead."""
-    cut = None
-
-    def read(model: int) -> torch.Tensor:  # float32 logits over the shared vocabulary, on the loop's device
-        nonlocal cut
-        if model == LARGE and config.rollback is not None:
-            logits, cut = _read_and_judge(runners[LARGE], grid, mask, positions, config.rollback, vocab)
-        else:
-            logits = runners[model].read(grid, mask, positions)
-        return logits.to(live.device, torch.float32)[:, :vocab]
-
-    logits = {model: read(model) for model in needed}
-    if config.variant == "decide_first":
-        chosen = live & (entropy_bits(logits[SMALL]) >= config.threshold)
-        if not chosen.any():  # decide_first's second host synchronisation
-            return logits[SMALL], chosen, None
-        return torch.where(chosen[:, None], read(LARGE), logits[SMALL]), chosen, cut
-    if len(logits) == 2:
-        return torch.where(router.active[:, None], logits[LARGE], logits[SMALL]), router.active, cut
-    return logits[needed[0]], router.active, cut
-
-
-def _read_and_judge(large: ModelRunner, grid, mask, positions, rollback: float, vocab: int):
-    """Rollback, one row: the large model reads the columns it has not; the first small-model token among them
-    (every column after the large model's own last token) that it gives under `rollback` x its top probability
-    is taken back with all after it. Returns (its logits for the position it writes, the column cut at or None);
-    one more host synchronisation."""
-    seen, end = large.seen, grid.shape[1]
-    _, history = large.read(grid, mask, positions, history=True)  # history[0, i] predicts column seen + i + 1
-    first = max(seen + 1, large.prompt_length)
-    tokens = grid[0, first:end].to(history.device)
-    cut = int(first_implausible_column(history[0], seen, first, tokens, torch.ones_like(tokens, dtype=torch.bool),
-                                       rollback, vocab))
-    if cut == end:
-        return history[:, -1], None
-    return history[:, cut - 1 - seen], cut
-
-
-def _append(grid, mask, positions, tokens, live):
-    """The step's tokens as a new column; rows that finished get a masked column."""
-    grid = torch.cat([grid, tokens[:, None]], dim=-1)
-    positions = torch.cat([positions, positions[:, -1:] + 1], dim=-1)
-    if mask is not None:
-        mask = torch.cat([mask, live[:, None].to(mask.dtype)], dim=-1)
-    return grid, mask, positions
-
-
-def _models_needed(router: EntropyRouter, live: torch.Tensor, nan: torch.Tensor, chosen: torch.Tensor) -> list[int]:
-    """The one host synchronisation of a step: which models the live rows want next, and whether a model
-    produced NaN logits this step (routing on NaN is undefined: an error naming the model)."""
-    wants_small, wants_large, nan_small, nan_large = torch.stack(
-        [(live & ~router.active).any(), (live & router.active).any(), (nan & ~chosen).any(), (nan & chosen).any()]
-    ).tolist()
-    for failed, name in ((nan_small, "small"), (nan_large, "large")):
-        if failed:
-            raise ValueError(f"the {name} model produced NaN logits: its weights or dtype overflow (float16 often "
-                             "does); load it in bfloat16 or float32")
-    return [model for model, wanted in ((SMALL, wants_small), (LARGE, wants_large)) if wanted]
 
 
 class _Stream:
@@ -279,13 +246,6 @@ def _reject_unsupported(
     unknown = sorted(k for k, v in model_kwargs.items() if k not in _HANDLED_MODEL_KWARGS and v is not None)
     if unknown:
         raise ValueError(f"EAD does not know how to pass model kwargs {unknown} to both models; remove them")
-
-
-def _pick_token(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
-    """Greedy or multinomial choice, drawing from the RNG exactly as transformers' `_sample` does."""
-    if do_sample:
-        return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
-    return torch.argmax(scores, dim=-1)
 
 
 def _positions(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ LAYERS = {
     "config": 0, "compat": 0, "output": 0,
     "routing": 1, "pair_checks": 1,
     "runner": 2,
-    "decoding": 3, "continuous": 3,
+    "step": 3, "decoding": 3, "continuous": 3,
     "integration": 4, "generator": 4, "trace": 4, "hub": 4, "__init__": 4,
     "weights": 5, "model_pairs": 5, "recipes": 5,
     "testing": 6,

@@ -1,0 +1,151 @@
+"""One EAD step for any set of rows, written once: every decoding loop calls it.
+
+A loop (a *driver*: `ead_decoding` for `generate()`, `continuous_ead` for continuous batching) owns its token
+grid, its models' caches and its stopping; it hands the step a `Lanes` object, its view of those, and the rows
+that are still writing. The step decides everything that is the algorithm:
+
+1. which rows the small model proposes for and which rows the large model writes (the paper's rule: the
+   router's active model; ``variant="decide_first"``: the small model proposes every live row and the large
+   model writes where the small model's entropy there is ``>= threshold``);
+2. under ``rollback``, the judgement over the small-model tokens the large model's read covers (one rule in
+   every loop: a token may be taken back when the small model wrote it and it is still kept; the first one
+   below ``rollback`` x the large model's top probability goes, with everything after it);
+3. each row's logits (those of the model that writes its token), their entropy, and the router update;
+4. `settle`: the step's one host synchronisation (the router's next choices, which rows finished, NaN logits).
+
+The token choice stays with the driver because only it knows the logits processors (`pick_tokens` is the
+shared greedy/sampling choice). A new routing rule touches its config field, this module and its reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .config import EADConfig
+from .output import LARGE, SMALL
+from .routing import EntropyRouter, entropy_bits, first_implausible_column
+
+__all__ = ["EADStep", "Lanes", "StepResult", "pick_tokens"]
+
+
+class Lanes(Protocol):
+    """A driver's token grid and its two models, as the step sees them. Rows are indices of the grid."""
+
+    def read(self, model: int, rows: list[int]) -> torch.Tensor:
+        """`model` reads every column of `rows` it has not read; next-token logits (len(rows), vocab or more)."""
+
+    def read_history(self, rows: list[int]) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
+        """The large model reads `rows` as `read` does, and also returns each row's logits at every column it
+        read (row i of one predicts the column after it) and the column each row's read started from."""
+
+    def judged(self, row: int, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`row`'s tokens from grid column `first` to the grid's end, and which of them the rollback rule may take
+        back (written by the small model and still kept)."""
+
+    def generation_start(self, row: int) -> int:
+        """The grid column of `row`'s first generated token."""
+
+    def take_back(self, row: int, column: int) -> None:
+        """Drop `row`'s tokens from grid column `column` on (grid, both caches, records)."""
+
+
+@dataclass
+class StepResult:
+    """What a step decided for every row of the grid (rows that are not live hold zeros / False)."""
+
+    logits: torch.Tensor  # (rows, vocab) float32: each live row's logits from the model that writes its token
+    entropy: torch.Tensor  # (rows,) bits, of those logits
+    chosen: torch.Tensor  # (rows,) bool: the large model writes the row's token
+    live: torch.Tensor  # (rows,) bool: the rows the step wrote for
+
+
+class EADStep:
+    """The routing state of a set of rows and the step that turns it into each row's next-token logits.
+
+    `active` is the host copy of the router's choices (True: the large model writes next), refreshed by
+    `settle`, so the next step knows which rows each model reads without another synchronisation."""
+
+    def __init__(self, config: EADConfig, rows: int, vocab: int, device: torch.device) -> None:
+        self.config, self.rows, self.vocab, self.device = config, rows, vocab, device
+        self.router = EntropyRouter(config, rows, device)
+        self.active = [config.starts_large] * rows
+
+    def reset(self, row: int) -> None:
+        """Start `row` afresh (a new prompt in its slot)."""
+        self.router.reset(torch.arange(self.rows, device=self.device) == row)
+        self.active[row] = self.config.starts_large
+
+    def __call__(self, lanes: Lanes, live_rows: list[int]) -> StepResult:
+        live = self._mask(live_rows)
+        logits = torch.zeros((self.rows, self.vocab), dtype=torch.float32, device=self.device)
+        if self.config.variant == "decide_first":  # the small model proposes; where it is uncertain the large writes
+            self._put(logits, live_rows, lanes.read(SMALL, live_rows))
+            uncertain = entropy_bits(logits[live_rows]) >= self.config.threshold
+            writers = [row for row, flag in zip(live_rows, uncertain.tolist()) if flag]  # decide-first's second sync
+        else:
+            proposers = [row for row in live_rows if not self.active[row]]
+            if proposers:
+                self._put(logits, proposers, lanes.read(SMALL, proposers))
+            writers = [row for row in live_rows if self.active[row]]
+        if writers:
+            if self.config.rollback is None:
+                self._put(logits, writers, lanes.read(LARGE, writers))
+            else:
+                self._read_and_judge(lanes, writers, logits)
+        entropy = entropy_bits(logits)
+        chosen = self._mask(writers)
+        if self.config.variant == "paper":  # under decide_first the router stays on the small model, which proposes
+            self.router.observe(entropy, live=live)
+        return StepResult(logits=logits, entropy=entropy, chosen=chosen, live=live)
+
+    def settle(self, step: StepResult, finished: torch.Tensor) -> list[bool]:
+        """The one host synchronisation of a step: the router's choices for the next step, which live rows
+        `finished`, and whether a model produced NaN logits for a live row (routing on NaN is undefined: an
+        error naming the model and the row). Returns, per row, whether it finished."""
+        nan = step.live & step.entropy.isnan()
+        rows = self.rows
+        flags = torch.cat([self.router.active, step.live & finished, nan, step.chosen]).tolist()
+        self.active = flags[:rows]
+        for row in range(rows):
+            if flags[2 * rows + row]:
+                name = "large" if flags[3 * rows + row] else "small"
+                raise ValueError(f"the {name} model produced NaN logits for row {row}: its weights or dtype overflow "
+                                 "(float16 often does); load it in bfloat16 or float32")
+        return flags[rows:2 * rows]
+
+    def _read_and_judge(self, lanes: Lanes, writers: list[int], logits: torch.Tensor) -> None:
+        """Rollback: the large model reads the rows it writes for; in each, the first small-model token it had not
+        read and finds implausible is taken back with everything after it, and the large model writes that
+        position from its logits there. One more host synchronisation (from where each row is cut)."""
+        last, histories, starts = lanes.read_history(writers)
+        self._put(logits, writers, last)
+        cuts, ends = [], []
+        for row, seen, history in zip(writers, starts, histories):
+            first = max(seen + 1, lanes.generation_start(row))  # column `seen` is the large model's own token
+            tokens, checkable = lanes.judged(row, first)
+            cuts.append(first_implausible_column(history, seen, first, tokens, checkable, self.config.rollback,
+                                                 self.vocab))
+            ends.append(first + len(tokens))
+        for row, seen, history, cut, end in zip(writers, starts, histories, torch.stack(cuts).tolist(), ends):
+            if cut < end:
+                logits[row] = history[cut - 1 - seen].to(self.device, torch.float32)[:self.vocab]
+                lanes.take_back(row, cut)
+
+    def _mask(self, rows: list[int]) -> torch.Tensor:
+        mask = torch.zeros(self.rows, dtype=torch.bool, device=self.device)
+        mask[rows] = True
+        return mask
+
+    def _put(self, logits: torch.Tensor, rows: list[int], read: torch.Tensor) -> None:
+        """Rows `rows` of the step's logits: float32, over the shared vocabulary."""
+        logits[rows] = read.to(self.device, torch.float32)[:, :self.vocab]
+
+
+def pick_tokens(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
+    """Greedy or multinomial choice, drawing from the RNG exactly as transformers' `_sample` does."""
+    if do_sample:
+        return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+    return torch.argmax(scores, dim=-1)
