@@ -55,7 +55,7 @@ class FinishedRow:
     finish: str  # "eos", "budget" or "loop"
     catchup: dict[str, int]
     forwards: dict[str, list[tuple[int, int, int]]]
-    rolled_back: int = 0  # tokens the large model took back (EADConfig.rollback); their reads count in catchup
+    rolled_back: int = 0  # tokens the large model took back (rollback, speculative); their reads count in catchup
 
     def to_output(self, prompt: list[int]) -> EADGenerateOutput:
         """This answer as `generate(..., return_dict_in_generate=True)` returns one (a batch of one row)."""
@@ -94,6 +94,7 @@ class _Lanes:
         self.busy = [False] * rows  # the row holds a prompt
         self.count = torch.zeros(rows, dtype=torch.long, device=device)  # each row's kept new tokens
         self.rolled_back = [0] * rows
+        self.taken: list[set[int]] = [set() for _ in range(rows)]  # grid columns of each row's dropped tokens
 
     @property
     def width(self) -> int:
@@ -116,7 +117,7 @@ class _Lanes:
         self.start[row] = end
         for runner in self.runners.values():
             runner.reset_row(row, end - length, end)
-        self.count[row], self.rolled_back[row] = 0, 0
+        self.count[row], self.rolled_back[row], self.taken[row] = 0, 0, set()
 
     def read(self, model: int, rows: list[int]) -> torch.Tensor:
         ahead = [row for row, busy in enumerate(self.busy) if busy and row not in rows] if self.read_ahead else []
@@ -128,23 +129,27 @@ class _Lanes:
         return last, history, starts
 
     def judged(self, row: int, first: int):
-        checkable = (self.choices[row, first:] == SMALL) & (self.mask[row, first:] == 1)
-        return self.tokens[row, first:], checkable
+        end = self.width
+        while end - 1 in self.taken[row]:  # a speculative block's last draft, dropped when it would end the answer
+            end -= 1
+        checkable = (self.choices[row, first:end] == SMALL) & (self.mask[row, first:end] == 1)
+        return self.tokens[row, first:end], checkable, self.entropies[row, first:end]
 
     def generation_start(self, row: int) -> int:
         return self.start[row]
 
     def take_back(self, row: int, column: int) -> None:
         """Drop `row`'s tokens from column `column` on: masked (slots too), and the next column continues the kept
-        ones."""
-        end = self.width
+        ones. Columns dropped earlier (a speculative block's last draft) are not dropped again."""
+        dropped = [kept for kept in range(column, self.width) if kept not in self.taken[row]]
+        self.taken[row].update(dropped)
         self.mask[row, column:] = 0
         self.choices[row, column:] = NO_TOKEN
         self.positions[row, column:] = self.positions[row, column - 1]
-        self.count[row] -= end - column
-        self.rolled_back[row] += end - column
+        self.count[row] -= len(dropped)
+        self.rolled_back[row] += len(dropped)
         for runner in self.runners.values():
-            runner.forget(row, column, end)
+            runner.forget(row, column, dropped)
 
     def append(self, tokens: torch.Tensor, live: torch.Tensor, chosen: torch.Tensor, entropy: torch.Tensor) -> None:
         """One column: each live row's token, model and entropy; rows without a prompt get a masked pad."""
@@ -186,10 +191,10 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     if blockers:
         raise ValueError(f"continuous batching needs full-attention caches: {'; '.join(blockers)}")
     if read_ahead is None:
-        read_ahead = config.variant == "decide_first" and config.rollback is None
-    elif read_ahead and config.rollback is not None:
-        raise ValueError("read_ahead=True would read the tokens that rollback judges on a catch-up before any "
-                         "catch-up; use read_ahead=False or None with EADConfig.rollback")
+        read_ahead = config.variant == "decide_first" and not config.takes_back
+    elif read_ahead and config.takes_back:
+        raise ValueError("read_ahead=True would read the tokens that rollback (or speculative verification) judges "
+                         "on a catch-up before any catch-up; use read_ahead=False or None with this EADConfig")
     if not prompts:
         return
     rows = min(batch_size, len(prompts))
@@ -215,7 +220,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
         done = torch.isin(tokens, eos) | (lanes.count >= max_new_tokens)
         if stop_loops:
             done |= ends_in_loop(lanes.tokens, lanes.count)
-        for row, finished in enumerate(step.settle(result, done)):
+        for row, finished in enumerate(step.settle(result, done, lanes)):
             if not finished:
                 continue
             new_tokens, choices, entropies = lanes.answer(row)

@@ -3,7 +3,8 @@
 Read `ead_decoding` top to bottom. It is a driver of the shared step (`ead_hf.step`): it owns the batch's
 token grid (`_BatchLanes`: every row one column per step, one `ModelRunner` per model reading the whole batch),
 the logits processors, the stopping criteria, the streamer and the trace. Each step the shared step says which
-model writes each row's token and returns its logits (under rollback it may first cut the row); the processors
+model writes each row's token and returns its logits (under rollback or speculative verification it may
+first cut the row); the processors
 and the greedy/sampling choice pick the token as `_sample` does, and `EADStep.settle`'s one host
 synchronisation says which rows finished. generate() has already merged the generation config, built the
 logits processors and stopping criteria, and prepared the attention mask when this runs.
@@ -53,7 +54,7 @@ def ead_decoding(
     trace = _Trace(generation_config)
     lanes = _BatchLanes(input_ids, model_kwargs.get("attention_mask"), ead_small_model, model, trace, device)
     step = EADStep(config, batch_size, vocab, device)
-    stream = _Stream(streamer, input_ids, holds_back=config.rollback is not None)
+    stream = _Stream(streamer, input_ids, holds_back=config.takes_back)
     live_rows = list(range(batch_size))
 
     while live_rows:
@@ -62,14 +63,14 @@ def ead_decoding(
         tokens = torch.where(result.live, pick_tokens(scores, generation_config.do_sample), fill)
         trace.record(result.chosen, result.entropy, scores, result.logits, result.live)
         lanes.append(tokens, result.live)
-        finished = step.settle(result, stopping_criteria(lanes.grid, scores).to(device))
+        finished = step.settle(result, stopping_criteria(lanes.grid, scores).to(device), lanes)
         live_rows = [row for row in live_rows if not finished[row]]
         stream.step(lanes.grid, tokens, large_seen=lanes.runners[LARGE].seen, done=not live_rows)
 
     stream.end()
     if not generation_config.return_dict_in_generate:
         return lanes.grid
-    return trace.output(lanes.grid, lanes.runners, counts_rollback=config.rollback is not None)
+    return trace.output(lanes.grid, lanes.runners, counts_rollback=config.takes_back)
 
 
 class _BatchLanes:
@@ -95,10 +96,15 @@ class _BatchLanes:
         return last[rows], [history[row] for row in rows], [seen] * len(rows)
 
     def judged(self, row: int, first: int):
-        tokens = self.grid[row, first:]
-        steps = self.trace.choices[first - self.prompt_length:]
-        choices = torch.stack(steps, dim=1)[row] if steps else tokens.new_zeros(0)
-        return tokens, choices.to(tokens.device) == SMALL
+        tokens, steps = self.grid[row, first:], first - self.prompt_length
+        if steps == len(self.trace.choices):
+            return tokens, tokens.new_zeros(0, dtype=torch.bool), tokens.new_zeros(0, dtype=torch.float32)
+        choices = torch.stack(self.trace.choices[steps:], dim=1)[row].to(tokens.device)
+        return tokens, choices == SMALL, torch.stack(self.trace.entropies[steps:], dim=1)[row].to(tokens.device)
+
+    @property
+    def width(self) -> int:
+        return self.grid.shape[1]
 
     def generation_start(self, row: int) -> int:
         return self.prompt_length
@@ -127,15 +133,16 @@ def _check_arguments(model, small, ead_config, input_ids, generation_config, log
     if small is None:
         raise ValueError("ead_small_model is required: pass the small model of the pair, ead_small_model=small")
     check_pair(model, small)
-    if config.rollback is not None and input_ids.shape[0] > 1:
-        raise ValueError(f"EADConfig.rollback in generate() decodes one prompt per call (rows taken back by different "
+    rule = "EADConfig.rollback" if config.rollback is not None else "EADConfig.variant='speculative'"
+    if config.takes_back and input_ids.shape[0] > 1:
+        raise ValueError(f"{rule} in generate() decodes one prompt per call (rows taken back by different "
                          f"amounts would end at different lengths), got a batch of {input_ids.shape[0]} (prompts x "
                          "num_return_sequences): pass one prompt per call (pipelines do at their default batch_size=1), "
                          "or decode a batch with ead_hf.continuous.continuous_ead (greedy)")
-    blockers = [reason for reason in map(full_attention_only, (small, model)) if reason] if config.rollback is not None else []
+    blockers = [reason for reason in map(full_attention_only, (small, model)) if reason] if config.takes_back else []
     if blockers:
-        raise ValueError(f"EADConfig.rollback crops both models' caches where it takes tokens back, which needs "
-                         f"full-attention layers: {'; '.join(blockers)}; use this pair without rollback")
+        raise ValueError(f"{rule} crops both models' caches where it takes tokens back, which needs "
+                         f"full-attention layers: {'; '.join(blockers)}; use this pair without it")
     prepared_cache = pop_prepared_cache(model_kwargs)
     if prepared_cache is not None and prepared_cache.get_seq_length() > 0:
         raise ValueError("EAD cannot continue from a filled cache (each model keeps its own); pass no cache")
@@ -147,8 +154,8 @@ def _check_arguments(model, small, ead_config, input_ids, generation_config, log
 
 
 class _Stream:
-    """What the streamer gets: each step's tokens, or under rollback (one row) only tokens no later read can take
-    back: a small-model token once the large model has read it (`large_seen` columns), or when the answer ends."""
+    """What the streamer gets: each step's tokens, or when the large model judges (rollback, speculative; one row)
+    only tokens no later read can take back: a small-model token once the large model has read it (`large_seen` columns), or when the answer ends."""
 
     def __init__(self, streamer, input_ids: torch.Tensor, holds_back: bool) -> None:
         self.streamer, self.holds_back, self.sent = streamer, holds_back, input_ids.shape[1]

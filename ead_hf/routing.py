@@ -75,17 +75,20 @@ class EntropyRouter:
         self.dwell.masked_fill_(switch, 0)
 
 
-def first_implausible(logits: torch.Tensor, tokens: torch.Tensor, checkable: torch.Tensor, rollback: float) -> torch.Tensor:
+def first_implausible(logits: torch.Tensor, tokens: torch.Tensor, checkable: torch.Tensor,
+                      rollback: float | torch.Tensor) -> torch.Tensor:
     """Index of the first checkable token whose probability under `logits` (one row per token) is below
-    `rollback` x the top probability there (the rollback rule), or len(tokens) when there is none."""
+    `rollback` x the top probability there (the rollback rule), or len(tokens) when there is none. `rollback` is
+    one ratio or one per token; a ratio of 1 keeps only the top token (a tie with it included)."""
     log_probs = torch.log_softmax(logits, dim=-1)
-    implausible = log_probs.gather(1, tokens[:, None])[:, 0] - log_probs.max(dim=-1).values < math.log(rollback)
+    log_ratio = torch.log(torch.as_tensor(rollback, dtype=log_probs.dtype, device=log_probs.device))
+    implausible = log_probs.gather(1, tokens[:, None])[:, 0] - log_probs.max(dim=-1).values < log_ratio
     index = torch.arange(len(tokens), device=tokens.device)
     return torch.cat([torch.where(implausible & checkable, index, len(tokens)), index.new_full((1,), len(tokens))]).min()
 
 
 def first_implausible_column(read_logits: torch.Tensor, seen: int, first: int, tokens: torch.Tensor,
-                             checkable: torch.Tensor, rollback: float, vocab: int) -> torch.Tensor:
+                             checkable: torch.Tensor, rollback: float | torch.Tensor, vocab: int) -> torch.Tensor:
     """The grid column the rollback rule takes back from: `read_logits` are the large model's logits at the
     columns `seen`.. it just read (row i predicts column seen + i + 1), `tokens` the columns `first`.. up to the
     read's end and `checkable` which of them may be taken back. `first + len(tokens)` when none is implausible."""

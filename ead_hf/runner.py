@@ -108,7 +108,7 @@ class RowRunner(_Runner):
     trades padded positions against forwards with it. 0 gives one forward per distinct width.
 
     `read(..., history=True)` also returns each row's logits at every column it read (the large model's opinion
-    of the tokens it caught up on), and `forget(row, column, end)` masks the slots holding that row's columns from
+    of the tokens it caught up on), and `forget(row, column, dropped)` masks the slots holding that row's columns from
     `column` on (tokens taken back): rows then differ in length by masked columns, as after a prompt change.
     """
 
@@ -169,12 +169,13 @@ class RowRunner(_Runner):
         self.mask, self.slot_column = self.mask.gather(1, order), self.slot_column.gather(1, order)
         self.filled = counts.tolist()
 
-    def forget(self, row: int, column: int, end: int) -> None:
-        """Mask the slots of `row` that hold grid columns >= `column` (tokens taken back from the grid's `end`
-        columns); those of them this model has not read yet will be read as masked columns, not as catch-up."""
+    def forget(self, row: int, column: int, dropped: list[int]) -> None:
+        """Mask the slots of `row` that hold grid columns >= `column` (tokens taken back); `dropped` are the grid
+        columns this take-back drops (not dropped before): those of them this model has not read yet will be read
+        as masked columns, not as catch-up."""
         if self.mask is not None:
             self.mask[row] &= self.slot_column[row] < column
-        self.dropped_unread[row] += max(0, end - max(column, self.seen[row]))
+        self.dropped_unread[row] += sum(1 for dropped_column in dropped if dropped_column >= self.seen[row])
 
     def read(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
              rows: list[int] | None = None, history: bool = False, ahead: list[int] = ()):

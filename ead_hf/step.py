@@ -6,10 +6,12 @@ that are still writing. The step decides everything that is the algorithm:
 
 1. which rows the small model proposes for and which rows the large model writes (the paper's rule: the
    router's active model; ``variant="decide_first"``: the small model proposes every live row and the large
-   model writes where the small model's entropy there is ``>= threshold``);
-2. under ``rollback``, the judgement over the small-model tokens the large model's read covers (one rule in
-   every loop: a token may be taken back when the small model wrote it and it is still kept; the first one
-   below ``rollback`` x the large model's top probability goes, with everything after it);
+   model writes where the small model's entropy there is ``>= threshold``; ``variant="speculative"``: the
+   small model drafts until a block ends, then the large model reads the block);
+2. under ``rollback`` and ``speculative``, the judgement over the small-model tokens the large model's read
+   covers (one rule in every loop: a token may be taken back when the small model wrote it and it is still
+   kept; the first one below rho x the large model's top probability goes, with everything after it, and the
+   large model writes that position);
 3. each row's logits (those of the model that writes its token), their entropy, and the router update;
 4. `settle`: the step's one host synchronisation (the router's next choices, which rows finished, NaN logits).
 
@@ -41,15 +43,20 @@ class Lanes(Protocol):
         """The large model reads `rows` as `read` does, and also returns each row's logits at every column it
         read (row i of one predicts the column after it) and the column each row's read started from."""
 
-    def judged(self, row: int, first: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`row`'s tokens from grid column `first` to the grid's end, and which of them the rollback rule may take
-        back (written by the small model and still kept)."""
+    def judged(self, row: int, first: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`row`'s tokens from grid column `first` to its last kept column, which of them the rollback rule may
+        take back (written by the small model and still kept), and the entropy of the distribution each came
+        from. (A speculative block's last draft may have been dropped already: the large model writes there.)"""
 
     def generation_start(self, row: int) -> int:
         """The grid column of `row`'s first generated token."""
 
     def take_back(self, row: int, column: int) -> None:
         """Drop `row`'s tokens from grid column `column` on (grid, both caches, records)."""
+
+    @property
+    def width(self) -> int:
+        """Grid columns; the last holds the tokens of the step just taken."""
 
 
 @dataclass
@@ -72,11 +79,14 @@ class EADStep:
         self.config, self.rows, self.vocab, self.device = config, rows, vocab, device
         self.router = EntropyRouter(config, rows, device)
         self.active = [config.starts_large] * rows
+        self.drafted = torch.zeros(rows, dtype=torch.long, device=device)  # speculative: drafts not yet judged
+        self.verify = torch.zeros(rows, dtype=torch.bool, device=device)  # speculative: the large model reads next
 
     def reset(self, row: int) -> None:
         """Start `row` afresh (a new prompt in its slot)."""
         self.router.reset(torch.arange(self.rows, device=self.device) == row)
         self.active[row] = self.config.starts_large
+        self.drafted[row], self.verify[row] = 0, False
 
     def __call__(self, lanes: Lanes, live_rows: list[int]) -> StepResult:
         live = self._mask(live_rows)
@@ -85,36 +95,56 @@ class EADStep:
             self._put(logits, live_rows, lanes.read(SMALL, live_rows))
             uncertain = entropy_bits(logits[live_rows]) >= self.config.threshold
             writers = [row for row, flag in zip(live_rows, uncertain.tolist()) if flag]  # decide-first's second sync
-        else:
+        else:  # the paper's rule and speculative: each row's model was chosen at the last `settle`
             proposers = [row for row in live_rows if not self.active[row]]
             if proposers:
                 self._put(logits, proposers, lanes.read(SMALL, proposers))
             writers = [row for row in live_rows if self.active[row]]
         if writers:
-            if self.config.rollback is None:
-                self._put(logits, writers, lanes.read(LARGE, writers))
-            else:
+            if self.config.takes_back:
                 self._read_and_judge(lanes, writers, logits)
+            else:
+                self._put(logits, writers, lanes.read(LARGE, writers))
         entropy = entropy_bits(logits)
         chosen = self._mask(writers)
         if self.config.variant == "paper":  # under decide_first the router stays on the small model, which proposes
             self.router.observe(entropy, live=live)
+        elif self.config.variant == "speculative":
+            self._plan_verification(entropy, chosen, live)
         return StepResult(logits=logits, entropy=entropy, chosen=chosen, live=live)
 
-    def settle(self, step: StepResult, finished: torch.Tensor) -> list[bool]:
-        """The one host synchronisation of a step: the router's choices for the next step, which live rows
+    def settle(self, step: StepResult, finished: torch.Tensor, lanes: Lanes) -> list[bool]:
+        """The one host synchronisation of a step: the rule's model choices for the next step, which live rows
         `finished`, and whether a model produced NaN logits for a live row (routing on NaN is undefined: an
-        error naming the model and the row). Returns, per row, whether it finished."""
+        error naming the model and the row). Returns, per row, whether it finished.
+
+        Speculative: a row that would finish with drafts the large model has not judged gives its last position to
+        the large model instead (the last draft is taken back and the row is verified next step)."""
         nan = step.live & step.entropy.isnan()
         rows = self.rows
-        flags = torch.cat([self.router.active, step.live & finished, nan, step.chosen]).tolist()
-        self.active = flags[:rows]
+        unjudged = self.drafted > 0 if self.config.variant == "speculative" else torch.zeros_like(nan)
+        flags = torch.cat([self._next_large(), step.live & finished, nan, step.chosen, unjudged]).tolist()
+        self.active, finished_rows = flags[:rows], flags[rows:2 * rows]
         for row in range(rows):
             if flags[2 * rows + row]:
                 name = "large" if flags[3 * rows + row] else "small"
                 raise ValueError(f"the {name} model produced NaN logits for row {row}: its weights or dtype overflow "
                                  "(float16 often does); load it in bfloat16 or float32")
-        return flags[rows:2 * rows]
+            if finished_rows[row] and flags[4 * rows + row]:
+                lanes.take_back(row, lanes.width - 1)
+                self.drafted[row] -= 1
+                self.verify[row] = True
+                self.active[row], finished_rows[row] = True, False
+        return finished_rows
+
+    def _next_large(self) -> torch.Tensor:
+        return self.verify if self.config.variant == "speculative" else self.router.active
+
+    def _plan_verification(self, entropy: torch.Tensor, chosen: torch.Tensor, live: torch.Tensor) -> None:
+        """Speculative: a large-model write judged every draft before it; a draft block ends (the large model reads
+        it next step) at an uncertain draft or at `draft_tokens` drafts."""
+        self.drafted = torch.where(chosen, 0, self.drafted + live.long())
+        self.verify = live & ~chosen & ((entropy >= self.config.threshold) | (self.drafted >= self.config.draft_tokens))
 
     def _read_and_judge(self, lanes: Lanes, writers: list[int], logits: torch.Tensor) -> None:
         """Rollback: the large model reads the rows it writes for; in each, the first small-model token it had not
@@ -122,17 +152,24 @@ class EADStep:
         position from its logits there. One more host synchronisation (from where each row is cut)."""
         last, histories, starts = lanes.read_history(writers)
         self._put(logits, writers, last)
-        cuts, ends = [], []
+        cuts = []
         for row, seen, history in zip(writers, starts, histories):
             first = max(seen + 1, lanes.generation_start(row))  # column `seen` is the large model's own token
-            tokens, checkable = lanes.judged(row, first)
-            cuts.append(first_implausible_column(history, seen, first, tokens, checkable, self.config.rollback,
+            tokens, checkable, entropy = lanes.judged(row, first)
+            cuts.append(first_implausible_column(history, seen, first, tokens, checkable, self._acceptance(entropy),
                                                  self.vocab))
-            ends.append(first + len(tokens))
-        for row, seen, history, cut, end in zip(writers, starts, histories, torch.stack(cuts).tolist(), ends):
-            if cut < end:
+        for row, seen, history, cut in zip(writers, starts, histories, torch.stack(cuts).tolist()):
+            if cut < lanes.width:  # the large model writes at `cut`, not after the grid's last column
                 logits[row] = history[cut - 1 - seen].to(self.device, torch.float32)[:self.vocab]
                 lanes.take_back(row, cut)
+
+    def _acceptance(self, entropy: torch.Tensor) -> float | torch.Tensor:
+        """The rollback test's ratio per judged token: rho under rollback; under speculative, 1 (the large model's
+        own choice) where the small model's entropy was >= threshold or rollback is None, rho elsewhere."""
+        if self.config.variant != "speculative":
+            return self.config.rollback
+        rho = 1.0 if self.config.rollback is None else self.config.rollback
+        return torch.where(entropy >= self.config.threshold, 1.0, rho)
 
     def _mask(self, rows: list[int]) -> torch.Tensor:
         mask = torch.zeros(self.rows, dtype=torch.bool, device=self.device)

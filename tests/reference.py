@@ -121,5 +121,60 @@ def reference_decide_first(small, large, prompt: list[int], *, threshold, max_ne
     return row
 
 
+@torch.no_grad()
+def reference_speculative(small, large, prompt: list[int], *, threshold, rollback, draft_tokens, max_new_tokens,
+                          eos_token_ids=(), vocab=None, pick=greedy) -> ReferenceRow:
+    """EAD variant "speculative", written from its definition: the small model drafts until a draft's entropy is
+    >= threshold or `draft_tokens` drafts wait; the large model then reads the whole sequence and walks the drafts
+    in order: a draft fails when its probability is below ratio x the top probability there (ratio 1 where the
+    draft's entropy was >= threshold or rollback is None, else rollback). The first failure is dropped with all
+    after it; the large model writes that position, or the next one when nothing failed. A draft that would end
+    the answer (end-of-sequence or the budget) is dropped at once and the large model writes its position."""
+    row = ReferenceRow()
+    sequence, prompt_length = list(prompt), len(prompt)
+    unjudged, verify = 0, False
+
+    def cut(at: int) -> None:
+        kept = at - prompt_length
+        row.rolled_back += len(sequence) - at
+        del sequence[at:], row.tokens[kept:], row.choices[kept:], row.entropies[kept:], row.logits[kept:]
+
+    while len(row.tokens) < max_new_tokens:
+        if verify:
+            every = large(torch.tensor([sequence])).logits[0].to(torch.float32)
+            every = every[:, :vocab] if vocab else every
+            write_at = len(sequence)
+            for i in range(len(sequence) - unjudged, len(sequence)):
+                probs = torch.softmax(every[i - 1].double(), dim=-1)
+                strict = rollback is None or row.entropies[i - prompt_length] >= threshold
+                if probs[sequence[i]] < (1.0 if strict else rollback) * probs.max():
+                    write_at = i
+                    break
+            cut(write_at)
+            logits, choice, unjudged, verify = every[write_at - 1], 1, 0, False
+        else:
+            logits = small(torch.tensor([sequence])).logits[0, -1].to(torch.float32)
+            logits, choice = (logits[:vocab] if vocab else logits), 0
+        token = pick(logits)
+        entropy = _entropy_bits(logits)
+        row.tokens.append(token)
+        row.choices.append(choice)
+        row.entropies.append(entropy)
+        row.logits.append(logits)
+        sequence.append(token)
+        ends = token in eos_token_ids or len(row.tokens) >= max_new_tokens
+        if choice == 1:
+            if ends:
+                break
+            continue
+        if ends:  # never return a draft the large model has not judged: it writes this position itself
+            cut(len(sequence) - 1)
+            verify = True
+            continue
+        unjudged += 1
+        verify = entropy >= threshold or unjudged >= draft_tokens
+    return row
+
+
 def unpadded_prompts(batch) -> list[list[int]]:
     return [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]

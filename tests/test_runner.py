@@ -162,7 +162,8 @@ def test_compacting_the_slots_keeps_what_every_row_attends_to(qwen_pair, batch):
         _assert_logits_alone(small, grid, [0, 1, 2], lane.read(*grid))
     grid = _with_new_prompt(*grid, row=1, prompt=[5, 6])
     lane.reset_row(1, grid[0].shape[1] - 2, grid[0].shape[1])
-    lane.forget(2, grid[0].shape[1] - 2, grid[0].shape[1])  # row 2 takes back its last two tokens, as a rollback does
+    width = grid[0].shape[1]
+    lane.forget(2, width - 2, [width - 2, width - 1])  # row 2 takes back its last two tokens, as a rollback does
     grid[1][2, -2:] = 0
     grid[2][2, -2:] = grid[2][2, -3]  # its next position continues the kept tokens
     for step in range(4, 6):
