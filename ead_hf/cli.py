@@ -27,15 +27,24 @@ def _build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="answer a prompt with EAD, then show which model wrote each token")
     gen.add_argument("prompt", help="the user message (a chat template is applied for instruct models)")
-    gen.add_argument("--pair", default=DEFAULT_PAIR, help=f"named model pair (default {DEFAULT_PAIR}; see `ead-hf pairs`)")
+    gen.add_argument("--pair", default=None, help=f"named model pair (default: the recipe's, else {DEFAULT_PAIR}; "
+                     "see `ead-hf pairs`)")
     gen.add_argument("--threshold", type=_threshold, default=None,
-                     help="entropy threshold in bits (default: the pair's default); inf = small only; --threshold=-inf --start large = large only")
-    gen.add_argument("--window", type=int, default=5)
-    gen.add_argument("--min-dwell", type=int, default=10)
-    gen.add_argument("--start", choices=["small", "large"], default="small")
-    gen.add_argument("--decide-first", action="store_true",
-                     help="EADConfig(variant='decide_first'): the large model writes each position where the small "
-                     "model's own entropy is >= the threshold (window 1, dwell 1)")
+                     help="entropy threshold in bits (default: the recipe's, else the pair's default; inf under "
+                     "--speculative); inf = small only; --threshold=-inf --start large = large only")
+    gen.add_argument("--window", type=int, default=None, help="entropy window of the paper's rule (default 5)")
+    gen.add_argument("--min-dwell", type=int, default=None, help="minimum dwell of the paper's rule (default 10)")
+    gen.add_argument("--start", choices=["small", "large"], default=None)
+    rules = gen.add_mutually_exclusive_group()
+    rules.add_argument("--decide-first", action="store_true",
+                       help="EADConfig.decide_first: the large model writes each position where the small "
+                       "model's own entropy is >= the threshold (window 1, dwell 1)")
+    rules.add_argument("--speculative", action="store_true",
+                       help="EADConfig.speculative (verify, don't write): the small model drafts, the large model "
+                       "judges each block in one forward; exact (the large model's greedy tokens) unless "
+                       "--rollback or a finite --threshold make it lossy")
+    gen.add_argument("--draft-tokens", type=int, default=None, help="the longest draft block of --speculative "
+                     "(default 16)")
     gen.add_argument("--rollback", type=float, default=None, metavar="RHO",
                      help="EADConfig.rollback: when the large model catches up it takes back the first small-model "
                      "token it gives under RHO x its top probability, and writes there")
@@ -50,7 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-color", action="store_true", help="mark large-model stretches with [[...]] instead of colour")
     gen.add_argument("--no-stream", action="store_true", help="do not stream the answer while it is generated")
 
-    gen.add_argument("--recipe", help="a recipe file (or shipped recipe name): its pair, threshold, window and dwell")
+    gen.add_argument("--recipe", help="a recipe file (or shipped recipe name): its pair and rule; an option given "
+                     "explicitly wins over the recipe")
 
     commands.add_parser("pairs", help="list known model pairs and whether each is installed and cached")
     commands.add_parser("recipes", help="list shipped recipes: their settings and measured test results (points [95%% CI])")
@@ -63,11 +73,17 @@ def _build_parser() -> argparse.ArgumentParser:
                                        "resumable (rerun the same command)")
         run.add_argument("--pair", default=DEFAULT_PAIR)
         run.add_argument("--methods", default="small,large,ead,random",
-                         help="comma-separated: small, large, ead, first (decide-first EAD), opening (the large model "
-                         "writes the first --opening-tokens, the small one the rest), random, speculative")
+                         help="comma-separated: small, large, ead, first (decide-first EAD), verify (speculative "
+                         "verification: EADConfig.speculative), opening (the large model writes the first "
+                         "--opening-tokens, the small one the rest), random, speculative (HF assisted generation)")
         run.add_argument("--thresholds", default="", help="comma-separated EAD thresholds in bits")
         run.add_argument("--first-thresholds", default="",
                          help="comma-separated thresholds (bits) of method 'first': EADConfig(variant='decide_first')")
+        run.add_argument("--verify-thresholds", default="",
+                         help="comma-separated thresholds (bits) of method 'verify': drafts at or above one must be the "
+                         "large model's own choice and end the block; inf: none does (needs --continuous)")
+        run.add_argument("--draft-tokens", type=int, default=None,
+                         help="the longest draft block of method 'verify' (default 16)")
         run.add_argument("--opening-tokens", default="",
                          help="comma-separated lengths of method 'opening': EADConfig(threshold=inf, start='large', "
                          "min_dwell=K, window=1)")
@@ -219,7 +235,8 @@ def _eval(args: argparse.Namespace) -> int:
         speculative_limit=args.speculative_limit, window=args.window, min_dwell=args.min_dwell, seed=args.seed,
         stop_loops=args.stop_loops, continuous=args.continuous,
         first_thresholds=first_thresholds, rollback=args.rollback, chunk=args.chunk,
-        opening_tokens=_numbers(args.opening_tokens, "--opening-tokens", int))
+        opening_tokens=_numbers(args.opening_tokens, "--opening-tokens", int),
+        verify_thresholds=_numbers(args.verify_thresholds, "--verify-thresholds"), draft_tokens=args.draft_tokens)
     if table:
         print(table, end="")
     return 0
@@ -280,29 +297,28 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
     from transformers import TextStreamer
 
-    from .config import EADConfig
+    from .config import config_from_options
     from .generator import EADGenerator
-    from .model_pairs import get_pair, load_pair
+    from .model_pairs import DEFAULT_PAIR, get_pair, load_pair
     from .trace import render_ansi, render_html, summary_line, trace_tokens
 
+    recipe = None
     if args.recipe:
         from .recipes import load_recipe
 
         recipe = load_recipe(args.recipe)
-        args.pair, recipe_config = recipe.pair, recipe.ead_config
-        args.window, args.min_dwell = recipe_config.window, recipe_config.min_dwell
-        args.decide_first = args.decide_first or recipe_config.variant == "decide_first"
-        if args.rollback is None:
-            args.rollback = recipe_config.rollback
-        if args.threshold is None:
-            args.threshold = recipe_config.threshold
-    pair = get_pair(args.pair)
-    threshold = pair.default_threshold if args.threshold is None else args.threshold
-    if args.decide_first:
-        config = EADConfig(threshold=threshold, window=1, min_dwell=1, variant="decide_first", rollback=args.rollback)
-    else:
-        config = EADConfig(threshold=threshold, window=args.window, min_dwell=args.min_dwell, start=args.start,
-                           rollback=args.rollback)
+    pair = get_pair(args.pair or (recipe.pair if recipe else DEFAULT_PAIR))
+    args.pair = pair.name
+    variant = "decide_first" if args.decide_first else "speculative" if args.speculative else None
+    config, sources = config_from_options(
+        default_threshold=pair.default_threshold, recipe=recipe.ead_config if recipe else None, variant=variant,
+        threshold=args.threshold, window=args.window, min_dwell=args.min_dwell, start=args.start,
+        rollback=args.rollback, draft_tokens=args.draft_tokens)
+    threshold = config.threshold
+    if recipe is not None:
+        taken = ", ".join(f"{name} from the {where}" for name, where in sources.items())
+        print(f"recipe {args.recipe} (pair {recipe.pair}): {taken or 'nothing taken'}"
+              + (f"; pair {pair.name} from the option" if pair.name != recipe.pair else ""), file=sys.stderr)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
     print(f"loading {pair.name} (the first run assembles and converts the weights once: a few minutes)",

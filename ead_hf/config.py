@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-__all__ = ["EADConfig", "PAPER_ROUTING", "VARIANTS", "resolve_ead_config"]
+__all__ = ["EADConfig", "PAPER_ROUTING", "VARIANTS", "config_from_options", "resolve_ead_config"]
 
 _STARTS = ("small", "large")
 DEFAULT_DRAFT_TOKENS = 16  # variant="speculative": the longest draft block (replayed GSM8K schedules: K = 16 took
@@ -231,3 +231,48 @@ def resolve_ead_config(ead_config: Any) -> EADConfig:
     if ead_config is None:
         raise ValueError("ead_config is required: pass ead_config=EADConfig(threshold=...) to generate()")
     raise TypeError(f"ead_config must be an EADConfig or a dict, got {type(ead_config).__name__}")
+
+
+def config_from_options(*, default_threshold: float, recipe: EADConfig | None = None, variant: str | None = None,
+                        threshold: float | None = None, window: int | None = None, min_dwell: int | None = None,
+                        start: str | None = None, rollback: float | None = None,
+                        draft_tokens: int | None = None) -> tuple[EADConfig, dict[str, str]]:
+    """The one place where command options and a recipe become an `EADConfig`: an option given (not None) wins
+    over the recipe, the recipe over the defaults. Returns the config and, for each setting that is not a
+    default, where it came from ("option" or "recipe"), so a command can say so.
+
+    The rule (`variant`) decides which knobs exist: decide-first and speculative fix window 1, dwell 1, start
+    small (an option that contradicts them is an error from `EADConfig`); a recipe's window and dwell apply
+    only when it has the same rule. Speculative's default threshold is inf (exact verification)."""
+    sources: dict[str, str] = {}
+
+    def pick(name: str, given, from_recipe, default):
+        if given is not None:
+            sources[name] = "option"
+            return given
+        if recipe is not None and from_recipe is not None:
+            sources[name] = "recipe"
+            return from_recipe
+        return default
+
+    rule = pick("variant", variant, recipe.variant if recipe else None, "paper")
+    same_rule = recipe is not None and recipe.variant == rule
+    knobs: dict[str, Any] = {}
+    if rule == "paper":
+        knobs = dict(window=pick("window", window, recipe.window if same_rule else None, PAPER_ROUTING["window"]),
+                     min_dwell=pick("min_dwell", min_dwell, recipe.min_dwell if same_rule else None,
+                                    PAPER_ROUTING["min_dwell"]),
+                     start=pick("start", start, recipe.start if same_rule else None, "small"))
+    else:
+        given = {name: value for name, value in (("window", window), ("min_dwell", min_dwell), ("start", start))
+                 if value is not None}
+        knobs = dict(window=1, min_dwell=1, start="small") | given
+    if rule == "speculative":
+        knobs["draft_tokens"] = pick("draft_tokens", draft_tokens, recipe.draft_tokens if same_rule else None, None)
+    elif draft_tokens is not None:
+        raise ValueError("--draft-tokens is the draft block of the speculative rule; add --speculative")
+    default = float("inf") if rule == "speculative" else default_threshold
+    config = EADConfig(threshold=pick("threshold", threshold, recipe.threshold if recipe else None, default),
+                       variant=rule, rollback=pick("rollback", rollback, recipe.rollback if recipe else None, None),
+                       **knobs)
+    return config, sources

@@ -114,3 +114,41 @@ def test_generate_command_rollback(fake_pair, capsys):
     assert " taken back" in capsys.readouterr().out
 
 
+
+
+def test_generate_command_speculative(fake_pair, capsys):
+    """--speculative runs the speculative rule (exact by default: threshold inf, no rollback) and the summary
+    counts the drafts the large model took back; --draft-tokens without it is an error that names the fix."""
+    assert cli.main(["generate", "--pair", "tiny-pair", "--speculative", "--draft-tokens", "3", "--dtype", "fp32",
+                     "--max-new-tokens", "10", "--no-stream", "--no-color", "hello"]) == 0
+    captured = capsys.readouterr()
+    assert "EADConfig(threshold=inf" in captured.err and "variant='speculative'" in captured.err
+    assert "draft_tokens=3" in captured.err and " taken back" in captured.out
+    assert cli.main(["generate", "--pair", "tiny-pair", "--draft-tokens", "3", "hello"]) == 2
+    assert "add --speculative" in capsys.readouterr().err
+
+
+def test_options_win_over_the_recipe_and_the_command_says_which(fake_pair, capsys, tmp_path):
+    from ead_hf.config import config_from_options
+    from ead_hf.recipes import Recipe, load_recipe
+
+    paper = EADConfig.paper(2.0, window=3, min_dwell=4)
+    config, sources = config_from_options(default_threshold=5.0, recipe=paper, window=2)
+    assert (config.threshold, config.window, config.min_dwell) == (2.0, 2, 4)
+    assert sources == {"variant": "recipe", "window": "option", "min_dwell": "recipe", "start": "recipe",
+                       "threshold": "recipe"}
+    config, sources = config_from_options(default_threshold=5.0, recipe=paper, variant="decide_first", rollback=0.1)
+    assert config == EADConfig.decide_first(2.0, rollback=0.1)  # the recipe's window and dwell belong to its rule
+    config, _ = config_from_options(default_threshold=5.0, variant="speculative")
+    assert config == EADConfig.speculative()
+    with pytest.raises(ValueError, match="window=1"):
+        config_from_options(default_threshold=5.0, variant="speculative", window=5)
+
+    shipped = load_recipe("qwen2.5-coder-0.5b-1.5b-decide-first")
+    recipe = Recipe(**{**shipped.__dict__, "pair": "tiny-pair"})
+    path = recipe.save(tmp_path / "recipe.json")
+    assert cli.main(["generate", "--recipe", str(path), "--threshold", "5.3", "--dtype", "fp32", "--max-new-tokens",
+                     "4", "--no-stream", "--no-color", "hello"]) == 0
+    err = capsys.readouterr().err
+    assert "threshold from the option" in err and "variant from the recipe" in err
+    assert "EADConfig(threshold=5.3" in err and "variant='decide_first'" in err

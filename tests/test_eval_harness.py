@@ -700,3 +700,31 @@ def test_opening_needs_its_lengths(problems_file, tmp_path):
     with pytest.raises(ValueError, match="whole numbers >= 1"):
         parse_methods(["opening"], [], opening_tokens=[0])
     assert cli_main(_eval_args(tmp_path / "o", problems_file, "--methods", "opening", "--opening-tokens", "2.5")) == 2
+
+
+def test_verify_points_give_large_only_completions_when_exact(problems_file, tmp_path, capsys):
+    """Method 'verify' (speculative verification under continuous batching): at threshold inf without rollback it
+    is exact, so every completion equals large-only's; a lossy point takes drafts back; both are paired with
+    decide-first, small and large in the report."""
+    out = tmp_path / "verify"
+    args = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--batch-size", "3", "--limit", "6",
+            "--max-new-tokens", "12", "--dtype", "fp32", "--first-thresholds", "5.4", "--out", str(out), "--continuous"]
+    assert cli_main([*args, "--methods", "small,large,first,verify", "--verify-thresholds", "inf",
+                     "--draft-tokens", "4"]) == 0
+    assert cli_main([*args, "--methods", "verify", "--verify-thresholds", "5.4", "--rollback", "0.05",
+                     "--draft-tokens", "4"]) == 0
+    records = read_records(out)
+    large = {r["problem_id"]: r["completion"] for r in records if r["method"] == "large"}
+    exact = {r["problem_id"]: r for r in records if r["method"] == "verify@inf,draft=4"}
+    assert len(exact) == 6 and {key: r["completion"] for key, r in exact.items()} == large
+    assert sum(r["small_tokens"] for r in exact.values()) > 0  # accepted drafts are the small model's tokens
+    lossy = [r for r in records if r["method"] == "verify@5.4,rollback=0.05,draft=4"]
+    assert len(lossy) == 6 and sum(r["rolled_back"] for r in lossy) > 0
+    report = (out / "report.md").read_text()
+    for other in ("first@5.4", "small", "large"):
+        assert f"| verify@inf,draft=4 | {other} | 6 |" in report, other
+    capsys.readouterr()
+    assert cli_main([*args[:-1], "--methods", "verify", "--verify-thresholds", "inf"]) == 2
+    assert "add --continuous" in capsys.readouterr().err
+    assert cli_main([*args, "--methods", "verify"]) == 2
+    assert "--verify-thresholds" in capsys.readouterr().err

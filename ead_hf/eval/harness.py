@@ -26,7 +26,7 @@ class Method:
     """One configuration to evaluate; `key` names it in records and reports, including every routing knob that
     differs from the paper's rule, so variants of one run folder share its baselines and controls."""
 
-    kind: str  # small | large | ead | first | opening | random | speculative
+    kind: str  # small | large | ead | first | verify | opening | random | speculative
     threshold: float | None = None
     large_probability: float | None = None
     control_for: str | None = None  # random: the key of the EAD run whose measured share it matches
@@ -34,6 +34,7 @@ class Method:
     # length (the large model's dwell before it hands over for good); None: the paper's
     rollback: float | None = None  # ead / first: EADConfig.rollback (rho)
     window: int | None = None  # ead: EADConfig.window; None: the paper's
+    draft_tokens: int | None = None  # verify: EADConfig.draft_tokens; None: its default
 
     @property
     def dwell(self) -> int:
@@ -51,6 +52,9 @@ class Method:
             if self.kind == "ead":
                 knobs = ("" if self.window_size == PAPER_ROUTING["window"] else f",window={self.window}") + dwell
             return f"{self.kind}@{self.threshold:g}{knobs}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
+        if self.kind == "verify":
+            return (f"verify@{self.threshold:g}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
+                    + f",draft={self.ead_config().draft_tokens}")
         if self.kind == "random":
             return f"random@p={self.large_probability:.4f}{dwell}"
         if self.kind == "opening":
@@ -59,15 +63,15 @@ class Method:
 
     def ead_config(self, seed: int = 0) -> EADConfig | None:
         if self.kind == "small":
-            return EADConfig(threshold=float("inf"))
+            return EADConfig.small_only()
         if self.kind == "large":
-            return EADConfig(threshold=float("-inf"), start="large")
+            return EADConfig.large_only()
         if self.kind == "ead":
-            return EADConfig(threshold=self.threshold, window=self.window_size, min_dwell=self.dwell,
-                             rollback=self.rollback)
+            return EADConfig.paper(self.threshold, window=self.window_size, min_dwell=self.dwell, rollback=self.rollback)
         if self.kind == "first":  # decide before committing: token-level, the small model's entropy at the position
-            return EADConfig(threshold=self.threshold, window=1, min_dwell=1, variant="decide_first",
-                             rollback=self.rollback)
+            return EADConfig.decide_first(self.threshold, rollback=self.rollback)
+        if self.kind == "verify":  # verify, don't write: drafts judged a block at a time
+            return EADConfig.speculative(self.threshold, rollback=self.rollback, draft_tokens=self.draft_tokens)
         if self.kind == "opening":  # the large model writes the first tokens, the small one the rest: no mean is >= inf
             return EADConfig(threshold=float("inf"), start="large", window=1, min_dwell=self.min_dwell)
         if self.kind == "random":
@@ -76,20 +80,23 @@ class Method:
         return None
 
 
-KINDS = ("small", "large", "ead", "first", "opening", "random", "speculative")
+KINDS = ("small", "large", "ead", "first", "verify", "opening", "random", "speculative")
 
 
 def parse_methods(methods: list[str], thresholds: list[float], random_share: float | None = None,
                   first_thresholds: list[float] = (), rollback: float | None = None,
                   window: int | None = None, min_dwell: int | None = None,
-                  opening_tokens: list[int] = ()) -> list[Method]:
+                  opening_tokens: list[int] = (), verify_thresholds: list[float] = (),
+                  draft_tokens: int | None = None) -> list[Method]:
     """The runs to make, in order. `random` becomes one control per EAD (and decide-first) threshold, placed
     right after the run whose measured share it matches (its p is only known then: `large_probability` stays
     None here; it routes with its point's dwell: 1 for decide-first), or a single control at `random_share`
     when that is given. `rollback` applies to every EAD and decide-first point, `window` and
     `min_dwell` to every EAD point (each named in the method key, so a run folder can hold a point with and
     without them). `opening` is one point per length in `opening_tokens`: the large model
-    writes that many tokens first, the small model the rest (a schedule without entropy, no random control)."""
+    writes that many tokens first, the small model the rest (a schedule without entropy, no random control).
+    `verify` is one point per threshold in `verify_thresholds` (inf: no position needs the large model's own
+    choice), with `rollback` as its acceptance test and `draft_tokens` as its block (no random control)."""
     unknown = sorted(set(methods) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(KINDS)}")
@@ -97,6 +104,9 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
         raise ValueError("method 'ead' needs --thresholds (bits), e.g. --thresholds 0.5,1,2")
     if "first" in methods and not first_thresholds:
         raise ValueError("method 'first' needs --first-thresholds (bits), e.g. --first-thresholds 0.5,1")
+    if "verify" in methods and not verify_thresholds:
+        raise ValueError("method 'verify' needs --verify-thresholds (bits; inf for exact/relaxed verification "
+                         "everywhere), e.g. --verify-thresholds inf,0.5")
     if "opening" in methods and not opening_tokens:
         raise ValueError("method 'opening' needs --opening-tokens (large-model tokens first), e.g. --opening-tokens 32,64")
     bad = [k for k in opening_tokens if isinstance(k, bool) or not isinstance(k, int) or k < 1]
@@ -114,6 +124,9 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
                 if "random" in methods and random_share is None:
                     plan.append(Method("random", control_for=plan[-1].key,
                                        min_dwell=1 if kind == "first" else plan[-1].min_dwell))
+        elif kind == "verify":
+            plan.extend(Method("verify", threshold=threshold, rollback=rollback, draft_tokens=draft_tokens)
+                        for threshold in verify_thresholds)
         elif kind == "opening":
             plan.extend(Method("opening", min_dwell=k) for k in opening_tokens)
         elif kind == "random":

@@ -90,8 +90,8 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
              data: Path | None = None, random_share: float | None = None, speculative_limit: int | None = None,
              window: int | None = None, min_dwell: int | None = None, seed: int = 0, stop_loops: bool = False,
              continuous: bool = False, first_thresholds: list[float] = (), rollback: float | None = None,
-             chunk: int | None = None, opening_tokens: list[int] = (),
-             progress: bool = True) -> str | None:
+             chunk: int | None = None, opening_tokens: list[int] = (), verify_thresholds: list[float] = (),
+             draft_tokens: int | None = None, progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report.
 
     With `chunk`, in rounds: every method on the first `chunk` problems, then on the next `chunk`, ..., the
@@ -102,10 +102,14 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
         raise ValueError(f"--chunk must be >= 1 (problems per round), got {chunk}")
     if rollback is not None and not continuous:
         raise ValueError("--rollback takes tokens back, which needs per-row lengths: add --continuous")
-    if rollback is not None and not {"ead", "first"} & set(methods):
-        raise ValueError("--rollback applies to methods 'ead' and 'first'; add one of them to --methods")
+    if rollback is not None and not {"ead", "first", "verify"} & set(methods):
+        raise ValueError("--rollback applies to methods 'ead', 'first' and 'verify'; add one of them to --methods")
+    if "verify" in methods and not continuous:
+        raise ValueError("method 'verify' takes drafts back, which needs per-row lengths: add --continuous")
+    if draft_tokens is not None and "verify" not in methods:
+        raise ValueError("--draft-tokens is the draft block of method 'verify'; add it to --methods")
     plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, window, min_dwell,
-                         opening_tokens)
+                         opening_tokens, verify_thresholds, draft_tokens)
     state, rank, world = _distributed()
     dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
     problems = [dict(row) for row in dataset]

@@ -136,7 +136,7 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
             rolled_back=sum(r.get("rolled_back", 0) for r in mine) / len(mine), contended=busy_share(mine),
             routing=tuple((mine[0]["config"] or {}).get(k) for k in RECORD_ROUTING),
         ))
-    order = {"small": 0, "ead": 1, "first": 2, "opening": 3, "random": 4, "large": 5, "speculative": 6}
+    order = {"small": 0, "ead": 1, "first": 2, "verify": 3, "opening": 4, "random": 5, "large": 6, "speculative": 7}
     return sorted(summaries, key=lambda s: (order.get(s.kind, 9), s.threshold or 0.0, s.method))
 
 
@@ -182,7 +182,8 @@ def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tup
     (decide-first, rollback, checks, another window or dwell, hysteresis) also against every point of the paper's
     plain rule and its own point without rollback (and without checks), and a variant of the paper's rule against
     plain decide-first too (the two candidates for a recipe option); an opening point (no entropy, no random
-    control) against the paper's rule, decide-first, small-only and large-only; on the problems both finished."""
+    control) against the paper's rule, decide-first, small-only and large-only; a verify point (speculative
+    verification) against decide-first, small-only and large-only; on the problems both finished."""
     solved = _solved(records)
     plain = [s.method for s in summaries if s.paper_rule]
     first = [s.method for s in summaries if s.kind == "first"]
@@ -199,6 +200,7 @@ def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tup
                   ([control.method] if control else []) + (plain + twin if variant else [])
                   + (plain_first if variant and ead.kind == "ead" else []) + ["small", "large"]]
     pairs += [(s.method, other) for s in summaries if s.kind == "opening" for other in plain + first + ["small", "large"]]
+    pairs += [(s.method, other) for s in summaries if s.kind == "verify" for other in first + ["small", "large"]]
     rows = []
     for method, other in pairs:
         common = sorted(set(solved[method]) & set(solved.get(other, {})))
