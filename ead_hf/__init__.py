@@ -13,7 +13,7 @@ from .integration import disable_ead, enable_ead, generate_with_ead, is_ead_enab
 from .output import EADGenerateOutput, EADStats
 from .routing import EntropyRouter, entropy_bits
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 #: Folder to pass as ``custom_generate=`` (with ``trust_remote_code=True``) for the Hub-style entry point.
 CUSTOM_GENERATE_DIR = str(Path(__file__).parent / "hub")

@@ -164,6 +164,16 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batches", type=int, default=1,
                        help="each configuration runs this many batches of different prompts, one after another")
     bench.add_argument("--data", type=Path, default=None, help="the benchmark's test JSONL (prompts)")
+    bench.add_argument("--peers", action="store_true",
+                       help="instead: batch 1 against the peers (large, small, HF assisted generation, prompt lookup, "
+                       "decide-first with --first-threshold [and --rollback], speculative verification at each "
+                       "--verify point) on --prompts test prompts; writes peers.md / peers.json")
+    bench.add_argument("--prompts", type=int, default=8, help="--peers: test prompts (the first of the file)")
+    bench.add_argument("--verify", default="inf",
+                       help="--peers: comma-separated speculative points THRESHOLD[:RHO[:DRAFT]], e.g. "
+                       "inf,inf:0.1,0.5:0.1:8 (inf alone is exact speculative decoding)")
+    bench.add_argument("--confidence-thresholds", default="",
+                       help="--peers: also HF assisted generation with these assistant_confidence_threshold values")
     bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
 
     calibrate = commands.add_parser("calibrate", help="choose the threshold for a target large share on a train "
@@ -211,6 +221,8 @@ def _eval(args: argparse.Namespace) -> int:
     if args.eval_command == "budget":
         from .eval.budget import write_budget
 
+        if args.step < 1 or not 0 <= args.max_cut < 1:
+            raise ValueError(f"--step must be >= 1 (tokens) and --max-cut in [0, 1), got {args.step} and {args.max_cut}")
         print(write_budget(args.directory, args.method, args.max_cut, args.step), end="")
         return 0
     thresholds = _numbers(args.thresholds, "--thresholds")
@@ -242,16 +254,74 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_points(text: str) -> dict:
+    """--verify: THRESHOLD[:RHO[:DRAFT]] points -> {name: EADConfig.speculative(...)}."""
+    from .config import EADConfig
+
+    points = {}
+    for point in (p.strip() for p in text.split(",") if p.strip()):
+        parts = point.split(":")
+        try:
+            threshold = _threshold(parts[0])
+            rho = float(parts[1]) if len(parts) > 1 and parts[1] else None
+            draft = int(parts[2]) if len(parts) > 2 else None
+        except (ValueError, argparse.ArgumentTypeError):
+            raise ValueError(f"--verify points are THRESHOLD[:RHO[:DRAFT]], e.g. inf:0.1:8; got {point!r}") from None
+        if len(parts) > 3:
+            raise ValueError(f"--verify points are THRESHOLD[:RHO[:DRAFT]], got {point!r}")
+        config = EADConfig.speculative(threshold, rollback=rho, draft_tokens=draft)
+        points[f"verify {threshold:g}" + (f" rho {rho:g}" if rho is not None else "")
+               + f" draft {config.draft_tokens}"] = config
+    return points
+
+
+def _bench_peers(args: argparse.Namespace, loaded) -> int:
+    import json
+
+    from .eval.data import build_prompts, default_data_path, load_problems
+    from .speed import peer_configs, peers_markdown, run_peers
+
+    problems = [row["problem"] for row in load_problems(args.data or default_data_path("test", args.benchmark),
+                                                           args.benchmark)][:args.prompts]
+    prompts = [loaded.tokenizer(text, return_tensors="pt") for text in build_prompts(loaded.tokenizer, problems)]
+    configs = peer_configs(loaded.small, loaded.large, first_threshold=args.first_threshold, rollback=args.rollback,
+                           verify=_verify_points(args.verify), assisted=not args.no_assisted,
+                           confidence_thresholds=tuple(_numbers(args.confidence_thresholds, "--confidence-thresholds")))
+    result = run_peers(loaded.small, loaded.large, prompts, configs, new_tokens=args.new_tokens, reps=args.reps,
+                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    dtype = str(loaded.dtype).removeprefix("torch.")
+    (args.out / "peers.json").write_text(json.dumps({"rows": result.rows, "fit": result.fit, "dtype": dtype,
+                                                     "prompts": len(prompts), "new_tokens": args.new_tokens}, indent=2))
+    table = f"# ead-hf bench --peers: {args.pair}, {args.benchmark}\n\n" + peers_markdown(
+        result, len(prompts), args.new_tokens, dtype)
+    (args.out / "peers.md").write_text(table)
+    print(table, end="")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     import json
 
     from .bench import markdown, run_bench
     from .model_pairs import get_pair, load_pair
 
+    if args.peers:
+        _verify_points(args.verify)  # bad points fail before the pair loads
+        if args.prompts < 1:
+            raise ValueError("--prompts must be >= 1")
+    batch_sizes = _numbers(args.batch_sizes, "--batch-sizes", int)
+    if not batch_sizes or min(batch_sizes) < 1 or args.reps < 1 or args.new_tokens < 1:
+        raise ValueError(f"--batch-sizes (comma-separated, each >= 1), --reps and --new-tokens must be >= 1, got "
+                         f"{args.batch_sizes!r}, {args.reps}, {args.new_tokens}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder (it is created if missing)")
+    args.out.mkdir(parents=True, exist_ok=True)
     loaded = load_pair(args.pair, dtype=args.dtype)
+    if args.peers:
+        return _bench_peers(args, loaded)
     threshold = get_pair(args.pair).default_threshold if args.threshold is None else args.threshold
     result = run_bench(loaded.small, loaded.large, loaded.tokenizer, threshold=threshold,
-                       batch_sizes=[int(b) for b in args.batch_sizes.split(",")], new_tokens=args.new_tokens,
+                       batch_sizes=batch_sizes, new_tokens=args.new_tokens,
                        reps=args.reps, assisted=not args.no_assisted, data=args.data,
                        rows_sweep=[int(r) for r in args.rows_sweep.split(",")] if args.rows_sweep else (),
                        prompt_tokens=args.prompt_tokens, first_threshold=args.first_threshold,
@@ -321,6 +391,8 @@ def _generate(args: argparse.Namespace) -> int:
               + (f"; pair {pair.name} from the option" if pair.name != recipe.pair else ""), file=sys.stderr)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
+    if args.html is not None and not args.html.parent.is_dir():  # before the answer, not after it
+        raise ValueError(f"--html {args.html}: the folder {args.html.parent} does not exist; create it or pick another")
     print(f"loading {pair.name} (the first run assembles and converts the weights once: a few minutes)",
           file=sys.stderr)
     loaded = load_pair(args.pair, dtype=args.dtype)
@@ -387,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"generate": _generate, "pairs": _pairs, "recipes": _recipes, "eval": _eval, "calibrate": _calibrate,
                 "bench": _bench}[args.command](args)
-    except (WeightsError, ValueError) as error:
+    except (WeightsError, ValueError, FileNotFoundError) as error:
         print(f"ead-hf: error: {error}", file=sys.stderr)
         return 2
 

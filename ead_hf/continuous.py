@@ -170,7 +170,8 @@ class _Lanes:
 
 def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADConfig, prompts: list[list[int]], *,
                    max_new_tokens: int, batch_size: int, eos_token_ids: list[int], pad_token_id: int = 0,
-                   stop_loops: bool = False, read_ahead: bool | None = None) -> Iterator[FinishedRow]:
+                   stop_loops: bool = False, read_ahead: bool | None = None,
+                   allow_larger_small: bool = False) -> Iterator[FinishedRow]:
     """Yield each prompt's `FinishedRow` as soon as it ends (not in input order).
 
     `read_ahead`: whenever a model runs, it also reads every other live row's new tokens (`RowRunner.read`'s
@@ -179,7 +180,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     padding when the large model's positions are scattered over all rows a few tokens apart, as under
     decide-first (where the small model reads every row anyway). None: on for decide-first without rollback (which
     judges the tokens a catch-up reads, so it needs the catch-ups); off for the paper's rule."""
-    check_pair(large, small)
+    check_pair(large, small, allow_larger_small=allow_larger_small)
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be >= 1")
     if not eos_token_ids:

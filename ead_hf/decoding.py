@@ -38,6 +38,7 @@ def ead_decoding(
     ead_config: EADConfig | dict | None = None,
     ead_small_model: PreTrainedModel | None = None,
     streamer=None,
+    ead_allow_larger_small: bool = False,
     **model_kwargs,
 ) -> EADGenerateOutput | torch.LongTensor:
     """Generate with Entropy Adaptive Decoding; `model` is the large model.
@@ -47,7 +48,7 @@ def ead_decoding(
     `stop_strings` use `enable_ead` or `EADGenerator`, which wrap this function.
     """
     config = _check_arguments(model, ead_small_model, ead_config, input_ids, generation_config, logits_processor,
-                              model_kwargs)
+                              model_kwargs, ead_allow_larger_small)
     batch_size, prompt_length = input_ids.shape
     device, vocab = input_ids.device, shared_vocab_size(model, ead_small_model)
     fill = pad_token_id(generation_config) or 0  # what finished rows write, as generate() pads them
@@ -126,13 +127,13 @@ class _BatchLanes:
 
 
 def _check_arguments(model, small, ead_config, input_ids, generation_config, logits_processor,
-                     model_kwargs) -> EADConfig:
+                     model_kwargs, allow_larger_small: bool = False) -> EADConfig:
     """Everything EAD cannot run with is an error before any forward (`model_kwargs` loses the prepared cache)."""
     check_transformers_version()
     config = resolve_ead_config(ead_config)
     if small is None:
         raise ValueError("ead_small_model is required: pass the small model of the pair, ead_small_model=small")
-    check_pair(model, small)
+    check_pair(model, small, allow_larger_small=allow_larger_small)
     rule = "EADConfig.rollback" if config.rollback is not None else "EADConfig.variant='speculative'"
     if config.takes_back and input_ids.shape[0] > 1:
         raise ValueError(f"{rule} in generate() decodes one prompt per call (rows taken back by different "

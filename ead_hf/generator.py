@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel
 
-from .config import EADConfig
-from .config import resolve_ead_config
+from .config import EADConfig, resolve_ead_config
 from .integration import generate_with_ead
 from .pair_checks import check_pair, check_pair_tokenizers, shared_vocab_size
 
@@ -27,8 +26,10 @@ class EADGenerator:
         *,
         tokenizer=None,
         small_tokenizer=None,
+        allow_larger_small: bool = False,
     ) -> None:
-        check_pair(large_model, small_model)
+        check_pair(large_model, small_model, allow_larger_small=allow_larger_small)
+        self.allow_larger_small = allow_larger_small
         self.small_model = small_model
         self.large_model = large_model
         self.config = resolve_ead_config(config)
@@ -41,7 +42,8 @@ class EADGenerator:
         if self.tokenizer is not None:
             kwargs.setdefault("tokenizer", self.tokenizer)
         config = self.config if ead_config is None else ead_config
-        return generate_with_ead(self.large_model, self.small_model, config, *args, **kwargs)
+        return generate_with_ead(self.large_model, self.small_model, config, *args,
+                                 allow_larger_small=self.allow_larger_small, **kwargs)
 
     __call__ = generate
 

@@ -31,9 +31,10 @@ class _Attachment:
     """What enable_ead leaves on the large model (a plain object, so the small model is not registered
     as a submodule: `large.parameters()`, `.to()` and `save_pretrained` stay the large model's own)."""
 
-    def __init__(self, small_model: PreTrainedModel, previous_generate) -> None:
+    def __init__(self, small_model: PreTrainedModel, previous_generate, allow_larger_small: bool = False) -> None:
         self.small_model = small_model
         self.previous_generate = previous_generate
+        self.allow_larger_small = allow_larger_small
 
 
 def _bind(model: PreTrainedModel, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -57,7 +58,8 @@ def _take_stop_strings(model: PreTrainedModel, arguments: dict):
 
 
 def generate_with_ead(
-    large_model: PreTrainedModel, small_model: PreTrainedModel, ead_config: EADConfig | dict, *args, **kwargs
+    large_model: PreTrainedModel, small_model: PreTrainedModel, ead_config: EADConfig | dict, *args,
+    allow_larger_small: bool = False, **kwargs
 ):
     """`large_model.generate(*args, **kwargs)`, decoded with EAD over the pair; accepts every generate kwarg
     EAD supports, including `streamer`, `tokenizer` and `stop_strings`."""
@@ -82,7 +84,8 @@ def generate_with_ead(
         criteria = StoppingCriteriaList(arguments.get("stopping_criteria") or [])
         criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
         arguments["stopping_criteria"] = criteria
-    decoding = functools.partial(ead_decoding, ead_config=config, ead_small_model=small_model, streamer=streamer)
+    decoding = functools.partial(ead_decoding, ead_config=config, ead_small_model=small_model, streamer=streamer,
+                                 ead_allow_larger_small=allow_larger_small)
     return GenerationMixin.generate(large_model, custom_generate=decoding, **arguments)
 
 
@@ -92,6 +95,7 @@ def enable_ead(
     *,
     tokenizer=None,
     small_tokenizer=None,
+    allow_larger_small: bool = False,
 ) -> PreTrainedModel:
     """Make `large_model.generate(..., ead_config=cfg)` decode with EAD over (small_model, large_model).
 
@@ -101,11 +105,11 @@ def enable_ead(
     Calling it again replaces the small model. Returns `large_model`, ready for `pipeline(...)`.
     """
     check_transformers_version()
-    check_pair(large_model, small_model)
+    check_pair(large_model, small_model, allow_larger_small=allow_larger_small)
     check_pair_tokenizers(tokenizer, small_tokenizer, shared_vocab_size(large_model, small_model))
     previous = getattr(large_model, _ATTACHMENT, None)
     previous_generate = previous.previous_generate if previous else large_model.__dict__.get("generate")
-    setattr(large_model, _ATTACHMENT, _Attachment(small_model, previous_generate))
+    setattr(large_model, _ATTACHMENT, _Attachment(small_model, previous_generate, allow_larger_small))
 
     def generate(self, *args, ead_config: EADConfig | dict | None = None, **kwargs):
         attachment = getattr(self, _ATTACHMENT)
@@ -113,7 +117,8 @@ def enable_ead(
             if attachment.previous_generate is not None:
                 return attachment.previous_generate(*args, **kwargs)
             return type(self).generate(self, *args, **kwargs)
-        return generate_with_ead(self, attachment.small_model, ead_config, *args, **kwargs)
+        return generate_with_ead(self, attachment.small_model, ead_config, *args,
+                                 allow_larger_small=attachment.allow_larger_small, **kwargs)
 
     functools.update_wrapper(generate, type(large_model).generate, assigned=("__doc__",))
     large_model.generate = types.MethodType(generate, large_model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-__all__ = ["shared_vocab_size", "check_pair", "check_tokenizers", "check_tokenizer_fits", "check_pair_tokenizers",
+__all__ = ["shared_vocab_size", "check_pair", "parameter_count", "check_tokenizers", "check_tokenizer_fits", "check_pair_tokenizers",
            "input_device"]
 
 
@@ -33,8 +33,13 @@ def _as_tuple(value) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
-def check_pair(large: PreTrainedModel, small: PreTrainedModel) -> None:
-    """Raise if the two models cannot take turns writing one sequence."""
+def parameter_count(model: PreTrainedModel) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def check_pair(large: PreTrainedModel, small: PreTrainedModel, *, allow_larger_small: bool = False) -> None:
+    """Raise if the two models cannot take turns writing one sequence, or if the "small" model is the larger one
+    (the entry points take the pair in different orders; a swap would run silently with the roles reversed)."""
     for name, model in (("large_model", large), ("small_model", small)):
         if not isinstance(model, PreTrainedModel) or not model.can_generate():
             raise TypeError(f"{name} must be a transformers causal LM (a PreTrainedModel that can generate), "
@@ -43,6 +48,12 @@ def check_pair(large: PreTrainedModel, small: PreTrainedModel) -> None:
             raise ValueError(f"{name} is an encoder-decoder model; EAD supports decoder-only causal LMs")
     if large is small:
         raise ValueError("small_model and large_model are the same object; EAD needs two different models")
+    small_size, large_size = parameter_count(small), parameter_count(large)
+    if small_size > large_size and not allow_larger_small:
+        raise ValueError(
+            f"the small model has {small_size:,} parameters, more than the large model's {large_size:,}: are the two "
+            "swapped? The orders are EADGenerator(small, large, config), continuous_ead(small, large, config, ...), "
+            "enable_ead(large, small); if this pair is meant, pass allow_larger_small=True")
     large_eos = _as_tuple(large.generation_config.eos_token_id)
     small_eos = _as_tuple(small.generation_config.eos_token_id)
     if large_eos and small_eos and not set(large_eos) & set(small_eos):

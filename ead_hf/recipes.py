@@ -47,14 +47,15 @@ class Recipe:
     @property
     def runs_in(self) -> str:
         """The entry points that run the recipe's rule (rollback leaves rows at different lengths)."""
-        one_row = " (one prompt per call)" if self.ead_config.rollback is not None else ""
+        one_row = " (one prompt per call)" if self.ead_config.takes_back else ""
         return f"generate(), pipelines{one_row}, continuous batching"
 
     def describe(self) -> list[str]:
         """What the recipe sets, where it runs and what it measured, one line each, for `ead-hf recipes`."""
         config = self.ead_config
-        rule = ("decide-first (window 1, dwell 1)" if config.variant == "decide_first"
-                else f"the paper's rule (window {config.window}, dwell {config.min_dwell})")
+        rule = {"decide_first": "decide-first (window 1, dwell 1)",
+                "speculative": f"speculative verification (draft blocks of up to {config.draft_tokens})"}.get(
+            config.variant, f"the paper's rule (window {config.window}, dwell {config.min_dwell})")
         knobs = "" if config.rollback is None else f", rollback {config.rollback:g}"
         lines = [f"{rule}{knobs}; {self.dtype}; runs in {self.runs_in}"]
         for benchmark, test in self.results().items():

@@ -1,4 +1,5 @@
-"""Print the README's "Results at a glance" tables from the committed records, so they never drift from them.
+"""Print the README's recipes table and docs/results.md's benchmark tables from the committed records, so they
+never drift from them.
 
 First the shipped recipes, one row each, with the test results their files carry (evaluation/make_recipes.py
 attaches them from the same records). Then per benchmark:
@@ -8,11 +9,11 @@ read or wrote, catch-ups included: the FLOP side), and paired differences (point
 random control, small-only and large-only, each on the problems both finished (with that N when it is below the
 row's; report.md has every pairing, wins / losses and McNemar p). A row may name a stand-in control: another
 method's random control at the same share and dwell, run once for both (named in its cell). A method missing from
-a folder is left out with a note on stderr. tests/test_readme_tables.py checks that README.md carries these tables
-as printed.
+a folder is left out with a note on stderr. tests/test_readme_tables.py checks that README.md and docs/results.md
+carry these tables as printed.
 
     python evaluation/readme_tables.py            # both tables, markdown, to stdout
-    python evaluation/readme_tables.py --write    # replace them in README.md
+    python evaluation/readme_tables.py --write    # replace them in README.md and docs/results.md
 """
 
 import json
@@ -116,14 +117,24 @@ def tables() -> dict[str, str]:
     return {RECIPES_TITLE: recipes_table(), **{title: table(folder) for folder, (title, _) in TABLES.items()}}
 
 
-def write_readme(path: Path = ROOT / "README.md") -> None:
-    """Replace each table in `path` (from its header row to the blank line after it) with the records' own."""
-    text = path.read_text()
+DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "results.md")  # the recipes table, the benchmark tables
+
+
+def write_readme(*paths: Path) -> None:
+    """Replace each table (from its header row to the blank line after it) with the records' own, in whichever of
+    `paths` (default: README.md and docs/results.md) holds it; a table none of them holds is an error."""
+    texts = {path: path.read_text() for path in (paths or DOCUMENTS)}
     for title, new in tables().items():
-        start = text.index(f"| {title} |")
-        end = text.index("\n\n", start) + 1
-        text = text[:start] + new + text[end:]
-    path.write_text(text)
+        holders = [path for path, text in texts.items() if f"| {title} |" in text]
+        if not holders:
+            raise ValueError(f"no document holds the table {title!r}")
+        for path in holders:
+            text = texts[path]
+            start = text.index(f"| {title} |")
+            end = text.index("\n\n", start) + 1
+            texts[path] = text[:start] + new + text[end:]
+    for path, text in texts.items():
+        path.write_text(text)
 
 
 def main() -> None:

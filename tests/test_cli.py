@@ -34,7 +34,7 @@ def fake_pair(tmp_path, monkeypatch):
     return pair
 
 
-def test_load_pair_limits_equal_each_model(fake_pair, tokenizer=None):
+def test_load_pair_limits_equal_each_model(fake_pair):
     loaded = pairs.load_pair("tiny-pair", dtype="fp32", progress=False)
     assert loaded.dtype == torch.float32 and loaded.small.config.hidden_size == 64
     inputs = loaded.tokenizer(["hello world"], return_tensors="pt")

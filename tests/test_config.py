@@ -42,13 +42,6 @@ def test_from_dict_rejects_unknown_keys_and_bad_strings():
         EADConfig.from_dict([("threshold", 1.0)])
 
 
-def test_frozen():
-    from dataclasses import FrozenInstanceError
-
-    with pytest.raises(FrozenInstanceError):
-        EADConfig(threshold=1.0).window = 3
-
-
 def test_decide_first_validation_names_each_fix():
     config = EADConfig(threshold=0.5, window=1, min_dwell=1, variant="decide_first")
     assert EADConfig.from_dict(config.to_dict()) == config
@@ -85,5 +78,3 @@ def test_rollback_validation_and_round_trip():
             EADConfig(threshold=1.0, rollback=bad)
     with pytest.raises(ValueError, match="remove it for policy='random'"):
         EADConfig(threshold=1.0, policy="random", large_probability=0.5, rollback=0.1)
-
-

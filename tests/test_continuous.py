@@ -50,12 +50,17 @@ def test_each_answer_equals_ead_alone(qwen_pair, tokenizer, threshold, window, d
 
 
 def test_rows_refill_in_order_and_finish_out_of_order(qwen_pair, tokenizer):
+    """Each finished row takes the next prompt of the input list: when k rows have finished, only the first
+    batch_size + k prompts have started, so the k-th to finish is one of them. Answers of different lengths
+    finish out of input order."""
     small, large = qwen_pair
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    batch_size = 2
     order = [f.index for f in continuous_ead(small, large, EADConfig(threshold=5.3, min_dwell=1), prompts,
-                                              max_new_tokens=12, batch_size=2, eos_token_ids=[2])]
+                                              max_new_tokens=12, batch_size=batch_size, eos_token_ids=[2])]
     assert sorted(order) == list(range(len(PROMPTS)))
-    assert order != sorted(order) or len(set(order)) == len(order)
+    assert all(index < batch_size + k for k, index in enumerate(order)), order
+    assert order != sorted(order), "these prompts' answers end at different steps"
 
 
 def test_argument_errors(qwen_pair):

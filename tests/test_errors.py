@@ -8,6 +8,7 @@ from transformers.generation.logits_process import WatermarkLogitsProcessor
 import ead_hf
 from ead_hf import EADConfig, EADGenerator, ead_decoding, enable_ead
 from ead_hf.compat import check_transformers_version
+from ead_hf.continuous import continuous_ead
 from ead_hf.testing import tiny_model, tiny_pair, tiny_tokenizer
 
 CONFIG = EADConfig(threshold=5.0)
@@ -88,7 +89,7 @@ def test_incompatible_pairs():
         enable_ead(large, other)
 
 
-def test_incompatible_tokenizers(qwen_pair):
+def test_incompatible_tokenizers():
     small, large = tiny_pair("qwen2", seed=1)
     tokenizer, other = tiny_tokenizer(), tiny_tokenizer()
     other.add_tokens(["<extra>"])
@@ -118,7 +119,7 @@ def test_empty_prompt_names_input_ids(qwen_pair):
 
 
 @pytest.mark.parametrize("broken", ["small", "large"])
-def test_nan_logits_name_the_model(qwen_pair, batch, broken):
+def test_nan_logits_name_the_model(batch, broken):
     small, large = tiny_pair("qwen2", seed=0)
     model = small if broken == "small" else large
     with torch.no_grad():
@@ -129,6 +130,28 @@ def test_nan_logits_name_the_model(qwen_pair, batch, broken):
         EADGenerator(small, large, config).generate(**batch, max_new_tokens=3, do_sample=False)
     other = large if broken == "small" else small
     assert not other.get_output_embeddings().weight.isnan().any()
+
+
+@pytest.mark.parametrize("broken", ["small", "large"])
+def test_nan_logits_name_the_model_and_row_under_continuous_batching(tokenizer, broken):
+    """The same check in the evaluation's loop (one shared step): an error, never pad tokens with NaN entropies,
+    also for the large-only baseline and for decide-first, where the small model proposes every position."""
+    small, large = tiny_pair("qwen2", seed=0)
+    model = small if broken == "small" else large
+    with torch.no_grad():
+        model.get_output_embeddings().weight[5] = float("nan")
+    prompts = [tokenizer(text)["input_ids"] for text in ("The cat sat on", "2+2=")]
+    configs = [EADConfig.small_only() if broken == "small" else EADConfig.large_only(),
+               EADConfig.decide_first(float("-inf"))]
+    for config in configs:  # decide-first at -inf: the large model writes every position the small one proposes
+        with pytest.raises(ValueError, match=f"the {broken} model produced NaN logits for row 0"):
+            list(continuous_ead(small, large, config, prompts, max_new_tokens=4, batch_size=2, eos_token_ids=[2]))
+
+
+def test_empty_prompts_are_rejected_by_continuous_batching(qwen_pair):
+    small, large = qwen_pair
+    with pytest.raises(ValueError, match=r"prompts \[1\] are empty"):
+        list(continuous_ead(small, large, CONFIG, [[5, 6], []], max_new_tokens=2, batch_size=2, eos_token_ids=[2]))
 
 
 @pytest.mark.parametrize("version", ["5.22.2", "5.25.0", "6.0.0"])
@@ -150,3 +173,25 @@ def test_rollback_in_generate_takes_one_prompt(qwen_pair, batch, tokenizer):
     one = tokenizer(["2+2="], return_tensors="pt")
     with pytest.raises(ValueError, match=r"batch of 2 \(prompts x num_return_sequences\)"):
         generator.generate(**one, max_new_tokens=3, do_sample=True, num_return_sequences=2)
+
+
+def test_a_swapped_pair_is_an_error_in_every_entry_point(qwen_pair, batch):
+    """The entry points take the pair in different orders; a "small" model larger than the "large" one is refused
+    with the orders spelled out, unless allow_larger_small=True says the pair is meant."""
+    small, large = qwen_pair
+    calls = {
+        "EADGenerator": lambda **kw: EADGenerator(large, small, CONFIG, **kw).generate(**batch, max_new_tokens=2),
+        "enable_ead": lambda **kw: enable_ead(small, large, **kw).generate(**batch, ead_config=CONFIG,
+                                                                              max_new_tokens=2),
+        "continuous_ead": lambda **kw: list(continuous_ead(large, small, CONFIG, [[5, 6]], max_new_tokens=2,
+                                                           batch_size=1, eos_token_ids=[2], **kw)),
+        "custom_generate": lambda **kw: small.generate(**batch, max_new_tokens=2, custom_generate=ead_decoding,
+                                                       ead_config=CONFIG, ead_small_model=large,
+                                                       **{f"ead_{k}": v for k, v in kw.items()}),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match="the small model has .* parameters, more than the large model's .* swapped"):
+            call()
+        call(allow_larger_small=True)  # runs with the roles as given
+        if name == "enable_ead":
+            ead_hf.disable_ead(small)

@@ -16,6 +16,7 @@ SHOWS = {
     "pipeline.py": "records with model_choices: 2",
     "quickstart.py": "legend:",
     "sampling_stream.py": "same sample from the same seed: True",
+    "speculative.py": "exact: the large model's tokens;",
     "variants.py": "exactly the positions where the small model's entropy >=",
 }
 

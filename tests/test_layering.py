@@ -19,7 +19,7 @@ LAYERS = {
     "integration": 4, "generator": 4, "trace": 4, "hub": 4, "__init__": 4,
     "weights": 5, "model_pairs": 5, "recipes": 5,
     "testing": 6,
-    "eval": 7, "costs": 7, "calibration": 7, "bench": 7,
+    "eval": 7, "costs": 7, "calibration": 7, "bench": 7, "speed": 7,
     "cli": 8,
 }
 

@@ -50,4 +50,4 @@ def test_limits_equal_each_model_greedy(loaded):
             plain = model.generate(**inputs, **kwargs)
             ead = EADGenerator(loaded.small, loaded.large, config).generate(**inputs, **kwargs)
         assert torch.equal(plain, ead)
-        assert "56" in tokenizer.decode(plain[0, inputs["input_ids"].shape[1]:]) or model is loaded.small
+    assert "56" in tokenizer.decode(plain[0, inputs["input_ids"].shape[1]:])  # the large model's answer is right

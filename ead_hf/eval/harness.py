@@ -134,6 +134,13 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
                 plan.append(Method("random", min_dwell=min_dwell))
         else:
             plan.append(Method(kind))
+    if random_share is not None and not (isinstance(random_share, (int, float)) and 0 < random_share < 1):
+        raise ValueError(f"--random-share must be a large-token share in (0, 1), got {random_share}")
+    for method in plan:  # every rule's knobs are checked now, not after the methods before it ran for hours
+        if method.kind != "random":
+            method.ead_config()
+        elif method.min_dwell is not None:
+            EADConfig.random(0.5, min_dwell=method.min_dwell)
     return plan
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from ..model_pairs import get_pair, load_pair
 from ..recipes import Recipe, load_recipe
 from .data import default_data_path, get_benchmark, load_problems, stratified_subset
 from .harness import EvalSettings, Method, parse_methods, random_probability_for_share, run_method
-from .records import RecordStore, read_records
+from .records import RecordStore, exclusive_run_folder, read_records, write_json_atomically
 from .report import large_token_share, write_report
 
 __all__ = ["run_eval", "report_run", "calibrate_pair"]
@@ -43,7 +44,7 @@ def _random_probability(directory: Path, random_share: float | None, key: str | 
     probability = round(random_probability_for_share(share, min_dwell), 4)
     if random_share is None:
         controls[key] = probability
-        path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_json_atomically(path, manifest)
     return probability
 
 
@@ -82,7 +83,7 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
                              "(only --limit may grow), or use another --out")
         limits = [previous.get("limit"), limit]
         manifest["limit"] = None if None in limits else max(limits)
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_json_atomically(path, manifest)
 
 
 def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Path, limit: int | None,
@@ -111,6 +112,17 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
     plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, window, min_dwell,
                          opening_tokens, verify_thresholds, draft_tokens)
     state, rank, world = _distributed()
+    with exclusive_run_folder(Path(out)) if rank == 0 else nullcontext():  # one writer per folder (rank 0 owns it)
+        return _run_plan(plan, state, rank, world, benchmark=benchmark, pair=pair, out=Path(out), limit=limit,
+                         batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype, split=split, data=data,
+                         random_share=random_share, speculative_limit=speculative_limit, seed=seed,
+                         stop_loops=stop_loops, continuous=continuous, thresholds=thresholds, chunk=chunk,
+                         progress=progress)
+
+
+def _run_plan(plan, state, rank, world, *, benchmark, pair, out, limit, batch_size, max_new_tokens, dtype, split,
+              data, random_share, speculative_limit, seed, stop_loops, continuous, thresholds, chunk,
+              progress) -> str | None:
     dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
     problems = [dict(row) for row in dataset]
     loaded = load_pair(pair, dtype=dtype, progress=progress and rank == 0)

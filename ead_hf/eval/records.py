@@ -10,9 +10,48 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["RecordStore", "read_records"]
+from filelock import FileLock, Timeout
+
+__all__ = ["RecordStore", "exclusive_run_folder", "read_records", "write_json_atomically"]
+
+LOCK_NAME = ".ead_hf.lock"
+
+
+@contextmanager
+def exclusive_run_folder(directory: Path) -> Iterator[None]:
+    """Hold the run folder's one-writer lock (an OS file lock: released when the process ends, however it ends).
+
+    Two processes writing one folder would interleave batches and rewrite each other's files (a partial batch is
+    dropped on load): the second one is refused before it reads or writes anything, with the holder's pid."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"--out {directory} is a file; give a folder (it is created if missing)")
+    directory.mkdir(parents=True, exist_ok=True)
+    lock, owner = FileLock(directory / LOCK_NAME), directory / (LOCK_NAME + ".pid")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = owner.read_text().strip() if owner.is_file() else "unknown"
+        raise ValueError(f"{directory} is being written by another ead-hf process (pid {holder}); wait for it to "
+                         "finish (rerunning the same command then resumes) or use another --out") from None
+    try:
+        owner.write_text(f"{os.getpid()}\n")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
+
+
+def write_json_atomically(path: Path, data) -> None:
+    """Write `data` as JSON through a temporary file and a rename: a reader sees the old file or the new one."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(staging, path)
 
 
 def _read_complete(path: Path) -> tuple[list[dict], bool]:

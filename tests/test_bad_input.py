@@ -1,0 +1,50 @@
+"""Bad input to `ead-hf` ends in a one-line message naming the parameter, before any model loads (a table of
+cases: the command, the exit code, a phrase the message must contain)."""
+
+import pytest
+
+from ead_hf import model_pairs
+from ead_hf.cli import main as cli_main
+from ead_hf.eval import jobs
+
+EVAL = ["eval", "gsm8k", "--pair", "tiny-random", "--limit", "2", "--max-new-tokens", "4"]
+
+CASES = [
+    ([*EVAL, "--methods", "ead", "--thresholds", "nan"], "threshold is NaN"),
+    ([*EVAL, "--methods", "ead", "--thresholds", "1", "--window", "0"], "window must be >= 1"),
+    ([*EVAL, "--methods", "random", "--random-share", "2"], "--random-share must be a large-token share"),
+    ([*EVAL, "--methods", "first", "--first-thresholds", "1", "--rollback", "2", "--continuous"], "rollback must be"),
+    ([*EVAL, "--methods", "verify", "--continuous"], "--verify-thresholds"),
+    ([*EVAL, "--methods", "verify", "--verify-thresholds", "inf"], "add --continuous"),
+    ([*EVAL, "--methods", "verify", "--verify-thresholds", "inf", "--continuous", "--draft-tokens", "0"],
+     "draft_tokens must be an int >= 1"),
+    ([*EVAL, "--methods", "ead", "--thresholds", "x"], "--thresholds must be comma-separated numbers"),
+    ([*EVAL, "--methods", "bogus"], "unknown methods"),
+    (["generate", "--pair", "tiny-random", "--html", "/nonexistent/dir/x.html", "hi"], "does not exist"),
+    (["generate", "--pair", "tiny-random", "--draft-tokens", "4", "hi"], "add --speculative"),
+    (["generate", "--pair", "tiny-random", "--decide-first", "--window", "5", "hi"], "window=1"),
+    (["generate", "--pair", "no-such-pair", "hi"], "unknown pair"),
+    (["bench", "--pair", "tiny-random", "--batch-sizes", "0"], "--batch-sizes"),
+    (["bench", "--pair", "tiny-random", "--peers", "--verify", "inf:x"], "--verify points"),
+    (["eval", "budget", "somewhere", "--step", "0"], "--step must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("argv,phrase", CASES, ids=[" ".join(argv[:4]) + " " + phrase for argv, phrase in CASES])
+def test_bad_input_fails_early_with_a_message(argv, phrase, tmp_path, capsys, monkeypatch):
+    loads = []
+    for module in (model_pairs, jobs):
+        monkeypatch.setattr(module, "load_pair", lambda *a, **k: loads.append(a) or pytest.fail("a pair loaded"))
+    argv = [*argv, "--out", str(tmp_path / "out")] if argv[0] in ("eval", "bench") and argv[1] != "budget" else argv
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ead-hf: error:") and phrase in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not loads
+
+
+def test_out_that_is_a_file(tmp_path, capsys):
+    path = tmp_path / "file"
+    path.write_text("x")
+    assert cli_main([*EVAL, "--methods", "small", "--out", str(path)]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err

@@ -1,0 +1,58 @@
+"""`ead-hf bench --peers` (ead_hf.speed): forward counts, the exactness column and the step-cost fit."""
+
+import pytest
+import torch
+
+from ead_hf import EADConfig
+from ead_hf.cli import main as cli_main
+from ead_hf.speed import ForwardCounter, fit_step_costs, peer_configs, predict, run_peers
+
+
+def test_fit_recovers_known_step_costs():
+    """Rows generated from time = 0.3 x small + 1.1 x large forwards per token: the fit returns those costs."""
+    schedules = [(0.0, 1.0), (1.0, 0.0), (1.0, 0.25), (2.0, 0.1), (0.8, 0.5)]
+    rows = [{"small_forwards_per_token": s, "large_forwards_per_token": l, "vs_large": 0.3 * s + 1.1 * l}
+            for s, l in schedules]
+    fit = fit_step_costs(rows)
+    assert fit["small_step"] == pytest.approx(0.3) and fit["large_step"] == pytest.approx(1.1)
+    assert fit["r"] == pytest.approx(0.3 / 1.1) and fit["max_abs_residual"] < 1e-9
+    assert predict(rows[2], 0.1) == pytest.approx(0.35)
+
+
+def test_forward_counter_counts_top_level_calls(qwen_pair):
+    small, large = qwen_pair
+    counter = ForwardCounter({"small": small, "large": large})
+    try:
+        with torch.no_grad():
+            large(torch.tensor([[5, 6, 7]]))
+            large(torch.tensor([[5]]))
+            small(torch.tensor([[5]]))
+        assert counter.take() == {"small": 1, "large": 2}
+        assert counter.take() == {"small": 0, "large": 0}
+    finally:
+        counter.close()
+
+
+def test_peers_count_forwards_and_check_exactness(qwen_pair, tokenizer):
+    """Exact methods (assisted generation, exact speculative verification, the large model again) reproduce
+    large-only's tokens on every prompt; each speculative large forward writes >= 1 token; the large model alone
+    runs one forward per token."""
+    small, large = qwen_pair
+    prompts = [tokenizer(text, return_tensors="pt") for text in ("The cat sat on", "Once upon a time, in a land")]
+    configs = peer_configs(small, large, first_threshold=5.4, rollback=0.3, assisted=True,
+                           verify={"exact": EADConfig.speculative(draft_tokens=4),
+                                   "lossy": EADConfig.speculative(rollback=0.01, draft_tokens=4)})
+    result = run_peers(small, large, prompts, configs, new_tokens=10, reps=1, progress=lambda line: None)
+    rows = {row["config"]: row for row in result.rows}
+    for name in ("large generate", "large generate (again)", "assisted (HF)", "prompt lookup (HF)", "exact"):
+        assert rows[name]["same_as_large"] == 1.0, name
+    assert rows["large generate"]["large_forwards_per_token"] == 1.0
+    assert rows["small generate"]["large_forwards_per_token"] == 0.0
+    assert rows["exact"]["tokens_per_large_forward"] >= 1.0 and rows["exact"]["small_forwards_per_token"] > 0
+    assert rows["lossy"]["large_forwards_per_token"] < rows["exact"]["large_forwards_per_token"]
+
+
+def test_bench_peers_rejects_bad_points_before_loading(capsys, tmp_path):
+    for point in ("abc", "inf:2", "inf:0.1:0", "1:2:3:4"):
+        assert cli_main(["bench", "--pair", "tiny-random", "--peers", "--verify", point, "--out", str(tmp_path)]) == 2
+        assert "rollback" in (err := capsys.readouterr().err) or "--verify" in err or "draft_tokens" in err, point
