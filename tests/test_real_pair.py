@@ -51,3 +51,20 @@ def test_limits_equal_each_model_greedy(loaded):
             ead = EADGenerator(loaded.small, loaded.large, config).generate(**inputs, **kwargs)
         assert torch.equal(plain, ead)
     assert "56" in tokenizer.decode(plain[0, inputs["input_ids"].shape[1]:])  # the large model's answer is right
+
+
+def test_exact_speculative_verification_returns_the_large_models_tokens(loaded):
+    """On the real pair (its own numerics, draft blocks of 8 judged in one forward): exact verification gives the
+    large model's greedy tokens while most of them are the small model's accepted drafts."""
+    tokenizer = loaded.tokenizer
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "What is 7*8? Explain briefly."}],
+                                         tokenize=False, add_generation_prompt=True)
+    inputs = tokenizer([text], return_tensors="pt")
+    kwargs = dict(max_new_tokens=24, do_sample=False, temperature=None, top_p=None, top_k=None)
+    with torch.inference_mode():
+        plain = loaded.large.generate(**inputs, **kwargs)
+        out = EADGenerator(loaded.small, loaded.large, EADConfig.speculative(draft_tokens=8)).generate(
+            **inputs, return_dict_in_generate=True, **kwargs)
+    assert torch.equal(out.sequences, plain)
+    assert (out.model_choices[0] == 0).sum() > (out.model_choices[0] == 1).sum()  # mostly accepted drafts
+    assert len(out.ead_forwards["large"]) < out.model_choices.shape[1]  # fewer large forwards than tokens
