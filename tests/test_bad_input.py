@@ -48,3 +48,31 @@ def test_out_that_is_a_file(tmp_path, capsys):
     path.write_text("x")
     assert cli_main([*EVAL, "--methods", "small", "--out", str(path)]) == 2
     assert "is a file; give a folder" in capsys.readouterr().err
+
+
+DATA_CASES = [
+    ("missing", None, "data not found"),
+    ("folder", "folder", "is a folder"),
+    ("empty", "", "holds no problems"),
+    ("not json", '{"question": "1+1?", "answer": "#### 2"}\n{oops\n', "line 2: not JSON"),
+    ("a list", '[1, 2]\n', "line 1: the record is not a JSON object"),
+    ("wrong fields", '{"problem": "1+1?", "answer": "2"}\n', "line 1: the record has no 'question' text"),
+    ("no final answer", '{"question": "1+1?", "answer": "it is 2"}\n', "does not end in '#### N'"),
+    ("not utf-8", b"\xff\xfe\x00bad", "cannot read it"),
+]
+
+
+@pytest.mark.parametrize("name,content,phrase", DATA_CASES, ids=[case[0] for case in DATA_CASES])
+def test_bad_data_files_name_the_file_and_line(name, content, phrase, tmp_path, capsys, monkeypatch):
+    for module in (model_pairs, jobs):
+        monkeypatch.setattr(module, "load_pair", lambda *a, **k: pytest.fail("a pair loaded"))
+    path = tmp_path / "data.jsonl"
+    if content == "folder":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    assert cli_main([*EVAL, "--methods", "small", "--data", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert phrase in err and str(path) in err and err.count("\n") == 1, err

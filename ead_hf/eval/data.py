@@ -7,6 +7,8 @@ for a pip user with no checkout around it; `--data FILE` takes any JSONL of the 
 
 from __future__ import annotations
 
+import gzip
+import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -36,6 +38,22 @@ def _math_row(row: dict, index: int) -> dict:
     }
 
 
+def _math_problem_error(row: dict) -> str | None:
+    if not isinstance(row.get("problem"), str):
+        return "has no 'problem' text"
+    if not row.get("answer") and not isinstance(row.get("solution"), str):
+        return "has neither an 'answer' nor a 'solution' to take the boxed answer from"
+    return None
+
+
+def _gsm8k_problem_error(row: dict) -> str | None:
+    if not isinstance(row.get("question"), str):
+        return "has no 'question' text"
+    if not row.get("final_answer") and "####" not in str(row.get("answer", "")):
+        return "has no 'final_answer' and its 'answer' does not end in '#### N' (GSM8K's final-answer marker)"
+    return None
+
+
 def _gsm8k_row(row: dict, index: int) -> dict:
     """GSM8K rows: question, worked answer ending '#### N', final_answer (N without thousands commas)."""
     final = row.get("final_answer") or row["answer"].rsplit("####", 1)[-1].strip().replace(",", "")
@@ -51,6 +69,7 @@ class Benchmark:
     title: dict  # split -> name in reports
     files: dict  # split -> shipped file name
     normalise: object
+    problem_error: object  # row -> None, or what is wrong with it (checked on every line before a run starts)
 
     def data_path(self, split: str) -> Path:
         if split not in self.files:
@@ -60,9 +79,10 @@ class Benchmark:
 
 BENCHMARKS = {
     "math": Benchmark("math", {"test": "MATH-500", "train": "MATH train"},
-                      {"test": "math500_test.jsonl.gz", "train": "math_train.jsonl.gz"}, _math_row),
+                      {"test": "math500_test.jsonl.gz", "train": "math_train.jsonl.gz"}, _math_row, _math_problem_error),
     "gsm8k": Benchmark("gsm8k", {"test": "GSM8K test", "train": "GSM8K train"},
-                       {"test": "gsm8k_test.jsonl.gz", "train": "gsm8k_train.jsonl.gz"}, _gsm8k_row),
+                       {"test": "gsm8k_test.jsonl.gz", "train": "gsm8k_train.jsonl.gz"}, _gsm8k_row,
+                       _gsm8k_problem_error),
 }
 
 
@@ -82,11 +102,41 @@ def load_problems(path: str | Path, benchmark: str = "math"):
     from datasets import load_dataset
 
     spec, path = get_benchmark(benchmark), Path(path)
+    if path.is_dir():
+        raise ValueError(f"--data {path} is a folder; pass a JSONL file with {spec.name}'s fields")
     if not path.is_file():
         raise FileNotFoundError(f"{spec.name} data not found at {path}; pass --data PATH to a JSONL file")
+    check_problem_file(path, spec)
     raw = load_dataset("json", data_files=str(path), split="train")
     dataset = raw.map(spec.normalise, with_indices=True, remove_columns=raw.column_names)
     return dataset.filter(lambda row: row["answer"] is not None)
+
+
+def check_problem_file(path: Path, spec: Benchmark) -> None:
+    """Every line of a JSONL (or .jsonl.gz) problem file parses and has the benchmark's fields: a bad file is a
+    ValueError naming the file and the first bad line, before any model runs."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}, line {number}: not JSON ({error.msg})") from None
+                problem = "is not a JSON object" if not isinstance(row, dict) else spec.problem_error(row)
+                if problem:
+                    raise ValueError(f"{path}, line {number}: the record {problem}; {spec.name} records need "
+                                     + ("question and answer ('... #### N') fields" if spec.name == "gsm8k"
+                                        else "problem and answer (or solution) fields"))
+                rows += 1
+    except (UnicodeDecodeError, OSError, EOFError) as error:
+        raise ValueError(f"{path}: cannot read it as {'gzipped ' if opener is gzip.open else ''}UTF-8 JSONL "
+                         f"({error})") from None
+    if not rows:
+        raise ValueError(f"{path} holds no problems (an empty file); pass a JSONL file with {spec.name}'s fields")
 
 
 def load_math(path: str | Path):
