@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,15 @@ class Recipe:
         return path
 
 
+BENCHMARK_NAMES = ("math", "gsm8k")  # the benchmarks a recipe may carry thresholds for (ead_hf.eval.data.BENCHMARKS)
+
+
+def get_benchmark_name(name: str) -> str:
+    if name not in BENCHMARK_NAMES:
+        raise ValueError(f"unknown benchmark {name!r} in benchmarks; use one of {', '.join(BENCHMARK_NAMES)}")
+    return name
+
+
 def shipped_recipes() -> dict[str, Path]:
     return {path.stem: path for path in sorted(_SHIPPED.glob("*.json"))}
 
@@ -90,13 +99,32 @@ def load_recipe(path_or_name: str | Path) -> Recipe:
             raise ValueError(f"recipe {path_or_name!r} is neither a file nor a shipped recipe "
                              f"({', '.join(shipped) or 'none shipped'})")
         path = shipped[str(path_or_name)]
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON recipe ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a recipe is a JSON object with {RECIPE_FORMAT!r} as its format, got a "
+                         f"{type(data).__name__}")
     if data.get("format") != RECIPE_FORMAT:
-        raise ValueError(f"{path}: not an ead-hf recipe (format {data.get('format')!r}, expected {RECIPE_FORMAT!r})")
+        raise ValueError(f"{path}: not an ead-hf recipe (format {data.get('format')!r}, expected {RECIPE_FORMAT!r}; "
+                         "a newer format needs a newer ead-hf)")
     known = set(Recipe.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{path}: unknown recipe keys {unknown}")
+        raise ValueError(f"{path}: unknown recipe keys {unknown}; known keys are {sorted(known)}")
+    required = [name for name, spec in Recipe.__dataclass_fields__.items()
+                if spec.default is spec.default_factory is MISSING and name not in data]
+    if required:
+        raise ValueError(f"{path}: the recipe lacks {required}")
     recipe = Recipe(**data)
-    recipe.config = recipe.ead_config.to_dict()  # validated now, with EADConfig's precise errors; removed knobs dropped
+    try:
+        recipe.config = recipe.ead_config.to_dict()  # validated now, with EADConfig's precise errors
+        for benchmark, entry in recipe.benchmarks.items():
+            get_benchmark_name(benchmark)
+            if not isinstance(entry, dict) or "threshold" not in entry:
+                raise ValueError(f"benchmarks[{benchmark!r}] needs a threshold")
+            recipe.config_for(benchmark)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
     return recipe

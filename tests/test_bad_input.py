@@ -76,3 +76,46 @@ def test_bad_data_files_name_the_file_and_line(name, content, phrase, tmp_path, 
     assert cli_main([*EVAL, "--methods", "small", "--data", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert phrase in err and str(path) in err and err.count("\n") == 1, err
+
+
+def _recipe(**changes):
+    import json
+
+    from ead_hf.recipes import shipped_recipes
+
+    data = json.loads(shipped_recipes()["qwen2.5-coder-0.5b-1.5b-decide-first"].read_text())
+    for key, value in changes.items():
+        if value is None and key in data:
+            del data[key]
+        else:
+            data[key] = value
+    return data
+
+
+RECIPE_CASES = [
+    ("not json", "{oops", "not a JSON recipe"),
+    ("a list", "[1, 2]", "a recipe is a JSON object"),
+    ("missing dtype", dict(dtype=None), "the recipe lacks ['dtype']"),
+    ("null threshold", dict(config={"threshold": None}), "threshold must be a number"),
+    ("benchmark typo", dict(benchmarks={"gsm8": {"threshold": 0.5}}), "unknown benchmark 'gsm8'"),
+    ("newer format", dict(format="ead-hf-recipe/9"), "a newer format needs a newer ead-hf"),
+    ("unknown key", dict(colour="blue"), "unknown recipe keys ['colour']"),
+]
+
+
+@pytest.mark.parametrize("name,change,phrase", RECIPE_CASES, ids=[case[0] for case in RECIPE_CASES])
+def test_bad_recipes_name_the_file_and_the_fix(name, change, phrase, tmp_path, capsys):
+    import json
+
+    path = tmp_path / "recipe.json"
+    path.write_text(change if isinstance(change, str) else json.dumps(_recipe(**change)))
+    assert cli_main(["generate", "--recipe", str(path), "hi"]) == 2
+    err = capsys.readouterr().err
+    assert phrase in err and str(path) in err and err.count("\n") == 1, err
+
+
+def test_recipes_know_every_benchmark():
+    from ead_hf.eval.data import BENCHMARKS
+    from ead_hf.recipes import BENCHMARK_NAMES
+
+    assert BENCHMARK_NAMES == tuple(BENCHMARKS)
