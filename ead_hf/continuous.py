@@ -92,7 +92,7 @@ class _Lanes:
         self.entropies = torch.full(self.tokens.shape, float("nan"), device=device)
         self.start = [0] * rows  # grid column of each row's first new token
         self.runners = {SMALL: RowRunner(small, width, rows), LARGE: RowRunner(large, width, rows)}
-        self.busy = [False] * rows  # the row holds a prompt
+        self.problem: list[int | None] = [None] * rows  # index of the prompt each row holds (None: empty)
         self.count = torch.zeros(rows, dtype=torch.long, device=device)  # each row's kept new tokens
         self.rolled_back = [0] * rows
         self.taken: list[set[int]] = [set() for _ in range(rows)]  # grid columns of each row's dropped tokens
@@ -105,10 +105,14 @@ class _Lanes:
         """(tokens, attention mask, positions): what `RowRunner.read` takes."""
         return self.tokens, self.mask, self.positions
 
-    def place(self, row: int, prompt: list[int] | None) -> None:
-        """Start `row` on `prompt` (its new tokens begin at the next column), or leave it empty (None)."""
-        self.busy[row] = prompt is not None
-        if prompt is None:
+    @property
+    def live_rows(self) -> list[int]:
+        return [row for row, index in enumerate(self.problem) if index is not None]
+
+    def place(self, row: int, index: int | None, prompt: list[int] | None) -> None:
+        """Start `row` on prompt number `index` (its new tokens begin at the next column), or leave it empty."""
+        self.problem[row] = index
+        if index is None:
             return
         end, length = self.width, len(prompt)
         self.tokens[row, end - length:] = torch.tensor(prompt, device=self.tokens.device)
@@ -121,7 +125,7 @@ class _Lanes:
         self.count[row], self.rolled_back[row], self.taken[row] = 0, 0, set()
 
     def read(self, model: int, rows: list[int]) -> torch.Tensor:
-        ahead = [row for row, busy in enumerate(self.busy) if busy and row not in rows] if self.read_ahead else []
+        ahead = [row for row in self.live_rows if row not in rows] if self.read_ahead else []
         return self.runners[model].read(*self.grid(), rows, ahead=ahead)
 
     def read_history(self, rows: list[int]):
@@ -205,18 +209,16 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     step = EADStep(config, rows, shared_vocab_size(large, small), device)
     eos = torch.tensor(eos_token_ids, device=device)
     queue = iter(enumerate(prompts))
-    problem: list[int | None] = [None] * rows
 
     def place(row: int) -> None:
         """Give `row` the next prompt, or leave it empty when none is left."""
-        problem[row], prompt = next(queue, (None, None))
-        lanes.place(row, prompt)
+        lanes.place(row, *next(queue, (None, None)))
         step.reset(row)
 
     for row in range(rows):
         place(row)
-    while any(index is not None for index in problem):
-        result = step(lanes, [row for row in range(rows) if problem[row] is not None])
+    while live_rows := lanes.live_rows:
+        result = step(lanes, live_rows)
         tokens, live = pick_tokens(result.logits, do_sample=False), result.live
         lanes.append(tokens, live, result.chosen, result.entropy)
         done = torch.isin(tokens, eos) | (lanes.count >= max_new_tokens)
@@ -229,7 +231,7 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
             finish = "eos" if new_tokens[-1] in eos_token_ids else "budget" if len(new_tokens) >= max_new_tokens else "loop"
             small_runner, large_runner = lanes.runners[SMALL], lanes.runners[LARGE]
             yield FinishedRow(
-                index=problem[row], tokens=new_tokens, choices=choices, entropies=entropies, finish=finish,
+                index=lanes.problem[row], tokens=new_tokens, choices=choices, entropies=entropies, finish=finish,
                 catchup={"small": small_runner.row_catchup[row], "large": large_runner.row_catchup[row]},
                 forwards={"small": list(small_runner.row_forwards[row]), "large": list(large_runner.row_forwards[row])},
                 rolled_back=lanes.rolled_back[row],

@@ -6,7 +6,7 @@ is reported through medians of its per-round time relative to plain `generate` o
 same run. "large generate (again)" is the large model timed a second time: how far apart two timings of one
 configuration fall is the run's noise, and no difference smaller than it means anything.
 
-Per configuration, counted with forward hooks (so HF assisted generation and prompt lookup are counted the same
+Per configuration, counted with `bench.ForwardClock`'s forward hooks (so HF assisted generation and prompt lookup are counted the same
 way as EAD): large and small forwards per generated token, tokens per large forward, and the share of prompts
 whose tokens equal large-only's (exact methods must be 1.0). `fit_step_costs` fits time per token = r x (small
 forwards per token) + c x (large forwards per token) in units of the large model's decode step, which says what
@@ -22,30 +22,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .bench import ForwardClock
 from .config import EADConfig
 from .generator import EADGenerator
 
 __all__ = ["PeerRun", "peer_configs", "run_peers", "fit_step_costs", "predict", "peers_markdown"]
-
-
-class ForwardCounter:
-    """Counts the top-level forward calls of each model (hooks; nested modules are not counted)."""
-
-    def __init__(self, models: dict[str, torch.nn.Module]) -> None:
-        self.counts = {role: 0 for role in models}
-        self.handles = [model.register_forward_pre_hook(lambda *_, role=role: self._count(role))
-                        for role, model in models.items()]
-
-    def _count(self, role: str) -> None:
-        self.counts[role] += 1
-
-    def take(self) -> dict[str, int]:
-        counts, self.counts = self.counts, {role: 0 for role in self.counts}
-        return counts
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 def peer_configs(small, large, *, first_threshold: float | None, rollback: float | None,
@@ -94,11 +75,10 @@ def run_peers(small, large, prompts: list[dict], configs: dict[str, Callable], *
         raise ValueError("reps and new_tokens must be >= 1, and there must be at least one prompt")
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, temperature=None,
                   top_p=None, top_k=None)
-    counter = ForwardCounter({"small": small, "large": large})
     times = {name: [] for name in configs}
     forwards: dict[str, dict[str, int]] = {}
     tokens: dict[str, list[list[int]]] = {}
-    try:
+    with ForwardClock({"small": small, "large": large}) as clock:
         for rep in range(reps):
             for name, run in configs.items():
                 start, outputs = time.perf_counter(), []
@@ -107,11 +87,10 @@ def run_peers(small, large, prompts: list[dict], configs: dict[str, Callable], *
                     sequences = getattr(sequences, "sequences", sequences)
                     outputs.append(sequences[0, inputs["input_ids"].shape[1]:].tolist())
                 times[name].append(time.perf_counter() - start)
-                counts = counter.take()
+                records = clock.take()
+                counts = {role: sum(1 for record in records if record[0] == role) for role in ("small", "large")}
                 forwards[name], tokens[name] = counts, outputs
                 progress(f"round {rep + 1}/{reps} {name}: {times[name][-1]:.1f} s, forwards {counts}")
-    finally:
-        counter.close()
     result = PeerRun()
     large_time = statistics.median(times["large generate"])
     generated = {name: sum(len(t) for t in outputs) for name, outputs in tokens.items()}

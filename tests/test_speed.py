@@ -1,11 +1,10 @@
 """`ead-hf bench --peers` (ead_hf.speed): forward counts, the exactness column and the step-cost fit."""
 
 import pytest
-import torch
 
 from ead_hf import EADConfig
 from ead_hf.cli import main as cli_main
-from ead_hf.speed import ForwardCounter, fit_step_costs, peer_configs, predict, run_peers
+from ead_hf.speed import fit_step_costs, peer_configs, predict, run_peers
 
 
 def test_fit_recovers_known_step_costs():
@@ -17,20 +16,6 @@ def test_fit_recovers_known_step_costs():
     assert fit["small_step"] == pytest.approx(0.3) and fit["large_step"] == pytest.approx(1.1)
     assert fit["r"] == pytest.approx(0.3 / 1.1) and fit["max_abs_residual"] < 1e-9
     assert predict(rows[2], 0.1) == pytest.approx(0.35)
-
-
-def test_forward_counter_counts_top_level_calls(qwen_pair):
-    small, large = qwen_pair
-    counter = ForwardCounter({"small": small, "large": large})
-    try:
-        with torch.no_grad():
-            large(torch.tensor([[5, 6, 7]]))
-            large(torch.tensor([[5]]))
-            small(torch.tensor([[5]]))
-        assert counter.take() == {"small": 1, "large": 2}
-        assert counter.take() == {"small": 0, "large": 0}
-    finally:
-        counter.close()
 
 
 def test_peers_count_forwards_and_check_exactness(qwen_pair, tokenizer):
