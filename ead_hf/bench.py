@@ -125,15 +125,15 @@ def _configs(small, large, inputs: dict, kwargs: dict, threshold: float, first_t
     """Name -> a call that runs that configuration on one batch of prompts (`inputs`)."""
     configs = {
         "small generate": lambda: small.generate(**inputs, **kwargs),
-        "EAD +inf": lambda: EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(**inputs, **kwargs),
+        "EAD +inf": lambda: EADGenerator(small=small, large=large, config=EADConfig(threshold=float("inf"))).generate(**inputs, **kwargs),
         "large generate": lambda: large.generate(**inputs, **kwargs),
-        "EAD -inf": lambda: EADGenerator(small, large, EADConfig(threshold=float("-inf"), start="large")).generate(
+        "EAD -inf": lambda: EADGenerator(small=small, large=large, config=EADConfig(threshold=float("-inf"), start="large")).generate(
             **inputs, **kwargs),
-        _ead_name(threshold): functools.partial(EADGenerator(small, large, EADConfig(threshold=threshold)).generate,
+        _ead_name(threshold): functools.partial(EADGenerator(small=small, large=large, config=EADConfig(threshold=threshold)).generate,
                                                 **inputs, return_dict_in_generate=True, **kwargs),
     }
     if first_threshold is not None:  # the decide-first variant at its own threshold
-        configs[_first_name(first_threshold)] = functools.partial(EADGenerator(small, large, EADConfig(
+        configs[_first_name(first_threshold)] = functools.partial(EADGenerator(small=small, large=large, config=EADConfig(
             threshold=first_threshold, window=1, min_dwell=1, variant="decide_first")).generate,
             **inputs, return_dict_in_generate=True, **kwargs)
     if rollback is not None:
@@ -141,7 +141,7 @@ def _configs(small, large, inputs: dict, kwargs: dict, threshold: float, first_t
         configs.update({name: functools.partial(_lanes_run, small, large, config, prompts, kwargs["max_new_tokens"])
                         for name, config in lane_configs(threshold, first_threshold, rollback).items()})
         if len(prompts) == 1:  # generate() runs rollback one prompt per call
-            configs.update({name: functools.partial(EADGenerator(small, large, config).generate, **inputs,
+            configs.update({name: functools.partial(EADGenerator(small=small, large=large, config=config).generate, **inputs,
                                                     return_dict_in_generate=True, **kwargs)
                             for name, config in rollback_configs(threshold, first_threshold, rollback).items()})
     if assisted:
@@ -186,7 +186,7 @@ def _lanes_run(small, large, config: EADConfig, prompts: list[list[int]], new_to
     """`continuous_ead` on the batch's prompts in as many slots, every row to `new_tokens`: its end-of-sequence id
     is one no model can emit (an id past the output head), as `min_new_tokens` makes `generate` run on."""
     never = large.get_output_embeddings().weight.shape[0]
-    return list(continuous_ead(small, large, config, prompts, max_new_tokens=new_tokens, batch_size=len(prompts),
+    return list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=new_tokens, batch_size=len(prompts),
                                eos_token_ids=[never]))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -71,7 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, spec in BENCHMARKS.items():
         run = eval_commands.add_parser(name, help=f"run methods on {spec.title['test']} (or --split train), "
                                        "resumable (rerun the same command)")
-        run.add_argument("--pair", default=DEFAULT_PAIR)
+        run.add_argument("--pair", default=None, help=f"named model pair (default: the recipe's, else {DEFAULT_PAIR})")
         run.add_argument("--methods", default="small,large,ead,random",
                          help="comma-separated: small, large, ead, first (decide-first EAD), verify (speculative "
                          "verification: EADConfig.speculative), opening (the large model writes the first "
@@ -230,16 +231,24 @@ def _eval(args: argparse.Namespace) -> int:
     if args.recipe:  # the recipe's threshold for this benchmark, for its rule's method (ead or first)
         from .recipes import load_recipe
 
-        config = load_recipe(args.recipe).config_for(args.eval_command)
+        recipe = load_recipe(args.recipe)
+        config = recipe.config_for(args.eval_command)
         if config.variant == "decide_first":
             first_thresholds = [config.threshold] + first_thresholds
         else:
             thresholds = [config.threshold] + thresholds
-        if args.rollback is None:  # a recipe's rollback applies to the command's every point, as --rollback does
-            args.rollback = config.rollback
-        if config.variant == "paper":  # and so do its routing knobs, unless given
-            args.window = config.window if args.window is None else args.window
-            args.min_dwell = config.min_dwell if args.min_dwell is None else args.min_dwell
+        sources = {"threshold": "recipe (an added point)"}
+        knobs = ["rollback"] + (["window", "min_dwell"] if config.variant == "paper" else [])
+        for knob in knobs:  # a recipe's rollback (and the paper rule's knobs) apply to every point, unless given
+            sources[knob] = "option" if getattr(args, knob) is not None else "recipe"
+            if getattr(args, knob) is None:
+                setattr(args, knob, getattr(config, knob))
+        _say_recipe(args.recipe, recipe.pair, sources, args.pair)
+        args.pair = args.pair or recipe.pair
+    if args.pair is None:
+        from .model_pairs import DEFAULT_PAIR
+
+        args.pair = DEFAULT_PAIR
     table = run_eval(
         benchmark=args.eval_command, pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()], thresholds=thresholds,
         out=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
@@ -363,9 +372,16 @@ def _prompt_ids(tokenizer, prompt: str, use_chat_template: bool):
     return text, tokenizer([text], return_tensors="pt")
 
 
+def _say_recipe(name: str, recipe_pair: str, sources: dict[str, str], pair: str | None) -> None:
+    """One rule in every command: an option given explicitly wins over the recipe; say which setting came from where."""
+    taken = ", ".join(f"{setting} from the {where}" for setting, where in sources.items())
+    print(f"recipe {name} (pair {recipe_pair}): {taken or 'nothing taken'}"
+          + (f"; pair {pair} from the option" if pair and pair != recipe_pair else ""), file=sys.stderr)
+
+
 def _generate(args: argparse.Namespace) -> int:
     import torch
-    from transformers import TextStreamer
+    from transformers import StoppingCriteriaList, TextStreamer
 
     from .config import config_from_options
     from .generator import EADGenerator
@@ -386,9 +402,7 @@ def _generate(args: argparse.Namespace) -> int:
         rollback=args.rollback, draft_tokens=args.draft_tokens)
     threshold = config.threshold
     if recipe is not None:
-        taken = ", ".join(f"{name} from the {where}" for name, where in sources.items())
-        print(f"recipe {args.recipe} (pair {recipe.pair}): {taken or 'nothing taken'}"
-              + (f"; pair {pair.name} from the option" if pair.name != recipe.pair else ""), file=sys.stderr)
+        _say_recipe(args.recipe, recipe.pair, sources, pair.name)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
     if args.html is not None and not args.html.parent.is_dir():  # before the answer, not after it
@@ -408,9 +422,11 @@ def _generate(args: argparse.Namespace) -> int:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if not args.no_stream:
         kwargs["streamer"] = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    interrupt = _StopOnInterrupt()
+    kwargs["stopping_criteria"] = StoppingCriteriaList([interrupt])
     start = time.perf_counter()
-    with torch.inference_mode():
-        out = EADGenerator(loaded.small, loaded.large, config, tokenizer=tokenizer).generate(**inputs, **kwargs)
+    with torch.inference_mode(), interrupt:
+        out = EADGenerator(small=loaded.small, large=loaded.large, config=config, tokenizer=tokenizer).generate(**inputs, **kwargs)
     seconds = time.perf_counter() - start
     tokens = trace_tokens(tokenizer, out)
     colour = sys.stdout.isatty() and not args.no_color
@@ -424,7 +440,36 @@ def _generate(args: argparse.Namespace) -> int:
         args.html.write_text(render_html(tokens, title=f"EAD · {pair.name} · τ={threshold:g} bits", prompt=args.prompt,
                                          summary=summary), encoding="utf-8")
         print(f"wrote {args.html}", file=sys.stderr)
+    if interrupt.stopped:
+        print("ead-hf: interrupted: the answer stops where Ctrl-C came" + (" (the page holds it)" if args.html else ""),
+              file=sys.stderr)
+        return 130
     return 0
+
+
+class _StopOnInterrupt:
+    """A stopping criterion that ends generation at the step after Ctrl-C, so the trace and the page keep the tokens
+    written so far; a second Ctrl-C stops at once. Used as a context manager around generate."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._previous = None
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.stopped, dtype=torch.bool, device=input_ids.device)
+
+    def _on_interrupt(self, signum, frame) -> None:
+        self.stopped = True
+        signal.signal(signal.SIGINT, self._previous)  # the next Ctrl-C interrupts at once
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
 
 
 def _pairs(args: argparse.Namespace) -> int:
@@ -462,6 +507,11 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsError, ValueError, FileNotFoundError) as error:
         print(f"ead-hf: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("ead-hf: interrupted" + (f"; the records written so far are in {args.out}: run the same command again to "
+                                        "resume" if getattr(args, "out", None) and args.command == "eval" else ""),
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ import torch
 from transformers import PreTrainedModel
 
 from .compat import full_attention_only
-from .config import EADConfig
+from .config import EADConfig, resolve_ead_config
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
-from .pair_checks import check_pair, shared_vocab_size
+from .pair_checks import check_pair, check_prompt_ids, models_by_keyword, shared_vocab_size
 from .runner import RowRunner
 from .step import EADStep, pick_tokens
 
@@ -173,7 +173,8 @@ class _Lanes:
                 self.entropies[row, begin:][kept].tolist())
 
 
-def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADConfig, prompts: list[list[int]], *,
+def continuous_ead(*legacy, small: PreTrainedModel | None = None, large: PreTrainedModel | None = None,
+                   config: EADConfig | None = None, prompts: list[list[int]] | None = None,
                    max_new_tokens: int, batch_size: int, eos_token_ids: list[int], pad_token_id: int = 0,
                    stop_loops: bool = False, read_ahead: bool | None = None,
                    allow_larger_small: bool = False) -> Iterator[FinishedRow]:
@@ -185,6 +186,13 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     padding when the large model's positions are scattered over all rows a few tokens apart, as under
     decide-first (where the small model reads every row anyway). None: on for decide-first without rollback (which
     judges the tokens a catch-up reads, so it needs the catch-ups); off for the paper's rule."""
+    named = models_by_keyword("continuous_ead", legacy,
+                              {"small": small, "large": large, "config": config, "prompts": prompts},
+                              order=("small", "large", "config", "prompts"))
+    small, large, config, prompts = named["small"], named["large"], named["config"], named["prompts"]
+    if config is None or prompts is None:
+        raise TypeError("continuous_ead() needs config= (an EADConfig) and prompts= (lists of token ids)")
+    config = resolve_ead_config(config)
     check_pair(large, small, allow_larger_small=allow_larger_small)
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be >= 1")
@@ -193,6 +201,8 @@ def continuous_ead(small: PreTrainedModel, large: PreTrainedModel, config: EADCo
     empty = [index for index, prompt in enumerate(prompts) if len(prompt) == 0]
     if empty:
         raise ValueError(f"prompts {empty[:5]} are empty: each prompt needs at least one token (e.g. the BOS token)")
+    if prompts:
+        check_prompt_ids(max(max(prompt) for prompt in prompts), large, small)
     blockers = [reason for reason in map(full_attention_only, (small, large)) if reason]
     if blockers:
         raise ValueError(f"continuous batching needs full-attention caches: {'; '.join(blockers)}")

@@ -19,7 +19,7 @@ from .compat import (check_transformers_version, full_attention_only, is_single_
                      pop_prepared_cache)
 from .config import EADConfig, resolve_ead_config
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
-from .pair_checks import check_pair, shared_vocab_size
+from .pair_checks import check_pair, check_prompt_ids, shared_vocab_size
 from .runner import ModelRunner
 from .step import EADStep, pick_tokens
 
@@ -151,6 +151,12 @@ def _check_arguments(model, small, ead_config, input_ids, generation_config, log
     if input_ids.ndim != 2 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids must be (batch, prompt length) with at least one prompt token, got shape "
                          f"{tuple(input_ids.shape)}: EAD starts from a prompt (e.g. the BOS token)")
+    check_prompt_ids(int(input_ids.max()), model, small)
+    mask = model_kwargs.get("attention_mask")
+    if mask is not None and mask.ndim == 2 and not bool(mask[:, -1].all()):
+        raise ValueError("the prompts are right-padded (a row's attention_mask ends in 0): EAD, like every decoder-only "
+                         "generate, appends after the last column, so a short row would continue after its padding. "
+                         "Pad on the left: tokenizer.padding_side = 'left'")
     return config
 
 

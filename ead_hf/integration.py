@@ -19,7 +19,8 @@ from .compat import check_transformers_version
 from .config import EADConfig
 from .config import resolve_ead_config
 from .decoding import ead_decoding
-from .pair_checks import check_pair, check_pair_tokenizers, check_tokenizer_fits, shared_vocab_size
+from .pair_checks import (check_pair, check_pair_tokenizers, check_tokenizer_fits, models_by_keyword,
+                          shared_vocab_size)
 
 __all__ = ["enable_ead", "disable_ead", "generate_with_ead", "is_ead_enabled"]
 
@@ -58,13 +59,21 @@ def _take_stop_strings(model: PreTrainedModel, arguments: dict):
 
 
 def generate_with_ead(
-    large_model: PreTrainedModel, small_model: PreTrainedModel, ead_config: EADConfig | dict, *args,
-    allow_larger_small: bool = False, **kwargs
+    *args, small: PreTrainedModel | None = None, large: PreTrainedModel | None = None,
+    ead_config: EADConfig | dict | None = None, allow_larger_small: bool = False, **kwargs
 ):
-    """`large_model.generate(*args, **kwargs)`, decoded with EAD over the pair; accepts every generate kwarg
+    """`large.generate(*args, **kwargs)`, decoded with EAD over the pair; accepts every generate kwarg
     EAD supports, including `streamer`, `tokenizer` and `stop_strings`."""
     check_transformers_version()
-    config = resolve_ead_config(ead_config)
+    legacy = ()
+    if small is None and large is None and args and isinstance(args[0], PreTrainedModel):
+        legacy, args = args[:3], args[3:]  # the old order: (large, small, ead_config, *generate's)
+    named = models_by_keyword("generate_with_ead", legacy, {"small": small, "large": large, "ead_config": ead_config},
+                              order=("large", "small", "ead_config"))
+    large_model, small_model = named["large"], named["small"]
+    if named["ead_config"] is None:
+        raise TypeError("generate_with_ead() needs ead_config=: e.g. EADConfig.decide_first(threshold=0.5)")
+    config = resolve_ead_config(named["ead_config"])
     arguments = _bind(large_model, args, kwargs)
     for name, instead in (
         ("assistant_model", "EAD does not verify; use assistant_model without ead_config for speculative decoding"),
@@ -90,21 +99,23 @@ def generate_with_ead(
 
 
 def enable_ead(
-    large_model: PreTrainedModel,
-    small_model: PreTrainedModel,
-    *,
+    *legacy,
+    small: PreTrainedModel | None = None,
+    large: PreTrainedModel | None = None,
     tokenizer=None,
     small_tokenizer=None,
     allow_larger_small: bool = False,
 ) -> PreTrainedModel:
-    """Make `large_model.generate(..., ead_config=cfg)` decode with EAD over (small_model, large_model).
+    """Make `large.generate(..., ead_config=cfg)` decode with EAD over (small, large).
 
     Only this instance changes: `generate` without `ead_config` is exactly the previous generate, and other
     instances of the class are untouched. `tokenizer` (one for both models) is checked against the shared
     logits; a `small_tokenizer` as well is compared with it.
-    Calling it again replaces the small model. Returns `large_model`, ready for `pipeline(...)`.
+    Calling it again replaces the small model. Returns `large`, ready for `pipeline(...)`.
     """
     check_transformers_version()
+    named = models_by_keyword("enable_ead", legacy, {"small": small, "large": large}, order=("large", "small"))
+    large_model, small_model = named["large"], named["small"]
     check_pair(large_model, small_model, allow_larger_small=allow_larger_small)
     check_pair_tokenizers(tokenizer, small_tokenizer, shared_vocab_size(large_model, small_model))
     previous = getattr(large_model, _ATTACHMENT, None)
@@ -117,7 +128,7 @@ def enable_ead(
             if attachment.previous_generate is not None:
                 return attachment.previous_generate(*args, **kwargs)
             return type(self).generate(self, *args, **kwargs)
-        return generate_with_ead(self, attachment.small_model, ead_config, *args,
+        return generate_with_ead(*args, small=attachment.small_model, large=self, ead_config=ead_config,
                                  allow_larger_small=attachment.allow_larger_small, **kwargs)
 
     functools.update_wrapper(generate, type(large_model).generate, assigned=("__doc__",))

@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from transformers import PreTrainedModel
 
-__all__ = ["shared_vocab_size", "check_pair", "parameter_count", "check_tokenizers", "check_tokenizer_fits", "check_pair_tokenizers",
+__all__ = ["models_by_keyword", "shared_vocab_size", "check_pair", "parameter_count", "check_tokenizers", "check_tokenizer_fits", "check_pair_tokenizers",
+           "check_prompt_ids",
            "input_device"]
+
+
+def models_by_keyword(entry: str, legacy: tuple, named: dict, order: tuple[str, ...]) -> dict:
+    """The entry point's arguments by name: `small=`/`large=` (and the rest of `order`) are keywords everywhere.
+
+    Positional use in the entry point's old order (`order`) still works for now, with a FutureWarning: the old
+    orders differed (`enable_ead(large, small)` but `EADGenerator(small, large, config)`), which made swaps easy.
+    """
+    if legacy:
+        if len(legacy) > len(order):
+            raise TypeError(f"{entry}() takes at most {len(order)} positional arguments ({', '.join(order)}), "
+                            f"got {len(legacy)}: pass them by keyword")
+        given = dict(zip(order, legacy))
+        twice = [name for name in given if named.get(name) is not None]
+        if twice:
+            raise TypeError(f"{entry}() got {', '.join(twice)} both by position and by keyword: pass it once, by keyword")
+        keywords = ", ".join(f"{name}=..." for name in order[:len(legacy)])
+        warnings.warn(f"{entry}() with positional models is deprecated and will stop working in ead_hf 1.0: "
+                      f"call {entry}({keywords})", FutureWarning, stacklevel=3)
+        named = {**named, **given}
+    missing = [name for name in ("small", "large") if named.get(name) is None]
+    if missing:
+        raise TypeError(f"{entry}() needs {' and '.join(f'{name}=' for name in missing)}: pass both models by keyword, "
+                        f"{entry}(small=small_model, large=large_model, ...)")
+    return named
 
 
 def _logits_size(model: PreTrainedModel) -> int:
@@ -52,8 +80,7 @@ def check_pair(large: PreTrainedModel, small: PreTrainedModel, *, allow_larger_s
     if small_size > large_size and not allow_larger_small:
         raise ValueError(
             f"the small model has {small_size:,} parameters, more than the large model's {large_size:,}: are the two "
-            "swapped? The orders are EADGenerator(small, large, config), continuous_ead(small, large, config, ...), "
-            "enable_ead(large, small); if this pair is meant, pass allow_larger_small=True")
+            "swapped? Pass them by keyword (small=..., large=...); if this pair is meant, pass allow_larger_small=True")
     large_eos = _as_tuple(large.generation_config.eos_token_id)
     small_eos = _as_tuple(small.generation_config.eos_token_id)
     if large_eos and small_eos and not set(large_eos) & set(small_eos):
@@ -61,6 +88,18 @@ def check_pair(large: PreTrainedModel, small: PreTrainedModel, *, allow_larger_s
             f"small_model and large_model disagree on eos_token_id ({small_eos} vs {large_eos}): they do not "
             "share a tokenizer. EAD needs two models of one family with the same tokenizer."
         )
+
+
+def check_prompt_ids(largest_id: int, large: PreTrainedModel, small: PreTrainedModel) -> None:
+    """Raise if a prompt holds a token id one of the models cannot embed (a tokenizer the pair does not share, or
+    a family whose members pad their vocabularies differently and a prompt that uses the padding)."""
+    for name, model in (("small", small), ("large", large)):
+        rows = model.get_input_embeddings().weight.shape[0]
+        if largest_id >= rows:
+            raise ValueError(
+                f"the prompt holds token id {largest_id}, but the {name} model embeds only ids below {rows}: the prompt "
+                "was tokenized with a tokenizer this pair does not share. Tokenize with the pair's tokenizer (pass "
+                "tokenizer= to enable_ead or EADGenerator to have it checked against both models)")
 
 
 def check_tokenizers(large_tokenizer, small_tokenizer, vocab_size: int | None = None) -> None:

@@ -35,7 +35,7 @@ def peer_configs(small, large, *, first_threshold: float | None, rollback: float
     """Name -> fn(inputs, kwargs) returning the generated ids (1, prompt + new) of one prompt."""
 
     def ead(config: EADConfig) -> Callable:
-        generator = EADGenerator(small, large, config)
+        generator = EADGenerator(small=small, large=large, config=config)
         return lambda inputs, kwargs: generator.generate(**inputs, **kwargs)
 
     configs: dict[str, Callable] = {

@@ -67,7 +67,7 @@ def check_correctness(device: str, new_tokens: int = 14) -> list[dict]:
     unpadded = unpadded_prompts(batch)
     on_device = {key: value.to(device) for key, value in batch.items()}
     for name, config in loop_cases.items():
-        out = EADGenerator(small, large, config).generate(
+        out = EADGenerator(small=small, large=large, config=config).generate(
             **on_device, max_new_tokens=new_tokens, do_sample=False, return_dict_in_generate=True,
             pad_token_id=0, eos_token_id=2)
         matched, mixed = 0, 0
@@ -88,7 +88,7 @@ def check_correctness(device: str, new_tokens: int = 14) -> list[dict]:
         "decide-first, read-ahead (tau 5.3)": EADConfig(threshold=5.3, window=1, min_dwell=1, variant="decide_first")}
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     for name, config in continuous_cases.items():
-        finished = list(continuous_ead(small, large, config, prompts, max_new_tokens=new_tokens, batch_size=3,
+        finished = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=new_tokens, batch_size=3,
                                        eos_token_ids=[2]))
         matched, mixed, rolled = 0, 0, 0
         for row in finished:
@@ -111,9 +111,9 @@ def count_syncs(device: str, new_tokens: int = 32) -> list[dict]:
                   eos_token_id=2)
     runs = {"large generate": lambda: large.generate(**batch, **common),
             "EAD paper rule (tau 5.3, window 2, dwell 1)":
-                lambda: EADGenerator(small, large, EADConfig(threshold=5.3, window=2, min_dwell=1)).generate(**batch, **common),
+                lambda: EADGenerator(small=small, large=large, config=EADConfig(threshold=5.3, window=2, min_dwell=1)).generate(**batch, **common),
             "EAD decide-first (tau 5.3)":
-                lambda: EADGenerator(small, large, EADConfig(threshold=5.3, window=1, min_dwell=1,
+                lambda: EADGenerator(small=small, large=large, config=EADConfig(threshold=5.3, window=1, min_dwell=1,
                                                              variant="decide_first")).generate(**batch, **common)}
     results = []
     for name, run in runs.items():
@@ -167,7 +167,7 @@ def time_mixes(device: str, shapes: dict, vocab: int, batch_sizes: list[int], ne
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         common = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
                       eos_token_id=2)
-        ead = EADGenerator(small, large, EADConfig(threshold=float("inf")))
+        ead = EADGenerator(small=small, large=large, config=EADConfig(threshold=float("inf")))
         probe = ead.generate(**inputs, **common, return_dict_in_generate=True)
         tau = _threshold_for_share(probe.entropies, 0.22)
         configs = {

@@ -27,7 +27,7 @@ def run(pair, prompts, config, rows, max_new_tokens, read_ahead) -> tuple[float,
     eos = pair.large.generation_config.eos_token_id
     start, answers = time.perf_counter(), {}
     with torch.inference_mode():
-        for row in continuous_ead(pair.small, pair.large, config, prompts, max_new_tokens=max_new_tokens,
+        for row in continuous_ead(small=pair.small, large=pair.large, config=config, prompts=prompts, max_new_tokens=max_new_tokens,
                                   batch_size=rows, eos_token_ids=eos if isinstance(eos, list) else [eos],
                                   pad_token_id=pair.tokenizer.pad_token_id or 0, stop_loops=True, read_ahead=read_ahead):
             answers[row.index] = (row.tokens, row.choices, row.catchup["large"],

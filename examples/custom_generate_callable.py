@@ -15,6 +15,6 @@ out = large.generate(**inputs, max_new_tokens=20, do_sample=False, custom_genera
                      ead_config=config, ead_small_model=small, return_dict_in_generate=True)
 print(tokenizer.batch_decode(out.sequences, skip_special_tokens=True))
 print("large share per row:", out.ead_stats.large_share.tolist())
-same = EADGenerator(small, large, config).generate(**inputs, max_new_tokens=20, do_sample=False)
+same = EADGenerator(small=small, large=large, config=config).generate(**inputs, max_new_tokens=20, do_sample=False)
 assert (same == out.sequences).all(), "the callable and EADGenerator run the same loop"
 print("same tokens as EADGenerator: True")

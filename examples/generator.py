@@ -5,7 +5,7 @@ from ead_hf.testing import tiny_pair, tiny_tokenizer
 
 tokenizer = tiny_tokenizer()
 small, large = tiny_pair("llama", seed=0)
-generator = EADGenerator(small, large, EADConfig(threshold=5.0, min_dwell=4), tokenizer=tokenizer)
+generator = EADGenerator(small=small, large=large, config=EADConfig(threshold=5.0, min_dwell=4), tokenizer=tokenizer)
 inputs = tokenizer(["Solve x+1=3.", "Name a prime:", "Hi"], return_tensors="pt", padding=True)
 out = generator.generate(**inputs, max_new_tokens=24, do_sample=False, return_dict_in_generate=True)
 for row, stats in enumerate(out.ead_stats.rows()):

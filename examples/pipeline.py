@@ -7,7 +7,7 @@ from ead_hf.testing import tiny_pair, tiny_tokenizer
 
 tokenizer = tiny_tokenizer()
 small, large = tiny_pair("qwen2", seed=0)
-generate = pipeline("text-generation", model=enable_ead(large, small), tokenizer=tokenizer)
+generate = pipeline("text-generation", model=enable_ead(large=large, small=small), tokenizer=tokenizer)
 records = generate(["Question: 3*4=", "Write a haiku:"], ead_config=EADConfig(threshold=5.0, min_dwell=4),
                    max_new_tokens=16, do_sample=False, batch_size=2, return_dict_in_generate=True)
 for (record,) in records:

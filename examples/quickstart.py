@@ -23,7 +23,7 @@ def main() -> None:
 
     tokenizer = tiny_tokenizer()
     small, large = tiny_pair("qwen2", seed=0)
-    enable_ead(large, small)
+    enable_ead(large=large, small=small)
     inputs = tokenizer([args.prompt], return_tensors="pt")
     config = EADConfig(threshold=args.threshold, window=5, min_dwell=4)
     start = time.perf_counter()

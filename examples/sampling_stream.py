@@ -8,7 +8,7 @@ from ead_hf.testing import tiny_pair, tiny_tokenizer
 
 tokenizer = tiny_tokenizer()
 small, large = tiny_pair("qwen2", seed=0)
-enable_ead(large, small, tokenizer=tokenizer)  # one tokenizer serves the family
+enable_ead(large=large, small=small, tokenizer=tokenizer)  # one tokenizer serves the family
 inputs = tokenizer(["Tell me a story:"], return_tensors="pt")
 runs = []
 for _ in range(2):

@@ -21,7 +21,7 @@ prompt = tokenizer(["Solve: 12 * 7 ="], return_tensors="pt")
 width = prompt["input_ids"].shape[1]
 
 decide_first = EADConfig(threshold=5.5, window=1, min_dwell=1, variant="decide_first")
-out = EADGenerator(small, large, decide_first).generate(**prompt, max_new_tokens=24, do_sample=False,
+out = EADGenerator(small=small, large=large, config=decide_first).generate(**prompt, max_new_tokens=24, do_sample=False,
                                                        return_dict_in_generate=True)
 choices = out.model_choices[0].tolist()
 with torch.no_grad():  # the small model's entropy at each new position, from scratch
@@ -35,10 +35,10 @@ print(f"large share {sum(choices) / len(choices):.2f}: exactly the positions whe
 
 rollback = EADConfig(threshold=5.5, window=2, min_dwell=4, rollback=0.05)  # on return the large model vetoes tokens
 prompts = [tokenizer(text)["input_ids"] for text in ("Solve: 12 * 7 =", "Name three primes:", "Once upon a time")]
-rows = sorted(continuous_ead(small, large, rollback, prompts, max_new_tokens=32, batch_size=2,
+rows = sorted(continuous_ead(small=small, large=large, config=rollback, prompts=prompts, max_new_tokens=32, batch_size=2,
                              eos_token_ids=[tokenizer.eos_token_id]), key=lambda row: row.index)
 for prompt_ids, row in zip(prompts, rows):
-    alone = EADGenerator(small, large, rollback).generate(input_ids=torch.tensor([prompt_ids]), max_new_tokens=32,
+    alone = EADGenerator(small=small, large=large, config=rollback).generate(input_ids=torch.tensor([prompt_ids]), max_new_tokens=32,
                                                           do_sample=False, return_dict_in_generate=True,
                                                           eos_token_id=tokenizer.eos_token_id)
     assert alone.sequences[0, len(prompt_ids):].tolist() == row.tokens, "generate() alone = the batched answer"

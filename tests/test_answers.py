@@ -44,6 +44,11 @@ def test_last_boxed_rejects_non_strings():
     ("6", "7", False),
     ("\\frac{1}{2}", "\\frac{1}{3}", False),
     ("6", None, False),
+    ("10", "10 \\text{ feet } 4 \\text{ inches}", False),  # a second quantity, not a unit (math-verify alone: True)
+    ("5.5", "5 \\text{ h } 30 \\text{ min}", False),
+    ("10", "10 \\text{ feet}", True),  # a unit after the one number still matches
+    ("10", "\\$10", True),
+    ("10", "\\frac{20}{2}", True),
 ])
 def test_answers_match(gold, predicted, expected):
     assert answers_match(gold, predicted) is expected

@@ -28,7 +28,7 @@ def test_forward_clock_sees_every_forward_generate_and_ead_run():
         large.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, min_new_tokens=4,
                        do_sample=False, pad_token_id=0)
         plain = clock.take()
-        out = EADGenerator(small, large, EADConfig(threshold=0.0, window=1, min_dwell=1)).generate(
+        out = EADGenerator(small=small, large=large, config=EADConfig(threshold=0.0, window=1, min_dwell=1)).generate(
             input_ids=ids, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0,
             return_dict_in_generate=True)
         ead = clock.take()

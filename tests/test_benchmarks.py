@@ -257,7 +257,7 @@ def test_repetition_loop_stop_inside_ead_and_plain_generate():
                   logits_processor=LogitsProcessorList([ForceCycle(width)]))
     stop = StoppingCriteriaList([RepetitionLoopStop(width, max_period=8, repeats=3, min_span=12)])
     runs = {
-        "ead": lambda **kw: EADGenerator(small, large, EADConfig(threshold=5.3, min_dwell=1)).generate(**inputs, **kw),
+        "ead": lambda **kw: EADGenerator(small=small, large=large, config=EADConfig(threshold=5.3, min_dwell=1)).generate(**inputs, **kw),
         "plain": lambda **kw: small.generate(**inputs, **kw),
     }
     for name, run in runs.items():

@@ -7,6 +7,7 @@ import torch
 
 from ead_hf import EADConfig, EADGenerator, cli
 from ead_hf import model_pairs as pairs
+from ead_hf.eval.records import read_records
 from ead_hf.weights import GGUFPackages
 
 from .gguf_fixture import write_tiny_gguf
@@ -41,7 +42,7 @@ def test_load_pair_limits_equal_each_model(fake_pair):
     kwargs = dict(max_new_tokens=10, do_sample=False)
     for model, config in ((loaded.small, EADConfig(threshold=float("inf"))),
                           (loaded.large, EADConfig(threshold=float("-inf"), start="large"))):
-        ead = EADGenerator(loaded.small, loaded.large, config).generate(**inputs, **kwargs)
+        ead = EADGenerator(small=loaded.small, large=loaded.large, config=config).generate(**inputs, **kwargs)
         assert torch.equal(ead, model.generate(**inputs, **kwargs))
 
 
@@ -152,3 +153,19 @@ def test_options_win_over_the_recipe_and_the_command_says_which(fake_pair, capsy
     err = capsys.readouterr().err
     assert "threshold from the option" in err and "variant from the recipe" in err
     assert "EADConfig(threshold=5.3" in err and "variant='decide_first'" in err
+
+
+def test_eval_takes_the_recipes_pair_and_says_which_settings_came_from_where(fake_pair, capsys, tmp_path):
+    """eval merges by generate's rule: the recipe's pair unless --pair, its rollback unless --rollback."""
+    from ead_hf.recipes import Recipe, load_recipe
+
+    shipped = load_recipe("qwen2.5-coder-0.5b-1.5b-decide-first")
+    path = Recipe(**{**shipped.__dict__, "pair": "tiny-pair"}).save(tmp_path / "recipe.json")
+    command = ["eval", "gsm8k", "--recipe", str(path), "--methods", "first", "--continuous", "--limit", "2",
+               "--max-new-tokens", "4", "--dtype", "fp32"]
+    assert cli.main([*command, "--rollback", "0.5", "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "pair tiny-pair" in err and "rollback from the option" in err and "threshold from the recipe" in err
+    assert "pair tiny-pair from the option" not in err
+    records = read_records(tmp_path / "a")
+    assert {record["method"] for record in records} == {f"first@{shipped.config_for('gsm8k').threshold:g},rollback=0.5"}

@@ -16,7 +16,7 @@ PROMPTS = ["The cat sat on", "2+2=", "Once upon a time, in a land", "Q", "Why is
 
 def _catchup(small, large, config, prompt_ids, max_new_tokens):
     """Catch-up counts of the library's own EAD on the prompt alone (the loop's accounting, batch 1)."""
-    out = EADGenerator(small, large, config).generate(
+    out = EADGenerator(small=small, large=large, config=config).generate(
         input_ids=torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
         return_dict_in_generate=True, pad_token_id=0, eos_token_id=2)
     return out.ead_stats.row(0)
@@ -29,7 +29,7 @@ def test_each_answer_equals_ead_alone(qwen_pair, tokenizer, threshold, window, d
     config = EADConfig(threshold=threshold, window=window, min_dwell=dwell,
                        start="large" if threshold == float("-inf") else "small")
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    finished = list(continuous_ead(small, large, config, prompts, max_new_tokens=14, batch_size=3,
+    finished = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=14, batch_size=3,
                                    eos_token_ids=[2]))
     assert sorted(f.index for f in finished) == list(range(len(PROMPTS)))
     mixed = False
@@ -57,14 +57,14 @@ def test_rows_refill_in_order_and_finish_out_of_order(qwen_pair, tokenizer):
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     config, batch_size = EADConfig(threshold=5.3, min_dwell=1), 2
     never = large.get_output_embeddings().weight.shape[0]
-    answers = {row.index: row.tokens for row in continuous_ead(small, large, config, prompts, max_new_tokens=12,
+    answers = {row.index: row.tokens for row in continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=12,
                                                                batch_size=batch_size, eos_token_ids=[never])}
 
     def first_at(token, index):
         return answers[index].index(token) if token in answers[index] else len(answers[index])
 
     eos = next(token for token in answers[1] if first_at(token, 1) < first_at(token, 0))
-    order = [f.index for f in continuous_ead(small, large, config, prompts, max_new_tokens=12,
+    order = [f.index for f in continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=12,
                                               batch_size=batch_size, eos_token_ids=[eos])]
     assert sorted(order) == list(range(len(PROMPTS)))
     assert all(index < batch_size + k for k, index in enumerate(order)), order
@@ -75,10 +75,10 @@ def test_argument_errors(qwen_pair):
     small, large = qwen_pair
     config = EADConfig(threshold=1.0)
     with pytest.raises(ValueError, match="batch_size"):
-        list(continuous_ead(small, large, config, [[5]], max_new_tokens=4, batch_size=0, eos_token_ids=[2]))
+        list(continuous_ead(small=small, large=large, config=config, prompts=[[5]], max_new_tokens=4, batch_size=0, eos_token_ids=[2]))
     with pytest.raises(ValueError, match="eos_token_ids"):
-        list(continuous_ead(small, large, config, [[5]], max_new_tokens=4, batch_size=1, eos_token_ids=[]))
-    assert list(continuous_ead(small, large, config, [], max_new_tokens=4, batch_size=1, eos_token_ids=[2])) == []
+        list(continuous_ead(small=small, large=large, config=config, prompts=[[5]], max_new_tokens=4, batch_size=1, eos_token_ids=[]))
+    assert list(continuous_ead(small=small, large=large, config=config, prompts=[], max_new_tokens=4, batch_size=1, eos_token_ids=[2])) == []
 
 
 def test_ends_in_loop_needs_generated_tokens():
@@ -91,7 +91,7 @@ def test_decide_first_equals_its_reference(qwen_pair, tokenizer, threshold):
     small, large = qwen_pair
     config = EADConfig(threshold=threshold, window=1, min_dwell=1, variant="decide_first")
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    finished = list(continuous_ead(small, large, config, prompts, max_new_tokens=14, batch_size=3, eos_token_ids=[2]))
+    finished = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=14, batch_size=3, eos_token_ids=[2]))
     assert sorted(f.index for f in finished) == list(range(len(PROMPTS)))
     large_tokens = 0
     for row in finished:
@@ -121,7 +121,7 @@ def test_read_ahead_changes_only_the_schedule(qwen_pair, tokenizer, config):
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     runs, reads = {}, {}
     for read_ahead in (False, True):
-        rows = list(continuous_ead(small, large, config, prompts, max_new_tokens=14, batch_size=4, eos_token_ids=[2],
+        rows = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=14, batch_size=4, eos_token_ids=[2],
                                    read_ahead=read_ahead))
         runs[read_ahead] = {row.index: (row.tokens, row.choices, row.catchup) for row in rows}
         reads[read_ahead] = {name: sum(len(row.forwards[name]) for row in rows) for name in ("small", "large")}
@@ -138,8 +138,8 @@ def test_read_ahead_refuses_rollback(qwen_pair, tokenizer):
     small, large = qwen_pair
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     with pytest.raises(ValueError, match="read_ahead=True .* rollback"):
-        list(continuous_ead(small, large, EADConfig(threshold=5.3, window=1, min_dwell=1, variant="decide_first",
-                                                    rollback=0.1), prompts, max_new_tokens=4, batch_size=2,
+        list(continuous_ead(small=small, large=large, config=EADConfig(threshold=5.3, window=1, min_dwell=1, variant="decide_first",
+                                                    rollback=0.1), prompts=prompts, max_new_tokens=4, batch_size=2,
                             eos_token_ids=[2], read_ahead=True))
 
 
@@ -152,7 +152,7 @@ def test_rollback_equals_its_reference(qwen_pair, tokenizer, variant, threshold,
     first = variant == "decide_first"
     config = EADConfig(threshold=threshold, window=1 if first else 2, min_dwell=1, variant=variant, rollback=rollback)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    finished = list(continuous_ead(small, large, config, prompts, max_new_tokens=14, batch_size=3, eos_token_ids=[2]))
+    finished = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=14, batch_size=3, eos_token_ids=[2]))
     assert sorted(f.index for f in finished) == list(range(len(PROMPTS)))
     for row in finished:
         if first:
@@ -179,7 +179,7 @@ def test_rollback_that_never_fires_changes_nothing(qwen_pair, tokenizer):
     for rollback in (None, 1e-30):
         config = EADConfig(threshold=5.3, window=1, min_dwell=1, variant="decide_first", rollback=rollback)
         runs[rollback] = {row.index: (row.tokens, row.choices, row.rolled_back) for row in continuous_ead(
-            small, large, config, prompts, max_new_tokens=14, batch_size=3, eos_token_ids=[2])}
+            small=small, large=large, config=config, prompts=prompts, max_new_tokens=14, batch_size=3, eos_token_ids=[2])}
     assert runs[None] == runs[1e-30]
 
 

@@ -21,14 +21,14 @@ def fresh_pair():
 @pytest.fixture()
 def config(fresh_pair, batch):
     small, large = fresh_pair
-    out = EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(
+    out = EADGenerator(small=small, large=large, config=EADConfig(threshold=float("inf"))).generate(
         **batch, **KWARGS, return_dict_in_generate=True)
     return EADConfig(threshold=float(out.entropies.nanmedian()), window=3, min_dwell=2)
 
 
 def test_all_entry_points_agree(fresh_pair, batch, config, tokenizer):
     small, large = fresh_pair
-    reference = EADGenerator(small, large, config).generate(**batch, **KWARGS, return_dict_in_generate=True)
+    reference = EADGenerator(small=small, large=large, config=config).generate(**batch, **KWARGS, return_dict_in_generate=True)
     assert reference.ead_stats.switches.sum() > 0, "the config should make rows switch"
     expected = reference.sequences
 
@@ -36,7 +36,7 @@ def test_all_entry_points_agree(fresh_pair, batch, config, tokenizer):
                                   ead_small_model=small)
     folder_out = large.generate(**batch, **KWARGS, custom_generate=CUSTOM_GENERATE_DIR, trust_remote_code=True,
                                 ead_config=config, ead_small_model=small)
-    enable_ead(large, small)
+    enable_ead(large=large, small=small)
     enabled_out = large.generate(**batch, **KWARGS, ead_config=config)
     for out in (callable_out, folder_out, enabled_out):
         assert torch.equal(out, expected)
@@ -56,10 +56,10 @@ def test_rollback_through_generate_and_pipelines_one_prompt_at_a_time(fresh_pair
     rollback = EADConfig(threshold=config.threshold, window=1, min_dwell=1, variant="decide_first", rollback=0.8)
     prompts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
     ids = [tokenizer(text)["input_ids"] for text in prompts]
-    rows = sorted(continuous_ead(small, large, rollback, ids, max_new_tokens=16, batch_size=3,
+    rows = sorted(continuous_ead(small=small, large=large, config=rollback, prompts=ids, max_new_tokens=16, batch_size=3,
                                  eos_token_ids=[large.generation_config.eos_token_id]), key=lambda row: row.index)
     assert sum(row.rolled_back for row in rows) > 0, "the config should take tokens back"
-    enable_ead(large, small)
+    enable_ead(large=large, small=small)
     head_calls = []  # (rows, positions) of each output-head call: what the FLOP log must count
     hook = large.get_output_embeddings().register_forward_hook(lambda _, __, out: head_calls.append(tuple(out.shape[:2])))
     for prompt, row in zip(ids, rows):
@@ -84,7 +84,7 @@ def test_enable_ead_keeps_plain_generate_and_other_instances(fresh_pair, batch):
     before = large.generate(**batch, **KWARGS)
     weights_before = list(large.parameters())
     other_small, other_large = tiny_pair("qwen2", seed=6)
-    enable_ead(large, small)
+    enable_ead(large=large, small=small)
     assert ead_hf.is_ead_enabled(large) and not ead_hf.is_ead_enabled(other_large)
     assert torch.equal(large.generate(**batch, **KWARGS), before)
     assert "generate" not in vars(other_large)
@@ -98,8 +98,8 @@ def test_enable_ead_keeps_plain_generate_and_other_instances(fresh_pair, batch):
 
 def test_pipeline_returns_trace_with_return_dict(fresh_pair, tokenizer, config, batch):
     small, large = fresh_pair
-    expected = EADGenerator(small, large, config).generate(**batch, **KWARGS, return_dict_in_generate=True)
-    pipe = pipeline("text-generation", model=enable_ead(large, small), tokenizer=tokenizer)
+    expected = EADGenerator(small=small, large=large, config=config).generate(**batch, **KWARGS, return_dict_in_generate=True)
+    pipe = pipeline("text-generation", model=enable_ead(large=large, small=small), tokenizer=tokenizer)
     prompts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
     records = pipe(prompts, ead_config=config, batch_size=3, return_dict_in_generate=True, **KWARGS)
     for row, record in enumerate(records):
@@ -115,7 +115,7 @@ def test_saved_model_with_custom_generate_folder(fresh_pair, batch, config, tmp_
     from transformers import AutoModelForCausalLM
 
     small, large = fresh_pair
-    expected = EADGenerator(small, large, config).generate(**batch, **KWARGS)
+    expected = EADGenerator(small=small, large=large, config=config).generate(**batch, **KWARGS)
     large.save_pretrained(tmp_path)
     shutil.copytree(f"{CUSTOM_GENERATE_DIR}/custom_generate", tmp_path / "custom_generate")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True)
@@ -129,11 +129,49 @@ def test_model_loaded_with_an_accelerate_device_map(fresh_pair, batch, config, t
     from transformers import AutoModelForCausalLM
 
     small, large = fresh_pair
-    expected = EADGenerator(small, large, config).generate(**batch, **KWARGS)
+    expected = EADGenerator(small=small, large=large, config=config).generate(**batch, **KWARGS)
     large.save_pretrained(tmp_path)
     dispatched = AutoModelForCausalLM.from_pretrained(tmp_path, device_map={"model": "cpu", "lm_head": "disk"},
                                                       offload_folder=tmp_path / "offload")
     assert dispatched.hf_device_map == {"model": "cpu", "lm_head": "disk"}
     assert hasattr(dispatched.lm_head, "_hf_hook")
-    out = EADGenerator(small, dispatched, config).generate(**batch, **KWARGS)
+    out = EADGenerator(small=small, large=dispatched, config=config).generate(**batch, **KWARGS)
     assert torch.equal(out, expected)
+
+
+def test_positional_models_still_work_with_a_future_warning(fresh_pair, batch, config):
+    """The old positional orders (enable_ead(large, small), EADGenerator(small, large, config),
+    continuous_ead(small, large, config, prompts), generate_with_ead(large, small, config)) keep their meaning
+    until 1.0, each with a FutureWarning naming the keyword call; the tokens are the keyword call's."""
+    small, large = fresh_pair
+    expected = EADGenerator(small=small, large=large, config=config).generate(**batch, **KWARGS)
+    with pytest.warns(FutureWarning, match=r"EADGenerator\(small=\.\.\., large=\.\.\., config=\.\.\.\)"):
+        generator = EADGenerator(small, large, config)
+    assert torch.equal(generator.generate(**batch, **KWARGS), expected)
+    with pytest.warns(FutureWarning, match=r"generate_with_ead\(large=\.\.\., small=\.\.\., ead_config=\.\.\.\)"):
+        assert torch.equal(ead_hf.generate_with_ead(large, small, config, **batch, **KWARGS), expected)
+    prompts = [[5, 6, 7]]
+    keyword = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=4,
+                                  batch_size=1, eos_token_ids=[2]))
+    with pytest.warns(FutureWarning, match="continuous_ead"):
+        positional = list(continuous_ead(small, large, config, prompts, max_new_tokens=4, batch_size=1,
+                                         eos_token_ids=[2]))
+    assert [row.tokens for row in positional] == [row.tokens for row in keyword]
+    with pytest.warns(FutureWarning, match=r"enable_ead\(large=\.\.\., small=\.\.\.\)"):
+        enable_ead(large, small)
+    assert torch.equal(large.generate(**batch, **KWARGS, ead_config=config), expected)
+
+
+def test_models_by_keyword_reject_mixed_and_missing_arguments(fresh_pair):
+    small, large = fresh_pair
+    config = EADConfig.decide_first(threshold=1.0)
+    with pytest.raises(TypeError, match="both by position and by keyword"):
+        EADGenerator(small, large=large, small=small, config=config)
+    with pytest.raises(TypeError, match="needs large="):
+        EADGenerator(small=small, config=config)
+    with pytest.raises(TypeError, match="needs config="):
+        EADGenerator(small=small, large=large)
+    with pytest.raises(TypeError, match="at most 2 positional"):
+        enable_ead(large, small, config)
+    with pytest.raises(TypeError, match="needs small= and large="):
+        enable_ead()

@@ -113,7 +113,7 @@ def test_forward_flops_by_hand():
 def test_generation_flops_follow_the_forward_log(tokenizer):
     small, large = tiny_pair("qwen2", seed=0)
     inputs = tokenizer(["abcd"], return_tensors="pt")
-    out = EADGenerator(small, large, EADConfig(threshold=float("-inf"), min_dwell=3)).generate(
+    out = EADGenerator(small=small, large=large, config=EADConfig(threshold=float("-inf"), min_dwell=3)).generate(
         **inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, return_dict_in_generate=True)
     # small writes 3 tokens (prompt prefill, then one position a step), then the large model reads the
     # prompt plus those 3 tokens at once and goes on one position a step
@@ -331,7 +331,7 @@ def test_random_policy_leaves_the_sampling_rng_alone(tokenizer):
     plain = small.generate(**inputs, max_new_tokens=12, do_sample=True)
     torch.manual_seed(5)
     config = EADConfig(threshold=0.0, policy="random", large_probability=0.0, min_dwell=1)
-    ead = EADGenerator(small, large, config).generate(**inputs, max_new_tokens=12, do_sample=True)
+    ead = EADGenerator(small=small, large=large, config=config).generate(**inputs, max_new_tokens=12, do_sample=True)
     assert torch.equal(plain, ead)
 
 

@@ -15,7 +15,7 @@ MIXED = EADConfig(threshold=5.0, window=3, min_dwell=2)
 @pytest.fixture(scope="module")
 def generator(qwen_pair, tokenizer):
     small, large = qwen_pair
-    return EADGenerator(small, large, MIXED, tokenizer=tokenizer)
+    return EADGenerator(small=small, large=large, config=MIXED, tokenizer=tokenizer)
 
 
 def test_streamer_receives_exactly_the_generated_text(generator, tokenizer, capsys):
@@ -41,7 +41,7 @@ def test_streamer_under_rollback_gets_only_tokens_kept(qwen_pair, tokenizer):
     config = EADConfig(threshold=5.3, window=2, min_dwell=1, rollback=0.8)
     batch = tokenizer(["Once upon a time, in a land"], return_tensors="pt")
     streamer = TextIteratorStreamer(tokenizer, skip_special_tokens=True)
-    out = EADGenerator(small, large, config).generate(**batch, max_new_tokens=14, do_sample=False, streamer=streamer,
+    out = EADGenerator(small=small, large=large, config=config).generate(**batch, max_new_tokens=14, do_sample=False, streamer=streamer,
                                                      return_dict_in_generate=True)
     assert int(out.rolled_back[0]) > 0, "the config should take tokens back"
     assert "".join(streamer) == tokenizer.decode(out.sequences[0], skip_special_tokens=True)
@@ -61,7 +61,7 @@ def test_stop_strings_stop(generator, tokenizer):
 def test_stop_strings_need_a_tokenizer(qwen_pair, tokenizer):
     small, large = qwen_pair
     with pytest.raises(ValueError, match="stop_strings need the tokenizer"):
-        EADGenerator(small, large, MIXED).generate(**tokenizer(["x"], return_tensors="pt"), max_new_tokens=3,
+        EADGenerator(small=small, large=large, config=MIXED).generate(**tokenizer(["x"], return_tensors="pt"), max_new_tokens=3,
                                                    stop_strings=["a"])
 
 
@@ -106,7 +106,7 @@ def test_user_processors_and_criteria_are_applied(generator, batch):
 
 def test_vocab_padding_mismatch_uses_the_shared_vocabulary(batch):
     small, large = tiny_pair("qwen2", seed=8, small_vocab_size=128, large_vocab_size=160)
-    generator = EADGenerator(small, large, EADConfig(threshold=float("-inf"), start="large"))
+    generator = EADGenerator(small=small, large=large, config=EADConfig(threshold=float("-inf"), start="large"))
     out = generator.generate(**batch, max_new_tokens=15, do_sample=False, return_dict_in_generate=True,
                              output_logits=True)
     assert all(step.shape[-1] == 128 for step in out.logits)
@@ -115,13 +115,13 @@ def test_vocab_padding_mismatch_uses_the_shared_vocabulary(batch):
     assert torch.equal(out.sequences, plain)
     unrestricted = large.generate(**batch, max_new_tokens=15, do_sample=False)
     assert (unrestricted >= 128).any(), "the test pair should reach padded ids when not restricted"
-    mixed = EADGenerator(small, large, MIXED).generate(**batch, max_new_tokens=15, do_sample=False)
+    mixed = EADGenerator(small=small, large=large, config=MIXED).generate(**batch, max_new_tokens=15, do_sample=False)
     assert (mixed < 128).all()
 
 
 def test_enable_ead_accepts_a_dict_config(qwen_pair, batch):
     small, large = tiny_pair("qwen2", seed=3, dtype=torch.float64)
-    expected = EADGenerator(small, large, MIXED).generate(**batch, max_new_tokens=8, do_sample=False)
-    enable_ead(large, small)
+    expected = EADGenerator(small=small, large=large, config=MIXED).generate(**batch, max_new_tokens=8, do_sample=False)
+    enable_ead(large=large, small=small)
     out = large.generate(**batch, max_new_tokens=8, do_sample=False, ead_config=MIXED.to_dict())
     assert torch.equal(out, expected)

@@ -57,13 +57,13 @@ def _inputs(tokenizer, batch):
 def test_one_host_sync_per_step(qwen_pair, tokenizer):
     small, large = qwen_pair
     inputs = _inputs(tokenizer, 2)
-    probe = EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(
+    probe = EADGenerator(small=small, large=large, config=EADConfig(threshold=float("inf"))).generate(
         **inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True)
     # threshold at the median entropy: rows switch models, so both models run and catch up
     config = EADConfig(threshold=float(probe.entropies.nanmedian()), window=2, min_dwell=1)
 
     def ead(steps):
-        return lambda: EADGenerator(small, large, config).generate(
+        return lambda: EADGenerator(small=small, large=large, config=config).generate(
             **inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=tokenizer.pad_token_id,
             return_dict_in_generate=True)
 
@@ -89,12 +89,12 @@ def test_decide_first_syncs_once_more_only_on_steps_it_decides(qwen_pair, tokeni
     position: one extra sync per step, no more."""
     small, large = qwen_pair
     inputs = _inputs(tokenizer, 2)
-    probe = EADGenerator(small, large, EADConfig(threshold=float("inf"))).generate(
+    probe = EADGenerator(small=small, large=large, config=EADConfig(threshold=float("inf"))).generate(
         **inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True)
     config = EADConfig(threshold=float(probe.entropies.nanmedian()), window=1, min_dwell=1, variant="decide_first")
 
     def ead(steps):
-        return lambda: EADGenerator(small, large, config).generate(
+        return lambda: EADGenerator(small=small, large=large, config=config).generate(
             **inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=tokenizer.pad_token_id,
             return_dict_in_generate=True)
 
@@ -112,7 +112,7 @@ def test_rollback_syncs_once_more_only_on_steps_the_large_model_reads(qwen_pair,
     config = EADConfig(threshold=5.5, window=1, min_dwell=1, variant="decide_first", rollback=0.8)
 
     def ead(steps):
-        return lambda: EADGenerator(small, large, config).generate(
+        return lambda: EADGenerator(small=small, large=large, config=config).generate(
             **inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=tokenizer.pad_token_id,
             return_dict_in_generate=True)
 

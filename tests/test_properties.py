@@ -36,7 +36,7 @@ def test_ead_matches_reference(family, rows, threshold, window, min_dwell, start
     small, large = PAIRS[family]
     config = EADConfig(threshold=threshold, window=window, min_dwell=min_dwell, start=start)
     batch = _left_pad(rows)
-    out = EADGenerator(small, large, config).generate(
+    out = EADGenerator(small=small, large=large, config=config).generate(
         **batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=0,
         return_dict_in_generate=True)
     width = batch["input_ids"].shape[1]

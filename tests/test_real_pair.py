@@ -48,7 +48,7 @@ def test_limits_equal_each_model_greedy(loaded):
                           (loaded.large, EADConfig(threshold=float("-inf"), start="large"))):
         with torch.inference_mode():
             plain = model.generate(**inputs, **kwargs)
-            ead = EADGenerator(loaded.small, loaded.large, config).generate(**inputs, **kwargs)
+            ead = EADGenerator(small=loaded.small, large=loaded.large, config=config).generate(**inputs, **kwargs)
         assert torch.equal(plain, ead)
     assert "56" in tokenizer.decode(plain[0, inputs["input_ids"].shape[1]:])  # the large model's answer is right
 
@@ -63,7 +63,7 @@ def test_exact_speculative_verification_returns_the_large_models_tokens(loaded):
     kwargs = dict(max_new_tokens=24, do_sample=False, temperature=None, top_p=None, top_k=None)
     with torch.inference_mode():
         plain = loaded.large.generate(**inputs, **kwargs)
-        out = EADGenerator(loaded.small, loaded.large, EADConfig.speculative(draft_tokens=8)).generate(
+        out = EADGenerator(small=loaded.small, large=loaded.large, config=EADConfig.speculative(draft_tokens=8)).generate(
             **inputs, return_dict_in_generate=True, **kwargs)
     assert torch.equal(out.sequences, plain)
     assert (out.model_choices[0] == 0).sum() > (out.model_choices[0] == 1).sum()  # mostly accepted drafts

@@ -30,7 +30,7 @@ def _reference(small, large, prompt, config, eos_token_ids):
 
 
 def _assert_matches_reference(small, large, batch, config, eos_token_ids=()):
-    generator = EADGenerator(small, large, config)
+    generator = EADGenerator(small=small, large=large, config=config)
     kwargs = dict(max_new_tokens=NEW_TOKENS, do_sample=False, return_dict_in_generate=True, output_logits=True)
     if eos_token_ids:
         kwargs["eos_token_id"] = list(eos_token_ids)
@@ -58,7 +58,7 @@ def _assert_matches_reference(small, large, batch, config, eos_token_ids=()):
 @pytest.mark.parametrize("window,min_dwell,start", [(5, 10, "small"), (1, 1, "large"), (3, 4, "small"), (8, 0, "large")])
 def test_mixed_thresholds_match_reference(pair, batch, window, min_dwell, start):
     small, large = pair
-    median = _median_entropy(EADGenerator(small, large, EADConfig(threshold=0.0)), batch)
+    median = _median_entropy(EADGenerator(small=small, large=large, config=EADConfig(threshold=0.0)), batch)
     used = set()
     for offset in (-0.3, 0.0, 0.3):
         config = EADConfig(threshold=median + offset + 1e-3, window=window, min_dwell=min_dwell, start=start)
@@ -69,7 +69,7 @@ def test_mixed_thresholds_match_reference(pair, batch, window, min_dwell, start)
 
 def test_rows_finishing_at_different_times(qwen_pair, batch):
     small, large = qwen_pair
-    config = EADConfig(threshold=_median_entropy(EADGenerator(small, large, EADConfig(threshold=0.0)), batch),
+    config = EADConfig(threshold=_median_entropy(EADGenerator(small=small, large=large, config=EADConfig(threshold=0.0)), batch),
                        window=3, min_dwell=2)
     free, _ = _assert_matches_reference(small, large, batch, config)
     width = batch["input_ids"].shape[1]
@@ -109,7 +109,7 @@ def test_catch_up_logits_equal_from_scratch_forward(qwen_pair, batch):
 def test_catchup_stats_count_tokens_the_other_model_wrote(qwen_pair, tokenizer):
     small, large = qwen_pair
     batch = tokenizer(["abc"], return_tensors="pt")
-    out = EADGenerator(small, large, EADConfig(threshold=float("-inf"), min_dwell=5, window=1)).generate(
+    out = EADGenerator(small=small, large=large, config=EADConfig(threshold=float("-inf"), min_dwell=5, window=1)).generate(
         **batch, max_new_tokens=12, do_sample=False, return_dict_in_generate=True)
     # small writes 5 tokens (dwell), then large takes over: its first forward reads the prompt plus 5 tokens,
     # of which the last is the one any step reads, so 4 are catch-up; small never runs again.
@@ -121,7 +121,7 @@ def test_catchup_stats_count_tokens_the_other_model_wrote(qwen_pair, tokenizer):
 def test_decide_first_matches_its_reference(pair, batch):
     """The variant where the small model's entropy at a position decides who writes that same position."""
     small, large = pair
-    median = _median_entropy(EADGenerator(small, large, EADConfig(threshold=0.0)), batch)
+    median = _median_entropy(EADGenerator(small=small, large=large, config=EADConfig(threshold=0.0)), batch)
     shares = []
     for offset in (-0.3, 0.0, 0.3):
         config = EADConfig(threshold=median + offset + 1e-3, window=1, min_dwell=1, variant="decide_first")
@@ -145,7 +145,7 @@ def test_rollback_in_generate_matches_its_reference(qwen_pair, tokenizer, varian
     small, large = qwen_pair
     first = variant == "decide_first"
     config = EADConfig(threshold=threshold, window=1 if first else 2, min_dwell=1, variant=variant, rollback=rollback)
-    generator = EADGenerator(small, large, config)
+    generator = EADGenerator(small=small, large=large, config=config)
     rolled = []
     for seed, text in enumerate(ROLLBACK_PROMPTS):
         prompt = tokenizer(text)["input_ids"]
@@ -164,7 +164,7 @@ def test_rollback_in_generate_matches_its_reference(qwen_pair, tokenizer, varian
         assert int(out.rolled_back[0]) == ref.rolled_back
         rolled.append(ref.rolled_back)
         if not do_sample:
-            row, = continuous_ead(small, large, config, [prompt], max_new_tokens=14, batch_size=1, eos_token_ids=[2])
+            row, = continuous_ead(small=small, large=large, config=config, prompts=[prompt], max_new_tokens=14, batch_size=1, eos_token_ids=[2])
             stats = out.ead_stats.row(0)
             assert (row.catchup["small"], row.catchup["large"]) == (stats["small_catchup_tokens"],
                                                                     stats["large_catchup_tokens"])

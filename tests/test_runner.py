@@ -82,14 +82,14 @@ def test_sliding_window_models_are_refused(tokenizer):
     small, large = Qwen2ForCausalLM(config), Qwen2ForCausalLM(config)
     inputs = tokenizer(["ab", "abcd"], return_tensors="pt", padding=True)
     with pytest.raises(ValueError, match="full-attention.*DynamicSlidingWindowLayer"):
-        list(continuous_ead(small, large, EADConfig(threshold=1.0), [[1, 5], [1, 6, 7]], max_new_tokens=2,
+        list(continuous_ead(small=small, large=large, config=EADConfig(threshold=1.0), prompts=[[1, 5], [1, 6, 7]], max_new_tokens=2,
                             batch_size=2, eos_token_ids=[2]))
     # the whole-batch loop keeps each model's own cache, whatever its layers
-    out = EADGenerator(small, large, EADConfig(threshold=1.0)).generate(**inputs, max_new_tokens=2, do_sample=False)
+    out = EADGenerator(small=small, large=large, config=EADConfig(threshold=1.0)).generate(**inputs, max_new_tokens=2, do_sample=False)
     assert out.shape == (2, inputs["input_ids"].shape[1] + 2)
     # but rollback crops the caches it keeps: refused before any forward, not mid-answer past the window
     with pytest.raises(ValueError, match="rollback crops .* full-attention.*DynamicSlidingWindowLayer"):
-        EADGenerator(small, large, EADConfig(threshold=1.0, rollback=0.5)).generate(
+        EADGenerator(small=small, large=large, config=EADConfig(threshold=1.0, rollback=0.5)).generate(
             **tokenizer(["ab"], return_tensors="pt"), max_new_tokens=2, do_sample=False)
 
 

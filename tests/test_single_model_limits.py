@@ -21,7 +21,7 @@ def _plain_and_ead(model, generator, config, batch, seed, **kwargs):
 @pytest.mark.parametrize("which", ["small", "large"])
 def test_limit_equals_plain_generate(pair, batch, which, do_sample):
     small, large = pair
-    generator = EADGenerator(small, large, SMALL_ONLY)
+    generator = EADGenerator(small=small, large=large, config=SMALL_ONLY)
     model, config = (small, SMALL_ONLY) if which == "small" else (large, LARGE_ONLY)
     kwargs = dict(max_new_tokens=20, do_sample=do_sample)
     if do_sample:
@@ -32,7 +32,7 @@ def test_limit_equals_plain_generate(pair, batch, which, do_sample):
 
 def test_limit_outputs_carry_trace_and_scores(qwen_pair, batch):
     small, large = qwen_pair
-    generator = EADGenerator(small, large, SMALL_ONLY)
+    generator = EADGenerator(small=small, large=large, config=SMALL_ONLY)
     kwargs = dict(max_new_tokens=12, do_sample=False, return_dict_in_generate=True, output_scores=True,
                   output_logits=True, repetition_penalty=1.3)
     plain, ead = _plain_and_ead(large, generator, LARGE_ONLY, batch, seed=0, **kwargs)
@@ -51,13 +51,13 @@ def test_small_only_never_runs_the_large_model(qwen_pair, batch, monkeypatch):
     small, large = qwen_pair
     calls = []
     monkeypatch.setattr(large, "forward", lambda *a, **k: calls.append(1))
-    EADGenerator(small, large, SMALL_ONLY).generate(**batch, max_new_tokens=5, do_sample=False)
+    EADGenerator(small=small, large=large, config=SMALL_ONLY).generate(**batch, max_new_tokens=5, do_sample=False)
     assert calls == []
 
 
 def test_num_return_sequences_with_sampling(qwen_pair, batch):
     small, large = qwen_pair
     kwargs = dict(max_new_tokens=10, do_sample=True, num_return_sequences=2)
-    plain, ead = _plain_and_ead(small, EADGenerator(small, large, SMALL_ONLY), SMALL_ONLY, batch, seed=4, **kwargs)
+    plain, ead = _plain_and_ead(small, EADGenerator(small=small, large=large, config=SMALL_ONLY), SMALL_ONLY, batch, seed=4, **kwargs)
     assert ead.shape[0] == 2 * batch["input_ids"].shape[0]
     assert torch.equal(plain, ead)

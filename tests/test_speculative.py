@@ -17,7 +17,7 @@ NEW = 14
 
 
 def _generate(small, large, config, prompt, **kwargs):
-    return EADGenerator(small, large, config).generate(
+    return EADGenerator(small=small, large=large, config=config).generate(
         input_ids=torch.tensor([prompt]), max_new_tokens=NEW, return_dict_in_generate=True, pad_token_id=0,
         eos_token_id=2, **kwargs)
 
@@ -53,7 +53,7 @@ def test_exact_mode_returns_large_only_tokens_in_batches(qwen_pair, tokenizer):
     small, large = qwen_pair
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     for batch_size in (3, 8):
-        finished = list(continuous_ead(small, large, EADConfig.speculative(draft_tokens=4), prompts,
+        finished = list(continuous_ead(small=small, large=large, config=EADConfig.speculative(draft_tokens=4), prompts=prompts,
                                        max_new_tokens=NEW, batch_size=batch_size, eos_token_ids=[2]))
         assert sorted(row.index for row in finished) == list(range(len(prompts)))
         for row in finished:
@@ -96,7 +96,7 @@ def test_continuous_batching_matches_its_reference(qwen_pair, tokenizer, thresho
     small, large = qwen_pair
     config = EADConfig.speculative(threshold, rollback=rollback, draft_tokens=draft_tokens)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    finished = list(continuous_ead(small, large, config, prompts, max_new_tokens=NEW, batch_size=3, eos_token_ids=[2]))
+    finished = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=NEW, batch_size=3, eos_token_ids=[2]))
     assert sorted(row.index for row in finished) == list(range(len(prompts)))
     for row in finished:
         ref = reference_speculative(small, large, prompts[row.index], threshold=threshold, rollback=rollback,
@@ -111,7 +111,7 @@ def test_the_last_position_is_the_large_models(qwen_pair, tokenizer):
     small, large = qwen_pair
     config = EADConfig.speculative(rollback=0.05, draft_tokens=16)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    for row in continuous_ead(small, large, config, prompts, max_new_tokens=NEW, batch_size=4, eos_token_ids=[2]):
+    for row in continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=NEW, batch_size=4, eos_token_ids=[2]):
         assert row.choices[-1] == LARGE, PROMPTS[row.index]
 
 
@@ -128,7 +128,7 @@ def test_streamer_sees_only_kept_tokens(qwen_pair, tokenizer):
 def test_batches_in_generate_are_refused_with_the_fix(qwen_pair, batch):
     small, large = qwen_pair
     with pytest.raises(ValueError, match="speculative.*one prompt per call.*continuous_ead"):
-        EADGenerator(small, large, EADConfig.speculative()).generate(**batch, max_new_tokens=4)
+        EADGenerator(small=small, large=large, config=EADConfig.speculative()).generate(**batch, max_new_tokens=4)
 
 
 def test_config_names_and_validation():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["last_boxed", "answers_match"]
+import re
+
+__all__ = ["answers_match", "is_compound_quantity", "last_boxed"]
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
@@ -42,9 +44,24 @@ def _parse(answer: str):
     return parse(f"$\\boxed{{{answer}}}$")
 
 
+_TEXT_GROUP = re.compile(r"\\(?:text|mbox|mathrm|textbf)\s*\{[^{}]*\}")
+_NUMBER = re.compile(r"\d")
+
+
+def is_compound_quantity(answer: str) -> bool:
+    """True when numbers stand on both sides of a words group: `10 \\text{ feet } 4 \\text{ inches}`,
+    `5 \\text{ h } 30 \\text{ min}`. math-verify reads such an answer as its leading number, which would make
+    "10 feet 4 inches" equal to 10; it is a second quantity, not a unit."""
+    pieces = _TEXT_GROUP.split(answer)
+    return len(pieces) > 1 and sum(bool(_NUMBER.search(piece)) for piece in pieces) > 1
+
+
 def answers_match(gold: str, predicted: str | None) -> bool:
-    """math-verify equivalence of two answers (gold first: argument order matters to verify)."""
+    """math-verify equivalence of two answers (gold first: argument order matters to verify); an answer that is
+    two quantities in words (`is_compound_quantity`) matches only a gold answer of the same form."""
     if predicted is None:
+        return False
+    if is_compound_quantity(predicted) and not is_compound_quantity(gold):
         return False
     from math_verify import verify
 

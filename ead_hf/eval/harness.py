@@ -211,7 +211,7 @@ def generate_batch(small, large, tokenizer, config: EADConfig | None, batch: lis
         if config is None:
             out, sequences = None, large.generate(**inputs, assistant_model=small, **kwargs)
         else:
-            out = EADGenerator(small, large, config).generate(**inputs, return_dict_in_generate=True, **kwargs)
+            out = EADGenerator(small=small, large=large, config=config).generate(**inputs, return_dict_in_generate=True, **kwargs)
             sequences = out.sequences
     width = inputs["input_ids"].shape[1]
     eos = large.generation_config.eos_token_id
@@ -321,7 +321,7 @@ def _continuous(small, large, tokenizer, config: EADConfig, problems: list[dict]
     eos = large.generation_config.eos_token_id
     last = time.perf_counter()
     with torch.inference_mode():
-        for row in continuous_ead(small, large, config, prompts, max_new_tokens=settings.max_new_tokens,
+        for row in continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=settings.max_new_tokens,
                                   batch_size=settings.batch_size, eos_token_ids=eos if isinstance(eos, list) else [eos],
                                   pad_token_id=tokenizer.pad_token_id or 0, stop_loops=settings.stop_loops):
             now = time.perf_counter()

@@ -16,4 +16,4 @@ def generate(model, ead_config=None, ead_small_model=None, **kwargs):
         raise ValueError("ead_small_model is required: pass the small model of the pair, ead_small_model=small")
     if ead_config is None:
         raise ValueError("ead_config is required: pass ead_config=EADConfig(threshold=...)")
-    return generate_with_ead(model, ead_small_model, ead_config, **kwargs)
+    return generate_with_ead(small=ead_small_model, large=model, ead_config=ead_config, **kwargs)
