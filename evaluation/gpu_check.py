@@ -32,9 +32,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ead_hf import EADConfig, EADGenerator  # noqa: E402
-from ead_hf.continuous import continuous_ead  # noqa: E402
-from ead_hf.output import NO_TOKEN  # noqa: E402
-from ead_hf.testing import tiny_pair, tiny_tokenizer  # noqa: E402
+from ead_hf.core.continuous import continuous_ead  # noqa: E402
+from ead_hf.core.output import NO_TOKEN  # noqa: E402
+from ead_hf.models.tiny import tiny_pair, tiny_tokenizer  # noqa: E402
 from tests.reference import reference_decide_first, reference_ead, unpadded_prompts  # noqa: E402
 
 PROMPTS = ["The cat sat on", "2+2=", "Once upon a time, in a land", "Q", "Why is the sky blue?", "abc abc abc",

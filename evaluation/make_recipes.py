@@ -3,7 +3,7 @@
 The recipes themselves are written by `ead-hf calibrate` on the train splits (bisection, every probe's share and
 accuracy; commands in docs/evaluation.md):
 
-    ead_hf/recipes/qwen2.5-coder-0.5b-1.5b.json      the paper's rule: 0.5 bits (MATH train), 0.625 (GSM8K train)
+    ead_hf/models/shipped_recipes/qwen2.5-coder-0.5b-1.5b.json      the paper's rule: 0.5 bits (MATH train), 0.625 (GSM8K train)
     evaluation/results/qwen2.5-coder-0.5b-1.5b/calibrate_first_gsm8k_train.json
                                                      decide-first: 0.5 bits (GSM8K train), used on MATH as is
     evaluation/results/qwen2.5-coder-0.5b-1.5b/calibrate_first_rollback_gsm8k_train.json
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from ead_hf.eval.records import read_records
 from ead_hf.eval.report import paired_methods, summarise
-from ead_hf.model_pairs import DEFAULT_PAIR
-from ead_hf.recipes import load_recipe
+from ead_hf.models.pairs import DEFAULT_PAIR
+from ead_hf.models.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "evaluation" / "results" / DEFAULT_PAIR
@@ -98,7 +98,7 @@ def ship_decide_first_rollback(key: dict[str, str]) -> None:
         f"rollback={ROLLBACK:g})): when the large model catches up it takes back the first small-model token it gives "
         f"under {ROLLBACK:g} of its top probability and writes there. Runs in generate() and pipelines one prompt "
         "per call (rows taken back end at different lengths) and batched under continuous batching "
-        "(ead_hf.continuous.continuous_ead, ead-hf eval --continuous).",
+        "(ead_hf.core.continuous.continuous_ead, ead-hf eval --continuous).",
         "Threshold calibrated as itself (decide-first with rollback) on GSM8K train towards a 25% large share, and used "
         "on MATH as is; rho fixed before any run, not calibrated.",
         f"Shipped by issue 13's bar against decide-first (written down at MATH N = 192): {verdict}.",

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from ead_hf.config import EADConfig
-from ead_hf.continuous import continuous_ead
+from ead_hf.core.config import EADConfig
+from ead_hf.core.continuous import continuous_ead
 from ead_hf.eval.data import build_prompts, default_data_path, load_problems
-from ead_hf.model_pairs import DEFAULT_PAIR, load_pair
+from ead_hf.models.pairs import DEFAULT_PAIR, load_pair
 
 
 def run(pair, prompts, config, rows, max_new_tokens, read_ahead) -> tuple[float, dict]:

@@ -23,8 +23,8 @@ from pathlib import Path
 from ead_hf.eval.records import read_records
 from ead_hf.eval.report import paired_methods, summarise
 from ead_hf.eval.stats import PairedComparison
-from ead_hf.model_pairs import DEFAULT_PAIR
-from ead_hf.recipes import load_recipe, shipped_recipes
+from ead_hf.models.pairs import DEFAULT_PAIR
+from ead_hf.models.recipes import load_recipe, shipped_recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "evaluation" / "results" / DEFAULT_PAIR

@@ -5,7 +5,7 @@ need enable_ead / EADGenerator / the custom_generate folder instead.
 """
 
 from ead_hf import EADConfig, EADGenerator, ead_decoding
-from ead_hf.testing import tiny_pair, tiny_tokenizer
+from ead_hf.models.tiny import tiny_pair, tiny_tokenizer
 
 tokenizer = tiny_tokenizer()
 small, large = tiny_pair("qwen2", seed=0)

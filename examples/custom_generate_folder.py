@@ -7,7 +7,7 @@ saved model directory to make `from_pretrained(..., trust_remote_code=True)` loa
 from transformers import TextStreamer
 
 import ead_hf
-from ead_hf.testing import tiny_pair, tiny_tokenizer
+from ead_hf.models.tiny import tiny_pair, tiny_tokenizer
 
 tokenizer = tiny_tokenizer()
 small, large = tiny_pair("qwen2", seed=0)

@@ -1,7 +1,7 @@
 """EADGenerator: the pair as an explicit object, batched with left padding, with the per-token trace."""
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.testing import tiny_pair, tiny_tokenizer
+from ead_hf.models.tiny import tiny_pair, tiny_tokenizer
 
 tokenizer = tiny_tokenizer()
 small, large = tiny_pair("llama", seed=0)

@@ -10,8 +10,8 @@ import sys
 import time
 
 from ead_hf import EADConfig, enable_ead
-from ead_hf.testing import tiny_pair, tiny_tokenizer
-from ead_hf.trace import render_ansi, summary_line, trace_tokens
+from ead_hf.models.tiny import tiny_pair, tiny_tokenizer
+from ead_hf.hf.trace import render_ansi, summary_line, trace_tokens
 
 
 def main() -> None:

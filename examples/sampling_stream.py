@@ -4,7 +4,7 @@ import torch
 from transformers import TextStreamer
 
 from ead_hf import EADConfig, enable_ead
-from ead_hf.testing import tiny_pair, tiny_tokenizer
+from ead_hf.models.tiny import tiny_pair, tiny_tokenizer
 
 tokenizer = tiny_tokenizer()
 small, large = tiny_pair("qwen2", seed=0)

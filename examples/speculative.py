@@ -10,8 +10,8 @@ continuous batching, each row accepting its own number of drafts (`assistant_mod
 import torch
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.continuous import continuous_ead
-from ead_hf.testing import tiny_pair, tiny_tokenizer
+from ead_hf.core.continuous import continuous_ead
+from ead_hf.models.tiny import tiny_pair, tiny_tokenizer
 
 tokenizer = tiny_tokenizer()
 small, large = tiny_pair("qwen2", seed=0)

@@ -11,9 +11,9 @@ evaluation's loop) decodes a batch, each answer the same as alone.
 import torch
 
 from ead_hf import EADConfig, EADGenerator, entropy_bits
-from ead_hf.continuous import continuous_ead
-from ead_hf.output import LARGE
-from ead_hf.testing import tiny_pair, tiny_tokenizer
+from ead_hf.core.continuous import continuous_ead
+from ead_hf.core.output import LARGE
+from ead_hf.models.tiny import tiny_pair, tiny_tokenizer
 
 tokenizer = tiny_tokenizer()
 small, large = tiny_pair("qwen2", seed=0)

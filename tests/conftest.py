@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ead_hf.testing import tiny_pair, tiny_tokenizer
+from ead_hf.models.tiny import tiny_pair, tiny_tokenizer
 
 
 @pytest.fixture(scope="session")

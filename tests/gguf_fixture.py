@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ead_hf.testing import tiny_model
+from ead_hf.models.tiny import tiny_model
 
 
 def _byte_level_alphabet() -> list[str]:

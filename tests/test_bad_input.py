@@ -3,7 +3,7 @@ cases: the command, the exit code, a phrase the message must contain)."""
 
 import pytest
 
-from ead_hf import model_pairs
+from ead_hf.models import pairs as model_pairs
 from ead_hf.cli import main as cli_main
 from ead_hf.eval import jobs
 
@@ -81,7 +81,7 @@ def test_bad_data_files_name_the_file_and_line(name, content, phrase, tmp_path, 
 def _recipe(**changes):
     import json
 
-    from ead_hf.recipes import shipped_recipes
+    from ead_hf.models.recipes import shipped_recipes
 
     data = json.loads(shipped_recipes()["qwen2.5-coder-0.5b-1.5b-decide-first"].read_text())
     for key, value in changes.items():
@@ -116,6 +116,6 @@ def test_bad_recipes_name_the_file_and_the_fix(name, change, phrase, tmp_path, c
 
 def test_recipes_know_every_benchmark():
     from ead_hf.eval.data import BENCHMARKS
-    from ead_hf.recipes import BENCHMARK_NAMES
+    from ead_hf.models.recipes import BENCHMARK_NAMES
 
     assert BENCHMARK_NAMES == tuple(BENCHMARKS)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.bench import ForwardClock, _lanes_run, decode_step_seconds, ideal_seconds, lane_configs, markdown, run_bench
+from ead_hf.bench.throughput import ForwardClock, _lanes_run, decode_step_seconds, ideal_seconds, lane_configs, markdown, run_bench
 from ead_hf.cli import main as cli_main
-from ead_hf.testing import tiny_pair, tiny_tokenizer
+from ead_hf.models.tiny import tiny_pair, tiny_tokenizer
 
 
 def test_ideal_prices_whole_batch_decode_steps_and_keeps_other_forwards_as_measured():

@@ -234,7 +234,7 @@ def test_repetition_loop_stop_inside_ead_and_plain_generate():
 
     from ead_hf import EADConfig, EADGenerator
     from ead_hf.eval.truncation import RepetitionLoopStop
-    from ead_hf.testing import tiny_pair, tiny_tokenizer
+    from ead_hf.models.tiny import tiny_pair, tiny_tokenizer
 
     class ForceCycle(LogitsProcessor):
         def __init__(self, prompt_length):

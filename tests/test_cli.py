@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ead_hf import EADConfig, EADGenerator, cli
-from ead_hf import model_pairs as pairs
+from ead_hf.models import pairs
 from ead_hf.eval.records import read_records
-from ead_hf.weights import GGUFPackages
+from ead_hf.models.weights import GGUFPackages
 
 from .gguf_fixture import write_tiny_gguf
 from .test_weights import make_part_packages
@@ -130,8 +130,8 @@ def test_generate_command_speculative(fake_pair, capsys):
 
 
 def test_options_win_over_the_recipe_and_the_command_says_which(fake_pair, capsys, tmp_path):
-    from ead_hf.config import config_from_options
-    from ead_hf.recipes import Recipe, load_recipe
+    from ead_hf.core.config import config_from_options
+    from ead_hf.models.recipes import Recipe, load_recipe
 
     paper = EADConfig.paper(2.0, window=3, min_dwell=4)
     config, sources = config_from_options(default_threshold=5.0, recipe=paper, window=2)
@@ -157,7 +157,7 @@ def test_options_win_over_the_recipe_and_the_command_says_which(fake_pair, capsy
 
 def test_eval_takes_the_recipes_pair_and_says_which_settings_came_from_where(fake_pair, capsys, tmp_path):
     """eval merges by generate's rule: the recipe's pair unless --pair, its rollback unless --rollback."""
-    from ead_hf.recipes import Recipe, load_recipe
+    from ead_hf.models.recipes import Recipe, load_recipe
 
     shipped = load_recipe("qwen2.5-coder-0.5b-1.5b-decide-first")
     path = Recipe(**{**shipped.__dict__, "pair": "tiny-pair"}).save(tmp_path / "recipe.json")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.continuous import continuous_ead, ends_in_loop
-from ead_hf.routing import first_implausible
+from ead_hf.core.continuous import continuous_ead, ends_in_loop
+from ead_hf.core.routing import first_implausible
 
 from .reference import reference_decide_first, reference_ead
 

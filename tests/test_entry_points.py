@@ -6,8 +6,8 @@ from transformers import pipeline
 
 import ead_hf
 from ead_hf import CUSTOM_GENERATE_DIR, EADConfig, EADGenerator, ead_decoding, enable_ead
-from ead_hf.continuous import continuous_ead
-from ead_hf.testing import tiny_pair
+from ead_hf.core.continuous import continuous_ead
+from ead_hf.models.tiny import tiny_pair
 
 KWARGS = dict(max_new_tokens=16, do_sample=False)
 

@@ -7,9 +7,9 @@ from transformers.generation.logits_process import WatermarkLogitsProcessor
 
 import ead_hf
 from ead_hf import EADConfig, EADGenerator, ead_decoding, enable_ead
-from ead_hf.compat import check_transformers_version
-from ead_hf.continuous import continuous_ead
-from ead_hf.testing import tiny_model, tiny_pair, tiny_tokenizer
+from ead_hf.core.compat import check_transformers_version
+from ead_hf.core.continuous import continuous_ead
+from ead_hf.models.tiny import tiny_model, tiny_pair, tiny_tokenizer
 
 CONFIG = EADConfig(threshold=5.0)
 

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from ead_hf import EADConfig, EADGenerator, EntropyRouter
-from ead_hf.calibration import calibrate_threshold
+from ead_hf.eval.calibration import calibrate_threshold
 from ead_hf.cli import main as cli_main
-from ead_hf.costs import ModelShape, forward_flops, generation_flops, paper_cost
+from ead_hf.core.costs import ModelShape, forward_flops, generation_flops, paper_cost
 from ead_hf.eval.data import load_math, load_problems, stratified_subset
 from ead_hf.eval.harness import random_probability_for_share
 from ead_hf.eval.records import read_records
 from ead_hf.eval.report import accuracy_by_level, markdown_table, paired_by_block, paired_by_prefix, paired_rows, pareto_plot, summarise, write_report
-from ead_hf.testing import tiny_pair
+from ead_hf.models.tiny import tiny_pair
 
 SUBJECTS = ["Algebra", "Geometry", "Number Theory"]
 
@@ -139,7 +139,7 @@ def test_calibrate_command_on_the_tiny_pair_writes_a_recipe(problems_file, tmp_p
     assert cli_main(["calibrate", "--pair", "tiny-random", "--data", str(problems_file), "--problems", "6",
                      "--max-new-tokens", "24", "--target-share", "0.3", "--iterations", "8", "--dtype", "fp32",
                      "--out", str(recipe_path)]) == 0
-    from ead_hf.recipes import load_recipe
+    from ead_hf.models.recipes import load_recipe
 
     recipe = load_recipe(recipe_path)
     probes = recipe.calibration["probes"]
@@ -666,7 +666,7 @@ def test_opening_points_are_the_large_models_first_tokens_then_the_small_models(
     """Method 'opening': checked against plain `generate` of each model in turn (the large model writes K
     tokens from the prompt, the small one continues from prompt + those), and paired with the other points."""
     from ead_hf.eval.data import build_prompts
-    from ead_hf.model_pairs import load_pair
+    from ead_hf.models.pairs import load_pair
 
     out, k, budget = tmp_path / "opening", 4, 12
     assert cli_main(["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--limit", "5",

@@ -39,7 +39,7 @@ def test_readme_python_block_runs_on_the_tiny_pair():
     start = section.index("```python\n") + len("```python\n")
     code = section[start:section.index("\n```", start)]
     assert 'load_pair("qwen2.5-coder-0.5b-1.5b")' in code, "the README block loads the default pair"
-    code = "import ead_hf.testing\n" + code.replace('load_pair("qwen2.5-coder-0.5b-1.5b")', 'load_pair("tiny-random")')
+    code = "import ead_hf.models.tiny\n" + code.replace('load_pair("qwen2.5-coder-0.5b-1.5b")', 'load_pair("tiny-random")')
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "tokens taken back" in result.stdout, result.stdout[-2000:]

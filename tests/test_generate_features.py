@@ -7,7 +7,7 @@ from transformers import (LogitsProcessorList, MaxTimeCriteria, StoppingCriteria
 from transformers.generation.logits_process import SuppressTokensLogitsProcessor
 
 from ead_hf import EADConfig, EADGenerator, enable_ead
-from ead_hf.testing import tiny_pair
+from ead_hf.models.tiny import tiny_pair
 
 MIXED = EADConfig(threshold=5.0, window=3, min_dwell=2)
 

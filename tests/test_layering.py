@@ -1,6 +1,7 @@
 """The package's layers run one way: nothing imports a module of a higher layer, and there are no cycles.
 
-config -> routing -> runner -> loop -> integration -> pairs/weights -> testing -> eval -> CLI (see CONTRIBUTING).
+core (config -> routing -> slots -> runner -> step -> loops) -> hf -> models (weights -> pairs, recipes -> tiny)
+-> eval -> bench -> cli (see CONTRIBUTING).
 Every import is counted, also those inside functions (a lazy import is still a dependency).
 """
 
@@ -11,56 +12,62 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ead_hf"
 
+# A node is a module of core/ or models/ (layers inside the folder), or a whole folder (hf, eval, bench, cli).
 LAYERS = {
-    "config": 0, "compat": 0, "output": 0,
-    "routing": 1, "pair_checks": 1,
-    "runner": 2,
-    "step": 3, "decoding": 3, "continuous": 3,
-    "integration": 4, "generator": 4, "trace": 4, "hub": 4, "__init__": 4,
-    "weights": 5, "model_pairs": 5, "recipes": 5,
-    "testing": 6,
-    "eval": 7, "costs": 7, "calibration": 7, "bench": 7, "speed": 7,
-    "cli": 8,
+    "core": 0, "core.config": 0, "core.compat": 0, "core.output": 0, "core.costs": 0,
+    "core.routing": 1, "core.pair_checks": 1,
+    "core.slots": 2, "core.runner": 3,
+    "core.step": 4,
+    "core.decoding": 5, "core.continuous": 5,
+    "hf": 6, "__init__": 6,
+    "models": 7, "models.weights": 7, "models.pairs": 8, "models.recipes": 8, "models.tiny": 9,
+    "eval": 10,
+    "bench": 11,
+    "cli": 12,
 }
+_SPLIT_FOLDERS = ("core", "models")
 
 
-def _module_name(path: Path) -> str:
-    """'runner', 'eval' for anything under eval/, 'hub' for the custom_generate folder."""
-    parts = path.relative_to(PACKAGE).with_suffix("").parts
+def _node(parts: list[str]) -> str:
+    """'core.runner' for ead_hf/core/runner.py, 'eval' for anything under eval/, 'core' for core/__init__.py."""
+    parts = [part for part in parts if part != "__init__"] or ["__init__"]
+    if parts[0] in _SPLIT_FOLDERS and len(parts) > 1:
+        return f"{parts[0]}.{parts[1]}"
     return parts[0]
 
 
+def _is_module(parts: list[str]) -> bool:
+    path = PACKAGE.joinpath(*parts)
+    return path.with_suffix(".py").is_file() or path.is_dir()
+
+
 def _imports(path: Path) -> set[str]:
-    """The ead_hf modules (first component under the package) that a file imports."""
+    """The ead_hf nodes that a file imports (relative or absolute; `from .x import name` counts module x)."""
     tree = ast.parse(path.read_text())
-    inside = path.relative_to(PACKAGE).parts
+    inside = path.relative_to(PACKAGE).with_suffix("").parts
     found = set()
     for node in ast.walk(tree):
+        targets: list[list[str]] = []
         if isinstance(node, ast.ImportFrom):
             if node.level:  # relative: resolve against the file's package
                 base = list(inside[:-1])[: len(inside) - node.level]
-                target = base + (node.module.split(".") if node.module else [])
-                names = [target + [alias.name] for alias in node.names] if not node.module else [target]
+                module = base + (node.module.split(".") if node.module else [])
             elif node.module and node.module.split(".")[0] == "ead_hf":
-                target = node.module.split(".")[1:]
-                names = [target] if target else [[alias.name] for alias in node.names]
+                module = node.module.split(".")[1:]
             else:
                 continue
-            for name in names:
-                if name:
-                    found.add(name[0])
+            for alias in node.names:  # `from ..models import tiny` imports the module models.tiny
+                targets.append(module + [alias.name] if _is_module(module + [alias.name]) else module)
         elif isinstance(node, ast.Import):
-            for alias in node.names:
-                parts = alias.name.split(".")
-                if parts[0] == "ead_hf" and len(parts) > 1:
-                    found.add(parts[1])
+            targets = [alias.name.split(".")[1:] for alias in node.names if alias.name.split(".")[0] == "ead_hf"]
+        found.update(_node(target) for target in targets if target)
     return found
 
 
 def _graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
-        module = _module_name(path)
+        module = _node(list(path.relative_to(PACKAGE).with_suffix("").parts))
         graph.setdefault(module, set()).update(_imports(path) - {module})
     return graph
 
@@ -94,8 +101,8 @@ def test_no_import_cycles():
 
 
 def test_config_is_pure_python():
-    """`ead_hf/config.py` imports nothing from transformers or from other ead_hf modules."""
-    tree = ast.parse((PACKAGE / "config.py").read_text())
+    """`ead_hf/core/config.py` imports nothing from transformers or from other ead_hf modules."""
+    tree = ast.parse((PACKAGE / "core" / "config.py").read_text())
     modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     modules |= {(node.module or "").split(".")[0] if not node.level else "." for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom)}
@@ -103,11 +110,14 @@ def test_config_is_pure_python():
 
 
 def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
-    """The import parser itself: a relative upward import and an absolute one are both found."""
+    """The import parser itself: relative upward imports, an absolute one and a module imported by name are found."""
     package = tmp_path / "ead_hf"
-    (package / "eval").mkdir(parents=True)
-    (package / "runner.py").write_text("from .decoding import x\nimport ead_hf.cli\n")
-    (package / "eval" / "data.py").write_text("from ..config import y\nfrom . import records\n")
+    for folder in ("core", "eval", "models"):
+        (package / folder).mkdir(parents=True)
+    (package / "models" / "tiny.py").write_text("")
+    (package / "core" / "runner.py").write_text("from .decoding import x\nimport ead_hf.cli\n")
+    (package / "eval" / "data.py").write_text("from ..core.config import y\nfrom . import records\n"
+                                              "from ..models import tiny\n")
     monkeypatch.setattr(__import__(__name__, fromlist=["PACKAGE"]), "PACKAGE", package)
-    assert _imports(package / "runner.py") == {"decoding", "cli"}
-    assert _imports(package / "eval" / "data.py") == {"config", "eval"}
+    assert _imports(package / "core" / "runner.py") == {"core.decoding", "cli"}
+    assert _imports(package / "eval" / "data.py") == {"core.config", "eval", "models.tiny"}

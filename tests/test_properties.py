@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.testing import tiny_pair
+from ead_hf.models.tiny import tiny_pair
 
 from .reference import reference_ead, unpadded_prompts
 

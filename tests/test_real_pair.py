@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.model_pairs import DEFAULT_PAIR, get_pair, load_pair
-from ead_hf.weights import WeightsError, find_parts
+from ead_hf.models.pairs import DEFAULT_PAIR, get_pair, load_pair
+from ead_hf.models.weights import WeightsError, find_parts
 
 
 def _installed() -> bool:
@@ -31,7 +31,7 @@ def loaded():
 def test_vocabularies_identical(loaded):
     from transformers import AutoTokenizer
 
-    from ead_hf.weights import converted_dir
+    from ead_hf.models.weights import converted_dir
 
     small_tokenizer = AutoTokenizer.from_pretrained(converted_dir(get_pair(DEFAULT_PAIR).small, loaded.dtype))
     assert small_tokenizer.get_vocab() == loaded.tokenizer.get_vocab()

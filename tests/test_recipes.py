@@ -6,7 +6,7 @@ import pytest
 
 from ead_hf import EADConfig
 from ead_hf.cli import main as cli_main
-from ead_hf.recipes import Recipe, load_recipe, shipped_recipes
+from ead_hf.models.recipes import Recipe, load_recipe, shipped_recipes
 
 from .test_readme_tables import evaluation_script
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.output import NO_TOKEN
-from ead_hf.runner import ModelRunner
+from ead_hf.core.output import NO_TOKEN
+from ead_hf.core.runner import ModelRunner
 
-from ead_hf.continuous import continuous_ead
+from ead_hf.core.continuous import continuous_ead
 
 from .reference import greedy, reference_decide_first, reference_ead, sample, unpadded_prompts
 

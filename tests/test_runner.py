@@ -6,10 +6,10 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.continuous import continuous_ead
+from ead_hf.core.continuous import continuous_ead
 import itertools
 
-from ead_hf.runner import ModelRunner, RowRunner, _group_by_width
+from ead_hf.core.runner import ModelRunner, RowRunner, _group_by_width
 
 from .reference import unpadded_prompts
 
@@ -169,11 +169,11 @@ def test_compacting_the_slots_keeps_what_every_row_attends_to(qwen_pair, batch):
     for step in range(4, 6):
         grid = _with_random_column(*grid, step)
         _assert_logits_alone(small, grid, [0, 1, 2], lane.read(*grid))
-    before = max(lane.filled)
-    lane.compact()
+    before = max(lane.slots.filled)
+    lane.slots.compact()
     attended = grid[1].sum(dim=1).tolist()  # each row's unmasked columns: what it attends to
-    assert lane.filled == attended and max(lane.filled) < before
-    assert lane.mask.sum(dim=1).tolist() == attended and lane.mask.shape[1] == max(attended)
+    assert lane.slots.filled == attended and max(lane.slots.filled) < before
+    assert lane.slots.mask.sum(dim=1).tolist() == attended and lane.slots.mask.shape[1] == max(attended)
     for step, rows in zip(range(6, 9), ([0, 1, 2], [0, 2], [0, 1, 2])):  # reads after compacting are unchanged
         grid = _with_random_column(*grid, step)
         _assert_logits_alone(small, grid, rows, lane.read(*grid, rows))
@@ -201,4 +201,4 @@ def test_slots_stay_bounded_over_many_prompts(qwen_pair):
                 lane.reset_row(row, grid[0].shape[1] - 3, grid[0].shape[1])
                 next_prompt, age[row] = next_prompt + 1, 0
     # without compacting, every row would have used about as many slots as there were steps
-    assert steps > 340 and max(lane.filled) <= 2 * 8 + 256 + 1 and lane.mask.shape[1] < steps
+    assert steps > 340 and max(lane.slots.filled) <= 2 * 8 + 256 + 1 and lane.slots.mask.shape[1] < steps

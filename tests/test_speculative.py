@@ -6,8 +6,8 @@ import torch
 from transformers import TextIteratorStreamer
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.continuous import continuous_ead
-from ead_hf.output import LARGE
+from ead_hf.core.continuous import continuous_ead
+from ead_hf.core.output import LARGE
 
 from .reference import greedy, reference_ead, reference_speculative, sample
 

@@ -1,10 +1,10 @@
-"""`ead-hf bench --peers` (ead_hf.speed): forward counts, the exactness column and the step-cost fit."""
+"""`ead-hf bench --peers` (ead_hf.bench.peers): forward counts, the exactness column and the step-cost fit."""
 
 import pytest
 
 from ead_hf import EADConfig
 from ead_hf.cli import main as cli_main
-from ead_hf.speed import fit_step_costs, peer_configs, predict, run_peers
+from ead_hf.bench.peers import fit_step_costs, peer_configs, predict, run_peers
 
 
 def test_fit_recovers_known_step_costs():

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ead_hf import weights
-from ead_hf.weights import COMPLETE_MARKER, GGUFPackages, WeightsError, cache_root, ensure_converted, find_parts
+from ead_hf.models import weights
+from ead_hf.models.weights import COMPLETE_MARKER, GGUFPackages, WeightsError, cache_root, ensure_converted, find_parts
 
 from .gguf_fixture import write_tiny_gguf
 
@@ -120,7 +120,7 @@ def test_killed_during_conversion_is_never_used(installed):
     source, site, root, model = installed
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from ead_hf import weights
+        from ead_hf.models import weights
         real_replace = os.replace
         def killing_replace(src, dst):
             if ".staging-" in str(src):

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import torch
 from transformers import StoppingCriteriaList
 
-from ..config import PAPER_ROUTING, EADConfig
-from ..continuous import continuous_ead
-from ..costs import ModelShape, generation_flops
-from ..generator import EADGenerator
+from ..core.config import PAPER_ROUTING, EADConfig
+from ..core.continuous import continuous_ead
+from ..core.costs import ModelShape, generation_flops
+from ..hf.generator import EADGenerator
 from .data import build_prompts
 from .records import RecordStore
 from .truncation import RepetitionLoopStop, finish_reason, is_looping
@@ -188,7 +188,7 @@ class EvalSettings:
     batch_size: int = 8
     seed: int = 0
     stop_loops: bool = False  # end rows caught in an exact repetition loop (truncation.RepetitionLoopStop)
-    continuous: bool = False  # refill finished rows with the next problem (ead_hf.continuous); batch_size = rows
+    continuous: bool = False  # refill finished rows with the next problem (ead_hf.core.continuous); batch_size = rows
 
 
 def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
@@ -314,7 +314,7 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
 
 
 def _continuous(small, large, tokenizer, config: EADConfig, problems: list[dict], settings: EvalSettings, shapes):
-    """Continuous batching (`ead_hf.continuous`): each problem as it finishes, with its completion (text, new
+    """Continuous batching (`ead_hf.core.continuous`): each problem as it finishes, with its completion (text, new
     tokens, finish), counts, routing runs, FLOPs of the forwards it was in, and the seconds since the previous
     one finished (they add up to the run's time)."""
     prompts = [tokenizer(text)["input_ids"] for text in build_prompts(tokenizer, [p["problem"] for p in problems])]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..calibration import calibrate_threshold
-from ..config import PAPER_ROUTING, EADConfig
-from ..model_pairs import get_pair, load_pair
-from ..recipes import Recipe, load_recipe
+from .calibration import calibrate_threshold
+from ..core.config import PAPER_ROUTING, EADConfig
+from ..models.pairs import get_pair, load_pair
+from ..models.recipes import Recipe, load_recipe
 from .data import default_data_path, get_benchmark, load_problems, stratified_subset
 from .harness import EvalSettings, Method, parse_methods, random_probability_for_share, run_method
 from .records import RecordStore, exclusive_run_folder, read_records, write_json_atomically

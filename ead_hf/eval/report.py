@@ -7,8 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import PAPER_ROUTING
-from ..costs import paper_cost
+from ..core.config import PAPER_ROUTING
+from ..core.costs import paper_cost
 from .records import read_records
 from .stats import PairedComparison, paired_comparison
 from .truncation import truncation_counts

@@ -21,7 +21,7 @@ from collections import Counter
 import torch
 from transformers import StoppingCriteria
 
-from ..continuous import ends_in_loop
+from ..core.continuous import ends_in_loop
 
 __all__ = ["TAIL_WORDS", "NGRAM", "REPEATS", "is_looping", "finish_reason", "truncation_counts",
            "RepetitionLoopStop"]

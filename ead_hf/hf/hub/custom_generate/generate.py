@@ -8,7 +8,7 @@ so streamers and stop_strings work here too. Copy this folder into a saved model
 `from_pretrained(..., trust_remote_code=True)` return a model whose generate is EAD-aware.
 """
 
-from ead_hf.integration import generate_with_ead
+from ead_hf.hf.integration import generate_with_ead
 
 
 def generate(model, ead_config=None, ead_small_model=None, **kwargs):

@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from .compat import cache_argument_name, crop_cache
-from .config import EADConfig
-from .continuous import continuous_ead
-from .eval.data import build_prompts, default_data_path, load_problems
-from .eval.report import large_token_share, large_work_share
-from .generator import EADGenerator
-from .output import LARGE, SMALL, EADGenerateOutput
+from ..core.compat import cache_argument_name, crop_cache
+from ..core.config import EADConfig
+from ..core.continuous import continuous_ead
+from ..eval.data import build_prompts, default_data_path, load_problems
+from ..eval.report import large_token_share, large_work_share
+from ..hf.generator import EADGenerator
+from ..core.output import LARGE, SMALL, EADGenerateOutput
 
 __all__ = ["run_bench", "copy_bandwidth_gbs", "forward_cost_table"]
 

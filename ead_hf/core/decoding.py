@@ -1,6 +1,6 @@
 """The EAD decoding loop of `generate()`, callable as a transformers `custom_generate` method.
 
-Read `ead_decoding` top to bottom. It is a driver of the shared step (`ead_hf.step`): it owns the batch's
+Read `ead_decoding` top to bottom. It is a driver of the shared step (`ead_hf.core.step`): it owns the batch's
 token grid (`_BatchLanes`: every row one column per step, one `ModelRunner` per model reading the whole batch),
 the logits processors, the stopping criteria, the streamer and the trace. Each step the shared step says which
 model writes each row's token and returns its logits (under rollback or speculative verification it may
@@ -139,7 +139,7 @@ def _check_arguments(model, small, ead_config, input_ids, generation_config, log
         raise ValueError(f"{rule} in generate() decodes one prompt per call (rows taken back by different "
                          f"amounts would end at different lengths), got a batch of {input_ids.shape[0]} (prompts x "
                          "num_return_sequences): pass one prompt per call (pipelines do at their default batch_size=1), "
-                         "or decode a batch with ead_hf.continuous.continuous_ead (greedy)")
+                         "or decode a batch with ead_hf.core.continuous.continuous_ead (greedy)")
     blockers = [reason for reason in map(full_attention_only, (small, model)) if reason] if config.takes_back else []
     if blockers:
         raise ValueError(f"{rule} crops both models' caches where it takes tokens back, which needs "

@@ -9,7 +9,7 @@ import string
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from .model_pairs import ModelPair, register_pair
+from .pairs import ModelPair, register_pair
 
 __all__ = ["tiny_tokenizer", "tiny_model", "tiny_pair", "FAMILIES", "TINY_PAIR", "TINY_WIDE_PAIR"]
 

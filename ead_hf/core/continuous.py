@@ -8,7 +8,7 @@ last P columns of its row of the shared token grid (earlier columns of that row 
 slots in both models are masked and its router state reset; its first read is the prompt's prefill, in the
 forward of the rows that are behind. Greedy decoding, no logits processors: what the evaluation runs. Each
 prompt's tokens and model choices equal the no-cache reference on that prompt alone (tested), for every rule
-(the paper's, decide-first, rollback, speculative verification). The step itself is `ead_hf.step.EADStep`; this
+(the paper's, decide-first, rollback, speculative verification). The step itself is `ead_hf.core.step.EADStep`; this
 module owns the row slots (`_Lanes`), the queue and the stopping.
 """
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .bench import ForwardClock
-from .config import EADConfig
-from .generator import EADGenerator
+from .throughput import ForwardClock
+from ..core.config import EADConfig
+from ..hf.generator import EADGenerator
 
 __all__ = ["PeerRun", "peer_configs", "run_peers", "fit_step_costs", "predict", "peers_markdown"]
 

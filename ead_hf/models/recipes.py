@@ -7,12 +7,12 @@ from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import EADConfig
+from ..core.config import EADConfig
 
 __all__ = ["Recipe", "load_recipe", "shipped_recipes", "RECIPE_FORMAT"]
 
 RECIPE_FORMAT = "ead-hf-recipe/1"
-_SHIPPED = Path(__file__).parent / "recipes"
+_SHIPPED = Path(__file__).parent / "shipped_recipes"
 
 
 @dataclass

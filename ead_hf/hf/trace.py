@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .output import LARGE, NO_TOKEN
+from ..core.output import LARGE, NO_TOKEN
 
 __all__ = ["TracedToken", "trace_tokens", "render_ansi", "render_html", "summary_line"]
 

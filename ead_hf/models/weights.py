@@ -172,7 +172,7 @@ def convert_gguf(gguf_path: Path, directory: Path, dtype: torch.dtype, provenanc
     """Dequantise a GGUF file with transformers and save model + tokenizer as safetensors at `directory`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .compat import drop_quantizer
+    from ..core.compat import drop_quantizer
 
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)

@@ -34,7 +34,7 @@ class EADConfig:
 
     In a `generate()` batch, each step runs every model some live row needs on the whole batch (rows never wait;
     letting rows wait or running models on row subsets measured slower there, see docs/performance.md); the
-    evaluation's continuous batching (`ead_hf.continuous`) runs each model on the rows that chose it.
+    evaluation's continuous batching (`ead_hf.core.continuous`) runs each model on the rows that chose it.
 
     The rules have names (`EADConfig.paper`, `.decide_first`, `.speculative`, `.small_only`, `.large_only`):
     use those instead of spelling out knob combinations.
@@ -50,7 +50,7 @@ class EADConfig:
     the large model writes that position instead. The router's clock counts steps, not kept tokens (a dropped
     token's entropy stays in its window). Rows taken back by different amounts end at different lengths, so
     `generate()` (and pipelines) run it one prompt per call, and batches run under continuous batching
-    (`ead_hf.continuous.continuous_ead`, ``ead-hf eval --continuous``; greedy); None never checks.
+    (`ead_hf.core.continuous.continuous_ead`, ``ead-hf eval --continuous``; greedy); None never checks.
 
     ``variant="speculative"`` (verify, don't write): the small model drafts up to ``draft_tokens`` tokens and the
     large model reads the block in one forward and judges it. A draft whose small-model entropy was ``>=

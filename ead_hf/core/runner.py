@@ -21,12 +21,11 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from .compat import cache_argument_name, crop_cache, fill_cache_layer, logits_to_keep_kwargs
+from .compat import cache_argument_name, crop_cache, logits_to_keep_kwargs
 from .pair_checks import input_device
+from .slots import KVSlots
 
 __all__ = ["ModelRunner", "RowRunner"]
-
-_SLACK = 256  # columns a row buffer gains each time it fills up
 
 
 class _Runner:
@@ -117,11 +116,7 @@ class RowRunner(_Runner):
         if forward_overhead < 0:
             raise ValueError(f"forward_overhead must be >= 0 (row-positions), got {forward_overhead}")
         self.forward_overhead = forward_overhead
-        self.keys: list[torch.Tensor] = []  # per layer: (batch, kv heads, capacity, head dim)
-        self.values: list[torch.Tensor] = []
-        self.mask: torch.Tensor | None = None  # (batch, capacity): 1 where a slot holds a key the row may attend
-        self.slot_column: torch.Tensor | None = None  # (batch, capacity): the grid column each slot holds
-        self.filled = [0] * batch_size  # slots each row has used (slots above are masked, never written)
+        self.slots = KVSlots(batch_size)  # the keys and values; the rest of this class is bookkeeping
         self.seen = [0] * batch_size  # grid columns each row has read
         self.generation_start = [prompt_length] * batch_size  # grid column of each row's first generated token
         self.row_catchup = [0] * batch_size
@@ -141,40 +136,16 @@ class RowRunner(_Runner):
     def reset_row(self, row: int, prompt_start: int, generation_start: int) -> None:
         """Start `row` afresh on a new prompt at grid columns prompt_start..generation_start-1: its slots are
         masked and its counts cleared; its next read is the prompt's prefill."""
-        self.seen[row], self.filled[row], self.generation_start[row] = prompt_start, 0, generation_start
+        self.seen[row], self.generation_start[row] = prompt_start, generation_start
         self.row_catchup[row], self.pending_catchup[row], self.row_forwards[row] = 0, 0, []
         self.dropped_unread[row] = 0
-        if self.mask is not None:
-            self.mask[row] = 0
-            if max(self.filled) > 2 * int(self.mask.sum(dim=1).max()) + _SLACK:
-                self.compact()
-
-    def compact(self) -> None:
-        """Move each row's attended slots to the front, in order, and drop the rest.
-
-        A forward writes at the highest slot any of its rows has used, so a row that took a new prompt jumps to
-        the others' level, and over a long run the slots would grow with every step taken (attention and memory
-        growing with them) while each row attends only to its own prompt and answer. Slot order does not matter
-        (positions come from position_ids): this changes which slots hold a key, not what a row attends to."""
-        attended = self.mask.bool()
-        counts = attended.sum(dim=1)
-        keep = int(counts.max())
-        order = torch.sort((~attended).to(torch.int8), dim=1, stable=True).indices[:, :keep]
-
-        def gather(buffer: torch.Tensor) -> torch.Tensor:
-            index = order.to(buffer.device)[:, None, :, None].expand(-1, buffer.shape[1], -1, buffer.shape[3])
-            return buffer.gather(2, index)
-
-        self.keys, self.values = [gather(k) for k in self.keys], [gather(v) for v in self.values]
-        self.mask, self.slot_column = self.mask.gather(1, order), self.slot_column.gather(1, order)
-        self.filled = counts.tolist()
+        self.slots.clear_row(row)
 
     def forget(self, row: int, column: int, dropped: list[int]) -> None:
         """Mask the slots of `row` that hold grid columns >= `column` (tokens taken back); `dropped` are the grid
         columns this take-back drops (not dropped before): those of them this model has not read yet will be read
         as masked columns, not as catch-up."""
-        if self.mask is not None:
-            self.mask[row] &= self.slot_column[row] < column
+        self.slots.drop_from(row, column)
         self.dropped_unread[row] += sum(1 for dropped_column in dropped if dropped_column >= self.seen[row])
 
     def read(self, grid: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
@@ -208,7 +179,7 @@ class RowRunner(_Runner):
         end = grid.shape[1]
         start = min(self.seen[row] for row in rows)
         width = end - start
-        cached = max(self.filled[row] for row in rows)
+        cached = max(self.slots.filled[row] for row in rows)
         index = None if rows == list(range(grid.shape[0])) else torch.tensor(rows, device=grid.device)
 
         def pick(tensor: torch.Tensor) -> torch.Tensor:  # not index_select: as fast alone, but on CPU (bf16) ~15x
@@ -218,17 +189,11 @@ class RowRunner(_Runner):
         new_mask = torch.arange(start, end, device=grid.device)[None, :] >= seen[:, None]
         if attention_mask is not None:
             new_mask &= pick(attention_mask[:, start:end]).bool()
-        cache = DynamicCache(config=self.model.config)
-        if cached:
-            for layer, keys, values in zip(cache.layers, self.keys, self.values):
-                fill_cache_layer(layer, pick(keys[:, :, :cached]), pick(values[:, :, :cached]))
-            past_mask = pick(self.mask[:, :cached])
-        else:
-            past_mask = new_mask.new_zeros((len(rows), 0))
+        cache, past_mask = self.slots.cache_for(self.model.config, index, cached, len(rows), new_mask)
         logits = self._forward(pick(grid[:, start:end]), torch.cat([past_mask, new_mask.to(past_mask.device)], dim=1).long(),
                                pick(positions[:, start:end]), cache, every_position)
         self.forward_log.append((cached, width, len(rows), width if every_position else 1))
-        self._store(cache, new_mask, index, cached, start, end)
+        self.slots.store(cache, new_mask, rows, index, cached, start, end)
         for row in rows:
             generated = max(0, end - max(self.seen[row], self.generation_start[row]))  # generated columns read
             generated, self.dropped_unread[row] = generated - self.dropped_unread[row], 0
@@ -238,41 +203,8 @@ class RowRunner(_Runner):
             else:
                 self.pending_catchup[row] += generated
             self.row_forwards[row].append((cached, width, width if every_position else 1))
-            self.seen[row], self.filled[row] = end, cached + width
+            self.seen[row] = end
         return logits
-
-    def _store(self, cache: DynamicCache, new_mask: torch.Tensor, index: torch.Tensor | None, cached: int,
-               first_column: int, last_column: int) -> None:
-        """Write the forward's grid columns first_column..last_column-1 into slots from `cached` on of its rows."""
-        begin, end = cached, cached + last_column - first_column
-        if not self.keys:  # the first forward may read only some rows (a model first used mid-run)
-            batch = len(self.seen)
-            self.mask = new_mask.new_zeros((batch, 0))
-            self.slot_column = torch.zeros((batch, 0), dtype=torch.long, device=new_mask.device)
-            self.keys = [layer.keys.new_zeros((batch, layer.keys.shape[1], 0, layer.keys.shape[3])) for layer in cache.layers]
-            self.values = [layer.values.new_zeros((batch, layer.values.shape[1], 0, layer.values.shape[3]))
-                           for layer in cache.layers]
-        if end > self.mask.shape[1]:  # grow by a block: reallocating per step would copy the cache every step
-            grow = end - self.mask.shape[1] + _SLACK
-            self.keys = [torch.cat([k, k.new_zeros(k.shape[:2] + (grow,) + k.shape[3:])], dim=2) for k in self.keys]
-            self.values = [torch.cat([v, v.new_zeros(v.shape[:2] + (grow,) + v.shape[3:])], dim=2) for v in self.values]
-            self.mask = torch.cat([self.mask, self.mask.new_zeros((self.mask.shape[0], grow))], dim=1)
-            self.slot_column = torch.cat([self.slot_column, self.slot_column.new_zeros((self.mask.shape[0], grow))], dim=1)
-        for layer, keys, values in zip(cache.layers, self.keys, self.values):
-            _write_rows(keys[:, :, begin:end], layer.keys[:, :, begin:end], index)
-            _write_rows(values[:, :, begin:end], layer.values[:, :, begin:end], index)
-        _write_rows(self.mask[:, begin:end], new_mask, index)
-        columns = torch.arange(first_column, last_column, device=self.slot_column.device)
-        _write_rows(self.slot_column[:, begin:end], columns.expand(new_mask.shape[0], -1), index)
-
-
-def _write_rows(window: torch.Tensor, new: torch.Tensor, index: torch.Tensor | None) -> None:
-    """window[index] = new in place (all rows when index is None)."""
-    new = new.to(window.device)
-    if index is None:
-        window.copy_(new)
-    else:
-        window.index_copy_(0, index.to(window.device), new)
 
 
 def _group_by_width(widths: dict[int, int], overhead: int) -> list[list[int]]:

@@ -1,0 +1,129 @@
+"""`ead-hf bench`: time EAD against plain generate and assisted generation (`--peers`: the rules against the
+peers at batch 1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .options import add_data, add_dtype, add_pair, add_rollback, numbers, resolve_pair, threshold_bits
+
+
+def register(commands) -> None:
+    from ..eval.data import BENCHMARKS
+
+    bench = commands.add_parser("bench", help="benchmark EAD against plain generate and assisted generation")
+    bench.set_defaults(run=run)
+    add_pair(bench)
+    bench.add_argument("--threshold", type=threshold_bits, default=None, help="EAD threshold (default: the pair's)")
+    bench.add_argument("--batch-sizes", default="1,8")
+    bench.add_argument("--new-tokens", type=int, default=64)
+    bench.add_argument("--reps", type=int, default=3)
+    add_dtype(bench)
+    bench.add_argument("--no-assisted", action="store_true", help="skip HF assisted generation")
+    bench.add_argument("--rows-sweep", default="", help="also time each model's forward for these row counts, "
+                       "e.g. 1,2,4,8,16,32,64 (chunks 1, 4, 16 after 64 cached positions)")
+    bench.add_argument("--prompt-tokens", type=int, default=None,
+                       help="keep only the last N tokens of each prompt (short prompts show the loop's own overhead)")
+    bench.add_argument("--first-threshold", type=threshold_bits, default=None,
+                       help="also time the decide-first variant at this threshold (bits)")
+    add_rollback(bench, scope="also time the paper's rule with it (and decide-first, given --first-threshold) "
+                 "through continuous_ead, and at batch 1 through generate()")
+    bench.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="math",
+                       help="whose test prompts (the shipped file, or --data)")
+    bench.add_argument("--batches", type=int, default=1,
+                       help="each configuration runs this many batches of different prompts, one after another")
+    add_data(bench, "the benchmark's test problems, for prompts")
+    bench.add_argument("--peers", action="store_true",
+                       help="instead: batch 1 against the peers (large, small, HF assisted generation, prompt lookup, "
+                       "decide-first with --first-threshold [and --rollback], speculative verification at each "
+                       "--verify point) on --prompts test prompts; writes peers.md / peers.json")
+    bench.add_argument("--prompts", type=int, default=8, help="--peers: test prompts (the first of the file)")
+    bench.add_argument("--verify", default="inf",
+                       help="--peers: comma-separated speculative points THRESHOLD[:RHO[:DRAFT]], e.g. "
+                       "inf,inf:0.1,0.5:0.1:8 (inf alone is exact speculative decoding)")
+    bench.add_argument("--confidence-thresholds", default="",
+                       help="--peers: also HF assisted generation with these assistant_confidence_threshold values")
+    bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench.throughput import markdown, run_bench
+    from ..models.pairs import get_pair, load_pair
+
+    resolve_pair(args)
+    if args.peers:
+        _verify_points(args.verify)  # bad points fail before the pair loads
+        if args.prompts < 1:
+            raise ValueError("--prompts must be >= 1")
+    batch_sizes = numbers(args.batch_sizes, "--batch-sizes", int)
+    if not batch_sizes or min(batch_sizes) < 1 or args.reps < 1 or args.new_tokens < 1:
+        raise ValueError(f"--batch-sizes (comma-separated, each >= 1), --reps and --new-tokens must be >= 1, got "
+                         f"{args.batch_sizes!r}, {args.reps}, {args.new_tokens}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder (it is created if missing)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    loaded = load_pair(args.pair, dtype=args.dtype)
+    if args.peers:
+        return _peers(args, loaded)
+    threshold = get_pair(args.pair).default_threshold if args.threshold is None else args.threshold
+    result = run_bench(loaded.small, loaded.large, loaded.tokenizer, threshold=threshold,
+                       batch_sizes=batch_sizes, new_tokens=args.new_tokens,
+                       reps=args.reps, assisted=not args.no_assisted, data=args.data,
+                       rows_sweep=numbers(args.rows_sweep, "--rows-sweep", int),
+                       prompt_tokens=args.prompt_tokens, first_threshold=args.first_threshold,
+                       rollback=args.rollback, benchmark=args.benchmark,
+                       batches=args.batches, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    result.machine["load_s"] = loaded.load_seconds
+    (args.out / "bench.json").write_text(json.dumps({"machine": result.machine, "rows": result.rows,
+                                                     "step_cost_by_rows": result.step_cost_by_rows}, indent=2))
+    table = (f"# ead-hf bench: {args.pair}, threshold {threshold:g} bits, {args.new_tokens} new tokens, "
+             f"{args.benchmark} prompts x {args.batches} batch(es)\n\n" + markdown(result))
+    (args.out / "bench.md").write_text(table)
+    print(table, end="")
+    return 0
+
+
+def _verify_points(text: str) -> dict:
+    """--verify: THRESHOLD[:RHO[:DRAFT]] points -> {name: EADConfig.speculative(...)}."""
+    from ..core.config import EADConfig
+
+    points = {}
+    for point in (p.strip() for p in text.split(",") if p.strip()):
+        parts = point.split(":")
+        try:
+            threshold = threshold_bits(parts[0])
+            rho = float(parts[1]) if len(parts) > 1 and parts[1] else None
+            draft = int(parts[2]) if len(parts) > 2 else None
+        except (ValueError, argparse.ArgumentTypeError):
+            raise ValueError(f"--verify points are THRESHOLD[:RHO[:DRAFT]], e.g. inf:0.1:8; got {point!r}") from None
+        if len(parts) > 3:
+            raise ValueError(f"--verify points are THRESHOLD[:RHO[:DRAFT]], got {point!r}")
+        config = EADConfig.speculative(threshold, rollback=rho, draft_tokens=draft)
+        points[f"verify {threshold:g}" + (f" rho {rho:g}" if rho is not None else "")
+               + f" draft {config.draft_tokens}"] = config
+    return points
+
+
+def _peers(args: argparse.Namespace, loaded) -> int:
+    from ..bench.peers import peer_configs, peers_markdown, run_peers
+    from ..eval.data import build_prompts, default_data_path, load_problems
+
+    problems = [row["problem"] for row in load_problems(args.data or default_data_path("test", args.benchmark),
+                                                           args.benchmark)][:args.prompts]
+    prompts = [loaded.tokenizer(text, return_tensors="pt") for text in build_prompts(loaded.tokenizer, problems)]
+    configs = peer_configs(loaded.small, loaded.large, first_threshold=args.first_threshold, rollback=args.rollback,
+                           verify=_verify_points(args.verify), assisted=not args.no_assisted,
+                           confidence_thresholds=tuple(numbers(args.confidence_thresholds, "--confidence-thresholds")))
+    result = run_peers(loaded.small, loaded.large, prompts, configs, new_tokens=args.new_tokens, reps=args.reps,
+                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    dtype = str(loaded.dtype).removeprefix("torch.")
+    (args.out / "peers.json").write_text(json.dumps({"rows": result.rows, "fit": result.fit, "dtype": dtype,
+                                                     "prompts": len(prompts), "new_tokens": args.new_tokens}, indent=2))
+    table = f"# ead-hf bench --peers: {args.pair}, {args.benchmark}\n\n" + peers_markdown(
+        result, len(prompts), args.new_tokens, dtype)
+    (args.out / "peers.md").write_text(table)
+    print(table, end="")
+    return 0

@@ -1,0 +1,143 @@
+"""`ead-hf eval`: run methods on a benchmark (resumable), report a run folder, compare two, choose a budget."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import add_data, add_dtype, add_pair, add_rollback, add_routing_knobs, numbers, resolve_pair, say_recipe
+
+
+def register(commands) -> None:
+    from ..eval.data import BENCHMARKS
+
+    evaluate = commands.add_parser("eval", help="MATH / GSM8K evaluation: run methods, report a run folder, "
+                                   "choose a token budget")
+    evaluate.set_defaults(run=run)
+    eval_commands = evaluate.add_subparsers(dest="eval_command", required=True)
+    for name, spec in BENCHMARKS.items():
+        _register_benchmark(eval_commands, name, spec)
+    report = eval_commands.add_parser("report", help="write report.md and pareto.png for a run folder")
+    report.add_argument("directory", type=Path)
+    report.add_argument("--skip", type=int, default=0, metavar="K",
+                        help="report only the problems after the first K of the seeded order (report.afterK.md), "
+                        "e.g. those no threshold was chosen on")
+    report.add_argument("--block", type=int, default=64, metavar="K",
+                        help="also give each paired difference per block of K problems of the seeded order (the rounds "
+                        "of --chunk K) and on its first K, 2K, ... problems (how it settled as the run grew); 0: not")
+    compare = eval_commands.add_parser("compare", help="one method of a run folder against one method of another "
+                                       "folder, paired on the problems both finished (difference, CI, McNemar)")
+    compare.add_argument("directory_a", type=Path)
+    compare.add_argument("method_a", help="a method key of directory_a, e.g. first@0.5")
+    compare.add_argument("directory_b", type=Path)
+    compare.add_argument("method_b", help="a method key of directory_b")
+    budget = eval_commands.add_parser("budget", help="choose --max-new-tokens from a run at a generous budget "
+                                      "(writes budget.md / budget.json in the run folder)")
+    budget.add_argument("directory", type=Path)
+    budget.add_argument("--method", default="large")
+    budget.add_argument("--max-cut", type=float, default=0.05, help="fraction allowed to be cut while progressing")
+    budget.add_argument("--step", type=int, default=32, help="candidate budgets are multiples of this")
+
+
+def _register_benchmark(eval_commands, name: str, spec) -> None:
+    run_parser = eval_commands.add_parser(name, help=f"run methods on {spec.title['test']} (or --split train), "
+                                          "resumable (rerun the same command)")
+    add_pair(run_parser, with_recipe=True)
+    run_parser.add_argument("--methods", default="small,large,ead,random",
+                            help="comma-separated: small, large, ead, first (decide-first EAD), verify (speculative "
+                            "verification: EADConfig.speculative), opening (the large model writes the first "
+                            "--opening-tokens, the small one the rest), random, speculative (HF assisted generation)")
+    run_parser.add_argument("--thresholds", default="", help="comma-separated EAD thresholds in bits")
+    run_parser.add_argument("--first-thresholds", default="",
+                            help="comma-separated thresholds (bits) of method 'first': EADConfig.decide_first")
+    run_parser.add_argument("--verify-thresholds", default="",
+                            help="comma-separated thresholds (bits) of method 'verify': drafts at or above one must be "
+                            "the large model's own choice and end the block; inf: none does (needs --continuous)")
+    run_parser.add_argument("--draft-tokens", type=int, default=None,
+                            help="the longest draft block of method 'verify' (default 16)")
+    run_parser.add_argument("--opening-tokens", default="",
+                            help="comma-separated lengths of method 'opening': EADConfig(threshold=inf, start='large', "
+                            "min_dwell=K, window=1)")
+    run_parser.add_argument("--recipe", help="add the recipe's threshold to its rule's points (--thresholds or "
+                            "--first-thresholds); its pair and rollback unless given")
+    run_parser.add_argument("--limit", type=int, default=None,
+                            help="seeded subset size (stratified by level x subject where the benchmark has them)")
+    run_parser.add_argument("--chunk", type=int, default=None, metavar="K",
+                            help="run in rounds of K problems (every method on the first K, then the next K, ...; "
+                            "report.md rewritten after each), so a run stopped at any point has every method at "
+                            "about the same N")
+    run_parser.add_argument("--batch-size", type=int, default=8)
+    run_parser.add_argument("--max-new-tokens", type=int, default=512)
+    add_dtype(run_parser)
+    run_parser.add_argument("--split", choices=sorted(spec.files), default="test",
+                            help=f"test = {spec.title['test']} (report here); train = tune here")
+    add_data(run_parser, f"{spec.name}'s fields")
+    run_parser.add_argument("--random-share", type=float, default=None,
+                            help="one random control at this large share (default: one control per EAD threshold, "
+                            "at that threshold's measured share)")
+    run_parser.add_argument("--speculative-limit", type=int, default=None,
+                            help="run speculative on the first K problems")
+    run_parser.add_argument("--stop-loops", action="store_true",
+                            help="end a row caught in an exact repetition loop instead of running it to the budget "
+                            "(same for every method of the run; reported as finish 'loop')")
+    run_parser.add_argument("--continuous", action="store_true",
+                            help="continuous batching: --batch-size rows, each refilled with the next problem as soon "
+                            "as its answer ends (not for speculative, which runs one problem at a time)")
+    add_rollback(run_parser, scope="every 'ead', 'first' and 'verify' point, named in its method key (e.g. "
+                 "first@0.5,rollback=0.1); needs --continuous")
+    add_routing_knobs(run_parser, scope="every 'ead' point and its random control, named in the method key "
+                      "(e.g. ead@1,window=1,dwell=2)")
+    run_parser.add_argument("--seed", type=int, default=0)
+    run_parser.add_argument("--out", type=Path, required=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..eval.jobs import report_run, run_eval
+
+    if args.eval_command == "report":
+        print(report_run(args.directory, args.skip, args.block), end="")
+        return 0
+    if args.eval_command == "compare":
+        from ..eval.report import compare_runs
+
+        print(compare_runs(args.directory_a, args.method_a, args.directory_b, args.method_b), end="")
+        return 0
+    if args.eval_command == "budget":
+        from ..eval.budget import write_budget
+
+        if args.step < 1 or not 0 <= args.max_cut < 1:
+            raise ValueError(f"--step must be >= 1 (tokens) and --max-cut in [0, 1), got {args.step} and {args.max_cut}")
+        print(write_budget(args.directory, args.method, args.max_cut, args.step), end="")
+        return 0
+    thresholds = numbers(args.thresholds, "--thresholds")
+    first_thresholds = numbers(args.first_thresholds, "--first-thresholds")
+    recipe = None
+    if args.recipe:  # the recipe's threshold for this benchmark, for its rule's method (ead or first)
+        from ..models.recipes import load_recipe
+
+        recipe = load_recipe(args.recipe)
+        config = recipe.config_for(args.eval_command)
+        if config.variant == "decide_first":
+            first_thresholds = [config.threshold] + first_thresholds
+        else:
+            thresholds = [config.threshold] + thresholds
+        sources = {"threshold": "recipe (an added point)"}
+        knobs = ["rollback"] + (["window", "min_dwell"] if config.variant == "paper" else [])
+        for knob in knobs:  # a recipe's rollback (and the paper rule's knobs) apply to every point, unless given
+            sources[knob] = "option" if getattr(args, knob) is not None else "recipe"
+            if getattr(args, knob) is None:
+                setattr(args, knob, getattr(config, knob))
+        say_recipe(args.recipe, recipe.pair, sources, args.pair)
+    resolve_pair(args, recipe)
+    table = run_eval(
+        benchmark=args.eval_command, pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        thresholds=thresholds, out=args.out, limit=args.limit, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, dtype=args.dtype, split=args.split, data=args.data,
+        random_share=args.random_share, speculative_limit=args.speculative_limit, window=args.window,
+        min_dwell=args.min_dwell, seed=args.seed, stop_loops=args.stop_loops, continuous=args.continuous,
+        first_thresholds=first_thresholds, rollback=args.rollback, chunk=args.chunk,
+        opening_tokens=numbers(args.opening_tokens, "--opening-tokens", int),
+        verify_thresholds=numbers(args.verify_thresholds, "--verify-thresholds"), draft_tokens=args.draft_tokens)
+    if table:
+        print(table, end="")
+    return 0
