@@ -32,7 +32,7 @@ from ead_hf.models.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "evaluation" / "results" / DEFAULT_PAIR
-RECIPES = ROOT / "ead_hf" / "recipes"
+RECIPES = ROOT / "ead_hf" / "models" / "shipped_recipes"
 RUNS = {"math": ("math500_1312", "MATH-500 (seeded, level- and subject-stratified order)"),
         "gsm8k": ("gsm8k_test_512", "GSM8K test (seeded order)")}
 DECISION_N = 500  # MATH-500's final N, fixed before the run

@@ -1,6 +1,7 @@
 """The MATH harness on the tiny built-in pair: subsets, resume after SIGKILL, costs, calibration, reports,
 the random control and data-parallel sharding."""
 
+import gzip
 import json
 import math
 import shutil
@@ -18,7 +19,7 @@ from ead_hf.cli import main as cli_main
 from ead_hf.core.costs import ModelShape, forward_flops, generation_flops, paper_cost
 from ead_hf.eval.data import load_math, load_problems, stratified_subset
 from ead_hf.eval.harness import random_probability_for_share
-from ead_hf.eval.records import read_records
+from ead_hf.eval.records import read_records, settle_records
 from ead_hf.eval.report import accuracy_by_level, markdown_table, paired_by_block, paired_by_prefix, paired_rows, pareto_plot, summarise, write_report
 from ead_hf.models.tiny import tiny_pair
 
@@ -92,11 +93,28 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(problems_file, tmp_pa
     assert len(read_records(crashed)) == 6  # two whole batches of 3; the torn one is ignored
     assert cli_main(_eval_args(crashed, problems_file, *methods)) == 0
     assert _comparable(read_records(crashed)) == _comparable(read_records(clean))
-    lines = (crashed / "records.jsonl").read_text().splitlines()
+    assert not (crashed / "records.jsonl").exists()  # the finished run was settled into its archive
+    lines = gzip.decompress((crashed / "records.jsonl.gz").read_bytes()).decode().splitlines()
     assert len(lines) == 2 * 10 and all(json.loads(line) for line in lines)
     assert _without_wall_clock(crashed / "report.md") == _without_wall_clock(clean / "report.md")
     assert cli_main(_eval_args(crashed, problems_file, *methods)) == 0  # a finished run: nothing recomputed
-    assert len((crashed / "records.jsonl").read_text().splitlines()) == 20
+    assert len(gzip.decompress((crashed / "records.jsonl.gz").read_bytes()).decode().splitlines()) == 20
+
+
+def test_a_settled_run_grows_and_a_crash_while_settling_doubles_nothing(problems_file, tmp_path):
+    """A larger --limit appends to a new working file and settles again; a working file left beside an archive
+    that already holds its records (a crash between the archive's rename and the working file's removal) is read
+    once, and folded in by the next settle."""
+    out = tmp_path / "run"
+    assert cli_main(_eval_args(out, problems_file, "--methods", "small", "--limit", "3")) == 0
+    assert [p.name for p in out.glob("records*")] == ["records.jsonl.gz"]
+    assert cli_main(_eval_args(out, problems_file, "--methods", "small", "--limit", "6")) == 0
+    assert len(read_records(out)) == 6 and not (out / "records.jsonl").exists()
+    archived = gzip.decompress((out / "records.jsonl.gz").read_bytes())
+    (out / "records.jsonl").write_bytes(archived)  # the leftover working file
+    assert len(read_records(out)) == 6
+    settle_records(out)
+    assert gzip.decompress((out / "records.jsonl.gz").read_bytes()) == archived and not (out / "records.jsonl").exists()
 
 
 def test_forward_flops_by_hand():
@@ -356,7 +374,7 @@ def test_accelerate_data_parallel_matches_single_process(problems_file, tmp_path
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "MASTER_ADDR": "127.0.0.1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in parallel.glob("records*.jsonl")) == ["records.rank0.jsonl", "records.rank1.jsonl"]
+    assert sorted(p.name for p in parallel.glob("records*")) == ["records.rank0.jsonl.gz", "records.rank1.jsonl.gz"]
     assert _comparable(read_records(parallel)) == _comparable(read_records(single))
     assert (parallel / "report.md").is_file()
 
@@ -459,19 +477,16 @@ def test_growing_a_run_keeps_one_random_control(problems_file, tmp_path):
     assert cli_main([*base, "--limit", "9"]) == 2
 
 
-def test_run_folders_from_0_1_resume_unless_they_used_a_removed_schedule(problems_file, tmp_path):
-    out = tmp_path / "legacy"
+def test_a_damaged_manifest_is_an_error_naming_the_file(problems_file, tmp_path, capsys):
+    out = tmp_path / "damaged"
     base = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--limit", "3", "--batch-size",
             "3", "--max-new-tokens", "4", "--dtype", "fp32", "--methods", "small", "--out", str(out)]
     assert cli_main(base) == 0
-    manifest = json.loads((out / "run.json").read_text())
-    manifest["settings"]["schedule"] = "group"  # 0.1 wrote the schedule; only whole batches are left
-    (out / "run.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    (out / "run.json").write_text('{"pair": "tiny-ra')  # cut off mid-write by something other than ead-hf
     assert cli_main(base) == 2
-    manifest["settings"]["schedule"] = "batch"
-    (out / "run.json").write_text(json.dumps(manifest))
-    assert cli_main(base) == 0
-    assert "schedule" not in json.loads((out / "run.json").read_text())["settings"]
+    err = capsys.readouterr().err
+    assert f"{out / 'run.json'} is not valid JSON" in err and "Traceback" not in err
 
 
 def test_each_threshold_gets_its_own_random_control_and_paired_rows(problems_file, tmp_path):
@@ -501,19 +516,19 @@ def test_each_threshold_gets_its_own_random_control_and_paired_rows(problems_fil
             assert f"| {ead_key} | {other} | 6 |" in report
 
 
-def test_a_legacy_single_control_is_kept_for_the_first_threshold(problems_file, tmp_path):
-    out = tmp_path / "legacy-control"
+def test_a_folder_in_an_older_layout_is_refused_with_what_differs(problems_file, tmp_path, capsys):
+    """Run folders are not migrated any more (the committed ones were converted once): a manifest without today's
+    keys is refused before any work, naming what differs."""
+    out = tmp_path / "older"
     base = ["eval", "math", "--pair", "tiny-random", "--data", str(problems_file), "--batch-size", "3", "--limit", "3",
             "--max-new-tokens", "4", "--dtype", "fp32", "--methods", "ead", "--thresholds", "5.3", "--out", str(out)]
     assert cli_main(base) == 0
     manifest = json.loads((out / "run.json").read_text())
-    del manifest["benchmark"]  # a run from before GSM8K, with one control matched to its first threshold
-    manifest["random_large_probability"] = 0.1234
+    del manifest["benchmark"]  # written before GSM8K
     (out / "run.json").write_text(json.dumps(manifest))
-    base[base.index("ead")] = "ead,random"
-    assert cli_main(base) == 0
-    assert json.loads((out / "run.json").read_text())["random_controls"] == {"ead@5.3": 0.1234}
-    assert {r["method"] for r in read_records(out)} == {"ead@5.3", "random@p=0.1234"}
+    capsys.readouterr()
+    assert cli_main(base) == 2
+    assert "holds a run with other benchmark" in capsys.readouterr().err
 
 
 def test_gsm8k_from_the_shipped_data_and_a_budget_from_its_run(tmp_path):

@@ -189,14 +189,11 @@ class EADConfig:
         """Inverse of `to_dict`; unknown keys are an error so that typos do not pass silently."""
         if not isinstance(data, dict):
             raise TypeError(f"EADConfig.from_dict expects a dict, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)} | set(_REMOVED)
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"EADConfig.from_dict: unknown keys {unknown}; known keys are {sorted(known)}")
         data = dict(data)
-        for name, (off, why) in _REMOVED.items():  # records and recipes written before the knob left
-            if name in data and data.pop(name) != off:
-                raise ValueError(f"EADConfig.from_dict: {name} {why}; drop the key or set it to {off!r}")
         if isinstance(data.get("threshold"), str):
             try:
                 data["threshold"] = float(data["threshold"])
@@ -205,17 +202,6 @@ class EADConfig:
                     f"EADConfig.threshold: cannot read {data['threshold']!r} as a number (use e.g. 2.5, 'inf', '-inf')"
                 ) from None
         return cls(**data)
-
-
-# Knobs that measured worse and left EADConfig: the value that meant "off" (accepted from old files) and why.
-_REMOVED = {
-    "schedule": ("batch", "was removed in ead_hf 0.2 (it measured slower than running whole batches)"),
-    "threshold_down": (None, "(hysteresis) was removed in ead_hf 0.3 (on GSM8K it measured no better than random "
-                             "routing and behind decide-first; README, 'Tried and removed: hysteresis')"),
-    "check_every": (None, "(checks without a trigger) was removed in ead_hf 0.3 (two GSM8K pilots showed no gain "
-                          "over rollback alone, at more large work; README, 'Tried and removed: checks without a "
-                          "trigger')"),
-}
 
 
 # The paper's routing knobs, i.e. EADConfig's defaults; evaluation keys name only the knobs that differ from them.

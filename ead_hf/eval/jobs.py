@@ -15,7 +15,7 @@ from ..models.pairs import get_pair, load_pair
 from ..models.recipes import Recipe, load_recipe
 from .data import default_data_path, get_benchmark, load_problems, stratified_subset
 from .harness import EvalSettings, Method, parse_methods, random_probability_for_share, run_method
-from .records import RecordStore, exclusive_run_folder, read_records, write_json_atomically
+from .records import RecordStore, exclusive_run_folder, read_records, settle_records, write_json_atomically
 from .report import large_token_share, write_report
 
 __all__ = ["run_eval", "report_run", "calibrate_pair"]
@@ -49,7 +49,7 @@ def _random_probability(directory: Path, random_share: float | None, key: str | 
 
 
 def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, benchmark: str, split: str, limit,
-                              data: str, first_threshold: float | None) -> None:
+                              data: str) -> None:
     """A run folder holds one configuration; only --limit may change (a larger one grows the run)."""
     manifest = {
         "pair": loaded.pair.name, "small_parameters": sum(p.numel() for p in loaded.small.parameters()),
@@ -58,23 +58,12 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
     }
     path = directory / "run.json"
     if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous["settings"].pop("schedule", "batch") != "batch":  # 0.1 runs name it; only "batch" is left
-            raise ValueError(f"{directory} was run with a schedule removed in ead_hf 0.2; use another --out")
-        previous["settings"].setdefault("stop_loops", False)  # runs from before the loop stop let loops run
-        previous["settings"].setdefault("continuous", False)  # and ran fixed batches
-        # run folders from before the method keys named the routing knobs kept them in run.json; those with the
-        # paper's values read on under today's keys, which name only the knobs that differ from the paper's rule
-        routing = {k: previous["settings"].pop(k, default) for k, default in PAPER_ROUTING.items()}
-        if routing != PAPER_ROUTING:
-            raise ValueError(f"{directory} was run with routing knobs {routing} set for the whole folder, which its "
-                             "method keys do not name; use another --out (knobs now go in each method's key)")
-        previous.setdefault("benchmark", "math")  # runs from before GSM8K were MATH runs
+        try:
+            previous = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}): the run folder's manifest is damaged; restore it "
+                             "or use another --out") from None
         manifest["random_controls"] = previous.get("random_controls", {})
-        if "random_large_probability" in previous and first_threshold is not None:
-            # runs from before one control per threshold matched their single control to the first threshold
-            manifest["random_controls"].setdefault(Method("ead", threshold=first_threshold).key,
-                                                   previous["random_large_probability"])
         differing = sorted(k for k in ("pair", "settings", "benchmark", "split", "data")
                            if previous.get(k) != manifest[k])
         if differing:
@@ -116,12 +105,12 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
         return _run_plan(plan, state, rank, world, benchmark=benchmark, pair=pair, out=Path(out), limit=limit,
                          batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype, split=split, data=data,
                          random_share=random_share, speculative_limit=speculative_limit, seed=seed,
-                         stop_loops=stop_loops, continuous=continuous, thresholds=thresholds, chunk=chunk,
+                         stop_loops=stop_loops, continuous=continuous, chunk=chunk,
                          progress=progress)
 
 
 def _run_plan(plan, state, rank, world, *, benchmark, pair, out, limit, batch_size, max_new_tokens, dtype, split,
-              data, random_share, speculative_limit, seed, stop_loops, continuous, thresholds, chunk,
+              data, random_share, speculative_limit, seed, stop_loops, continuous, chunk,
               progress) -> str | None:
     dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
     problems = [dict(row) for row in dataset]
@@ -132,7 +121,7 @@ def _run_plan(plan, state, rank, world, *, benchmark, pair, out, limit, batch_si
     store = RecordStore(out, rank, world)
     if rank == 0:
         _check_and_write_manifest(out, loaded, settings, benchmark, split, limit,
-                                  str(Path(data)) if data else f"default:{split}", thresholds[0] if thresholds else None)
+                                  str(Path(data)) if data else f"default:{split}")
     ends, table = range(chunk, len(problems) + chunk, chunk) if chunk else [len(problems)], None
     for end in ends:
         state.wait_for_everyone()
@@ -148,6 +137,7 @@ def _run_plan(plan, state, rank, world, *, benchmark, pair, out, limit, batch_si
                        world_size=world, progress=progress)
         state.wait_for_everyone()
         table = report_run(out) if rank == 0 else None
+    settle_records(out, rank, world)  # the run ended: its records into the compressed archive
     return table
 
 
@@ -202,23 +192,25 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
                             batch_size=batch_size, seed=seed, stop_loops=stop_loops, continuous=continuous)
     records_dir = out.parent / f"{out.stem}.{benchmark}-calibration"
-    store = RecordStore(records_dir)
-    _check_and_write_manifest(records_dir, loaded, settings, benchmark, "train", problems,
-                              str(Path(data)) if data else "default:train", None)
-    results: dict[float, tuple[float, float]] = {}
+    with exclusive_run_folder(records_dir):  # one writer, as for an evaluation run
+        store = RecordStore(records_dir)
+        _check_and_write_manifest(records_dir, loaded, settings, benchmark, "train", problems,
+                                  str(Path(data)) if data else "default:train")
+        results: dict[float, tuple[float, float]] = {}
 
-    def measure(threshold: float) -> float:
-        routing = dict(window=window, min_dwell=min_dwell) if kind == "ead" else {}
-        method = Method(kind, threshold=threshold, rollback=rollback, **routing)
-        run_method(method, loaded.small, loaded.large, loaded.tokenizer, sample, settings, store, progress=progress)
-        ids = {p["id"] for p in sample}
-        mine = [r for r in read_records(records_dir) if r["method"] == method.key and r["problem_id"] in ids]
-        results[threshold] = (large_token_share(mine), sum(r["correct"] for r in mine) / len(mine))
-        print(f"threshold {threshold:.4f} bits: large share {results[threshold][0]:.3f}, "
-              f"accuracy {results[threshold][1]:.3f} on {len(mine)} train problems", flush=True)
-        return results[threshold][0]
+        def measure(threshold: float) -> float:
+            routing = dict(window=window, min_dwell=min_dwell) if kind == "ead" else {}
+            method = Method(kind, threshold=threshold, rollback=rollback, **routing)
+            run_method(method, loaded.small, loaded.large, loaded.tokenizer, sample, settings, store, progress=progress)
+            ids = {p["id"] for p in sample}
+            mine = [r for r in read_records(records_dir) if r["method"] == method.key and r["problem_id"] in ids]
+            results[threshold] = (large_token_share(mine), sum(r["correct"] for r in mine) / len(mine))
+            print(f"threshold {threshold:.4f} bits: large share {results[threshold][0]:.3f}, "
+                  f"accuracy {results[threshold][1]:.3f} on {len(mine)} train problems", flush=True)
+            return results[threshold][0]
 
-    result = calibrate_threshold(measure, target_share, low=low, high=high, iterations=iterations)
+        result = calibrate_threshold(measure, target_share, low=low, high=high, iterations=iterations)
+        settle_records(records_dir)
     evidence = {"data": get_benchmark(benchmark).title["train"], "benchmark": benchmark, "problems": len(sample),
                 "seed": seed, "max_new_tokens": max_new_tokens, "stop_loops": stop_loops, "continuous": continuous,
                 "records": records_dir.name, "share": result.share, "accuracy": results[result.threshold][1],

@@ -3,10 +3,17 @@
 A batch's records go out in one write followed by fsync. On load, a torn last line and any batch with
 fewer records than it announced (`batch_rows`) are dropped and the file is rewritten without them, so
 rerunning the same command recomputes exactly those batches: nothing lost, nothing duplicated.
+
+When a run ends, `settle_records` folds the working file (`records.jsonl`) into the run's archive
+(`records.jsonl.gz`, written whole through a temporary file and a rename) and removes it; a later run into the
+folder (a larger --limit, more methods) appends to a new working file and settles again. Readers take both, the
+archive first, one record per (method, problem): a crash between the rename and the removal loses and doubles
+nothing.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections import Counter
@@ -16,7 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-__all__ = ["RecordStore", "exclusive_run_folder", "read_records", "write_json_atomically"]
+__all__ = ["RecordStore", "exclusive_run_folder", "read_records", "settle_records", "write_json_atomically"]
 
 LOCK_NAME = ".ead_hf.lock"
 
@@ -55,9 +62,12 @@ def write_json_atomically(path: Path, data) -> None:
 
 
 def _read_complete(path: Path) -> tuple[list[dict], bool]:
-    """Records of whole batches in `path`, and whether anything had to be dropped."""
+    """Records of whole batches in `path`, and whether anything had to be dropped (an archive is always whole)."""
     if not path.exists():
         return [], False
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()], False
     text = path.read_text(encoding="utf-8")
     lines = text.split("\n")
     records, dropped = [], not text.endswith("\n") and text != ""
@@ -71,12 +81,37 @@ def _read_complete(path: Path) -> tuple[list[dict], bool]:
     return complete, dropped or len(complete) != len(records)
 
 
+def _once(records: list[dict]) -> list[dict]:
+    """One record per (method, problem), the first met (archives are read before working files)."""
+    seen, kept = set(), []
+    for record in records:
+        key = (record["method"], record["problem_id"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(record)
+    return kept
+
+
 def read_records(directory: Path) -> list[dict]:
-    """All complete records of a run folder (every `records*.jsonl`, i.e. all data-parallel ranks)."""
-    records = []
-    for path in sorted(Path(directory).glob("records*.jsonl")):
-        records.extend(_read_complete(path)[0])
-    return records
+    """All complete records of a run folder: every rank's archive (`records*.jsonl.gz`), then working files."""
+    directory = Path(directory)
+    paths = sorted(directory.glob("records*.jsonl.gz")) + sorted(directory.glob("records*.jsonl"))
+    return _once([record for path in paths for record in _read_complete(path)[0]])
+
+
+def settle_records(directory: Path, rank: int = 0, world_size: int = 1) -> Path:
+    """Fold this process's working file into its archive (gzip, written atomically) and remove the working file."""
+    working = Path(directory) / ("records.jsonl" if world_size == 1 else f"records.rank{rank}.jsonl")
+    archive = working.with_name(working.name + ".gz")
+    if not working.exists():
+        return archive
+    records = _once(_read_complete(archive)[0] + _read_complete(working)[0])
+    staging = archive.with_name(f".{archive.name}.{os.getpid()}.tmp")
+    with open(staging, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:  # mtime 0: same bytes
+        handle.write("".join(json.dumps(record) + "\n" for record in records).encode("utf-8"))
+    os.replace(staging, archive)
+    working.unlink()
+    return archive
 
 
 class RecordStore:

@@ -14,8 +14,7 @@ from .stats import PairedComparison, paired_comparison
 from .truncation import truncation_counts
 
 # The routing knobs a record's config names, with the paper's values: a point whose records differ is a variant.
-# threshold_down (hysteresis) left EADConfig in ead_hf 0.3; records made with it still read as variants.
-RECORD_ROUTING = {**PAPER_ROUTING, "threshold_down": None}
+RECORD_ROUTING = dict(PAPER_ROUTING)
 
 ROUTED = ("ead", "first")  # methods whose points get a random control and paired comparisons
 
@@ -55,7 +54,6 @@ class MethodSummary:
     control_for: str | None = None  # random controls: the EAD method whose share they match
     large_work: float = math.nan  # generated positions the large model read or wrote (own tokens + catch-ups)
     rollback: float | None = None  # EADConfig.rollback of a routed point
-    check_every: int | None = None  # checks without a trigger (records from ead_hf 0.2), of a routed point
     rolled_back: float = 0.0  # tokens taken back per problem (their reads count in large_work)
     contended: float = math.nan  # share of records written while other work shared the CPUs (see busy_share)
     routing: tuple = tuple(RECORD_ROUTING.values())  # a routed point's RECORD_ROUTING knobs, from its records
@@ -63,8 +61,7 @@ class MethodSummary:
     @property
     def paper_rule(self) -> bool:
         """The paper's rule exactly: an 'ead' point with window 5, dwell 10, one threshold, no rollback."""
-        return (self.kind == "ead" and self.routing == tuple(RECORD_ROUTING.values()) and self.rollback is None
-                and self.check_every is None)
+        return self.kind == "ead" and self.routing == tuple(RECORD_ROUTING.values()) and self.rollback is None
 
 
 # A run's own process keeps about `cpus` threads busy; a 1-minute load average this far above the CPU count means
@@ -132,7 +129,7 @@ def summarise(records: list[dict], small_parameters: int, large_parameters: int)
             real_cost=real_cost, time_ratio=wall / sum(r["wall_s"] for r in base) if base else math.nan, wall_s=wall,
             budget_cut=cut["budget"], looping=cut["looping"], progressing=cut["progressing"],
             control_for=mine[0].get("control_for"), large_work=large_work_share(mine),
-            rollback=(mine[0]["config"] or {}).get("rollback"), check_every=(mine[0]["config"] or {}).get("check_every"),
+            rollback=(mine[0]["config"] or {}).get("rollback"),
             rolled_back=sum(r.get("rolled_back", 0) for r in mine) / len(mine), contended=busy_share(mine),
             routing=tuple((mine[0]["config"] or {}).get(k) for k in RECORD_ROUTING),
         ))
@@ -187,15 +184,14 @@ def paired_rows(records: list[dict], summaries: list[MethodSummary]) -> list[tup
     solved = _solved(records)
     plain = [s.method for s in summaries if s.paper_rule]
     first = [s.method for s in summaries if s.kind == "first"]
-    plain_first = [s.method for s in summaries if s.kind == "first" and s.rollback is None and s.check_every is None]
+    plain_first = [s.method for s in summaries if s.kind == "first" and s.rollback is None]
     pairs = []
     for ead in (s for s in summaries if s.kind in ROUTED):
         control = _control_of(ead, summaries)
         variant = not ead.paper_rule
         twin = [s.method for s in summaries if ead.rollback is not None and s.method not in plain
                 and (s.kind, s.threshold, s.routing) == (ead.kind, ead.threshold, ead.routing)  # fewer of the knobs
-                and (s.rollback is None or (s.rollback == ead.rollback and s.check_every is None
-                                            and ead.check_every is not None))]
+                and s.rollback is None]
         pairs += [(ead.method, other) for other in
                   ([control.method] if control else []) + (plain + twin if variant else [])
                   + (plain_first if variant and ead.kind == "ead" else []) + ["small", "large"]]
