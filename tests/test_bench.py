@@ -125,3 +125,23 @@ def test_bench_command_writes_files(problems_file, tmp_path):
                      "--reps", "1", "--no-assisted", "--data", str(problems_file), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "bench.md").read_text().startswith("# ead-hf bench: tiny-random")
     assert json.loads((tmp_path / "bench.json").read_text())["rows"]
+
+
+def test_bench_mixes_times_each_mix_with_random_weights(tmp_path, monkeypatch):
+    """`--mixes` needs no weights (the pair is never loaded): every mix at every batch size, large-only EAD writing
+    every token and small-only none, ratios to large generate."""
+    from ead_hf.models import pairs
+
+    monkeypatch.setattr(pairs, "load_pair", lambda *a, **k: pytest.fail("--mixes loaded a pair"))
+    out = tmp_path / "mixes"
+    assert cli_main(["bench", "--mixes", "--shapes", "tiny", "--device", "cpu", "--batch-sizes", "1,2",
+                     "--new-tokens", "4", "--reps", "1", "--prompt-length", "5", "--out", str(out)]) == 0
+    rows = json.loads((out / "mixes.json").read_text())["rows"]
+    assert [row["batch"] for row in rows] == [1] * 7 + [2] * 7
+    by_name = {row["config"]: row for row in rows if row["batch"] == 2}
+    assert by_name["large (generate)"]["ratio_to_large"] == 1.0
+    assert by_name["EAD, large only (tau -inf)"]["large_share"] == 1.0
+    assert by_name["EAD, small only (tau inf)"]["large_share"] == 0.0
+    assert 0.0 < by_name["EAD, random routing p 0.22 window 1 dwell 1"]["large_share"] < 1.0
+    assert "| 2 | EAD, decide-first" in (out / "mixes.md").read_text()
+    assert cli_main(["bench", "--mixes", "--shapes", "nope", "--out", str(out)]) == 2

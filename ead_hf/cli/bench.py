@@ -15,7 +15,7 @@ def register(commands) -> None:
     from ..eval.data import BENCHMARKS
 
     bench = commands.add_parser("bench", help="benchmark EAD against plain generate and assisted generation")
-    bench.set_defaults(run=run)
+    bench.set_defaults(handler=run)
     add_pair(bench)
     bench.add_argument("--threshold", type=threshold_bits, default=None, help="EAD threshold (default: the pair's)")
     bench.add_argument("--batch-sizes", default="1,8")
@@ -46,6 +46,14 @@ def register(commands) -> None:
                        "inf,inf:0.1,0.5:0.1:8 (inf alone is exact speculative decoding)")
     bench.add_argument("--confidence-thresholds", default="",
                        help="--peers: also HF assisted generation with these assistant_confidence_threshold values")
+    bench.add_argument("--mixes", action="store_true",
+                       help="instead: time fixed step mixes (random routing, decide-first, each model alone) at the "
+                       "--shapes of a pair with random weights (no weights needed; made for a GPU); writes mixes.md")
+    bench.add_argument("--shapes", default="qwen2.5-coder-0.5b-1.5b", help="--mixes: whose model shapes "
+                       "(qwen2.5-coder-0.5b-1.5b or tiny)")
+    bench.add_argument("--device", default=None, help="--mixes: where to build the models (default: cuda if "
+                       "available, else cpu)")
+    bench.add_argument("--prompt-length", type=int, default=64, help="--mixes: random prompt tokens per row")
     bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
 
 
@@ -65,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; give a folder (it is created if missing)")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.mixes:
+        return _mixes(args, batch_sizes)
     loaded = load_pair(args.pair, dtype=args.dtype)
     if args.peers:
         return _peers(args, loaded)
@@ -82,6 +92,29 @@ def run(args: argparse.Namespace) -> int:
     table = (f"# ead-hf bench: {args.pair}, threshold {threshold:g} bits, {args.new_tokens} new tokens, "
              f"{args.benchmark} prompts x {args.batches} batch(es)\n\n" + markdown(result))
     (args.out / "bench.md").write_text(table)
+    print(table, end="")
+    return 0
+
+
+def _mixes(args: argparse.Namespace, batch_sizes: list[int]) -> int:
+    import torch
+
+    from ..bench.mixes import SHAPES, mixes_markdown, random_weight_pair, time_mixes
+
+    if args.shapes not in SHAPES:
+        raise ValueError(f"--shapes must be one of {sorted(SHAPES)}, got {args.shapes!r}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float32 if args.dtype in ("fp32", "float32") or (args.dtype == "auto" and device == "cpu") \
+        else torch.bfloat16
+    shapes, vocab = SHAPES[args.shapes]
+    small, large = random_weight_pair(shapes, vocab, device, dtype)
+    rows = time_mixes(small, large, batch_sizes, args.new_tokens, args.prompt_length, args.reps)
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+    table = mixes_markdown(rows, f"ead-hf bench --mixes: {args.shapes} shapes, random weights, "
+                           f"{str(dtype).removeprefix('torch.')}, {name}, {args.new_tokens} new tokens after "
+                           f"{args.prompt_length} prompt tokens, {args.reps} interleaved reps (medians)")
+    (args.out / "mixes.json").write_text(json.dumps({"device": name, "rows": rows}, indent=1))
+    (args.out / "mixes.md").write_text(table)
     print(table, end="")
     return 0
 

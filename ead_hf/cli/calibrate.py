@@ -13,7 +13,7 @@ def register(commands) -> None:
 
     calibrate = commands.add_parser("calibrate", help="choose the threshold for a target large share on a train "
                                     "split; writes a recipe, or adds the benchmark's threshold to an existing one")
-    calibrate.set_defaults(run=run)
+    calibrate.set_defaults(handler=run)
     add_pair(calibrate)
     calibrate.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="math", help="whose train split")
     calibrate.add_argument("--target-share", type=float, default=0.25)

@@ -13,7 +13,7 @@ def register(commands) -> None:
 
     evaluate = commands.add_parser("eval", help="MATH / GSM8K evaluation: run methods, report a run folder, "
                                    "choose a token budget")
-    evaluate.set_defaults(run=run)
+    evaluate.set_defaults(handler=run)
     eval_commands = evaluate.add_subparsers(dest="eval_command", required=True)
     for name, spec in BENCHMARKS.items():
         _register_benchmark(eval_commands, name, spec)
@@ -37,6 +37,19 @@ def register(commands) -> None:
     budget.add_argument("--method", default="large")
     budget.add_argument("--max-cut", type=float, default=0.05, help="fraction allowed to be cut while progressing")
     budget.add_argument("--step", type=int, default=32, help="candidate budgets are multiples of this")
+    evidence = eval_commands.add_parser("evidence", help="write a method's test result in a run folder (accuracy, "
+                                        "share, work, paired comparisons with 95%% CIs) into a recipe file")
+    evidence.add_argument("recipe", type=Path, help="the recipe JSON to update")
+    evidence.add_argument("--benchmark", choices=sorted(BENCHMARKS), required=True)
+    evidence.add_argument("--run", type=Path, required=True, help="the run folder (ead-hf eval ... --out)")
+    evidence.add_argument("--method", default=None, help="the method key (default: the recipe's rule at its "
+                          "threshold for the benchmark, e.g. first@0.5,rollback=0.1)")
+    evidence.add_argument("--also", default="", help="comma-separated method keys to pair it with as well")
+    tables = eval_commands.add_parser("tables", help="print the results tables a JSON spec names, from the "
+                                      "records; --write replaces them in documents")
+    tables.add_argument("spec", type=Path, help="e.g. evaluation/tables.json")
+    tables.add_argument("--write", type=Path, nargs="+", default=None, metavar="DOC",
+                        help="replace each table (found by its title) in these files; every table must be in one")
 
 
 def _register_benchmark(eval_commands, name: str, spec) -> None:
@@ -109,6 +122,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--step must be >= 1 (tokens) and --max-cut in [0, 1), got {args.step} and {args.max_cut}")
         print(write_budget(args.directory, args.method, args.max_cut, args.step), end="")
         return 0
+    if args.eval_command == "evidence":
+        return _evidence(args)
+    if args.eval_command == "tables":
+        from ..eval.evidence import tables_from_spec
+
+        return write_tables(tables_from_spec(args.spec), args.write)
     thresholds = numbers(args.thresholds, "--thresholds")
     first_thresholds = numbers(args.first_thresholds, "--first-thresholds")
     recipe = None
@@ -140,4 +159,45 @@ def run(args: argparse.Namespace) -> int:
         verify_thresholds=numbers(args.verify_thresholds, "--verify-thresholds"), draft_tokens=args.draft_tokens)
     if table:
         print(table, end="")
+    return 0
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    from ..eval.evidence import method_result
+    from ..eval.harness import Method
+    from ..models.recipes import load_recipe
+
+    if not args.recipe.is_file():
+        raise ValueError(f"{args.recipe} is not a recipe file (ead-hf eval evidence updates a file; copy a shipped "
+                         "recipe out first)")
+    recipe = load_recipe(args.recipe)
+    config = recipe.config_for(args.benchmark)
+    method = args.method or Method.for_config(config).key
+    result = method_result(args.run, method, also=tuple(m.strip() for m in args.also.split(",") if m.strip()),
+                           root=Path.cwd())
+    recipe.set_result(args.benchmark, result)
+    recipe.save(args.recipe)
+    large = result["paired"]["large"]
+    print(f"{args.recipe}: {args.benchmark} {method}, N = {result['n']}: {100 * result['accuracy']:.1f}% at a "
+          f"{result['large_share']:.3f} share; vs large {100 * large['difference']:+.1f} "
+          f"[{100 * large['ci_low']:+.1f}, {100 * large['ci_high']:+.1f}]")
+    return 0
+
+
+def write_tables(tables: dict[str, str], documents: list[Path] | None) -> int:
+    """Print `tables`, or replace them in `documents` (each table must be in one of them)."""
+    from ..eval.evidence import replace_tables
+
+    if not documents:
+        print("\n".join(tables.values()), end="")
+        return 0
+    held = set()
+    for document in documents:
+        text, found = replace_tables(document.read_text(encoding="utf-8"), tables)
+        document.write_text(text, encoding="utf-8")
+        held.update(found)
+        print(f"{document}: {len(found)} table(s) rewritten")
+    missing = sorted(set(tables) - held)
+    if missing:
+        raise ValueError(f"no document given holds the table(s) {missing}: add the table's header row to one")
     return 0

@@ -13,7 +13,7 @@ from .options import add_dtype, add_pair, add_rollback, add_routing_knobs, resol
 
 def register(commands) -> None:
     gen = commands.add_parser("generate", help="answer a prompt with EAD, then show which model wrote each token")
-    gen.set_defaults(run=run)
+    gen.set_defaults(handler=run)
     gen.add_argument("prompt", help="the user message (a chat template is applied for instruct models)")
     add_pair(gen, with_recipe=True)
     gen.add_argument("--recipe", help="a recipe file (or shipped recipe name): its pair and rule; an option given "

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(commands) -> None:
-    commands.add_parser("pairs", help="list known model pairs and whether each is installed and cached").set_defaults(
-        run=pairs)
-    commands.add_parser("recipes", help="list shipped recipes: their settings and measured test results "
-                        "(points [95%% CI])").set_defaults(run=recipes)
+    listing = commands.add_parser("pairs", help="list known model pairs and whether each is installed and cached")
+    listing.set_defaults(handler=pairs)
+    listing = commands.add_parser("recipes", help="list shipped recipes: their settings and measured test results "
+                                  "(points [95%% CI])")
+    listing.set_defaults(handler=recipes)
+    listing.add_argument("--table", action="store_true", help="instead: the README's table of the shipped recipes")
+    listing.add_argument("--write", type=Path, nargs="+", default=None, metavar="DOC",
+                         help="with --table: replace it in these files")
 
 
 def pairs(args: argparse.Namespace) -> int:
@@ -28,6 +33,12 @@ def pairs(args: argparse.Namespace) -> int:
 def recipes(args: argparse.Namespace) -> int:
     from ..models.recipes import load_recipe, shipped_recipes
 
+    if args.table or args.write:
+        from ..eval.evidence import RECIPES_TITLE, recipes_table
+        from .evaluate import write_tables
+
+        return write_tables({RECIPES_TITLE: recipes_table({name: load_recipe(name) for name in shipped_recipes()})},
+                            args.write)
     for name in shipped_recipes():
         recipe = load_recipe(name)
         print(f"{name} (pair {recipe.pair}; use with --recipe {name})")

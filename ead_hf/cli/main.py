@@ -9,7 +9,7 @@ from . import bench, calibrate, evaluate, generate, listing
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (generate, listing, evaluate, bench, calibrate)  # each: register(subparsers), sets args.run
+COMMANDS = (generate, listing, evaluate, bench, calibrate)  # each: register(subparsers), sets args.handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..models.weights import WeightsError
 
     try:
-        return args.run(args)
+        return args.handler(args)
     except (WeightsError, ValueError, FileNotFoundError) as error:
         print(f"ead-hf: error: {error}", file=sys.stderr)
         return 2

@@ -28,18 +28,34 @@ def numbers(text: str, name: str, kind: type = float) -> list:
 
 
 def add_pair(parser: argparse.ArgumentParser, with_recipe: bool = False) -> None:
-    """--pair: a named pair; with a recipe, the recipe's pair unless given (resolved by `resolve_pair`)."""
+    """--pair (a named pair) or --small and --large (any two models by Hub id or folder), resolved by `resolve_pair`."""
     from ..models.pairs import DEFAULT_PAIR
 
     default = f"the recipe's, else {DEFAULT_PAIR}" if with_recipe else DEFAULT_PAIR
     parser.add_argument("--pair", default=None, help=f"named model pair (default: {default}; see `ead-hf pairs`)")
+    parser.add_argument("--small", default=None, metavar="ID_OR_FOLDER",
+                        help="instead of --pair: the small model, a Hub id (from the HF cache when offline) or a "
+                        "folder written by save_pretrained; needs --large")
+    parser.add_argument("--large", default=None, metavar="ID_OR_FOLDER", help="the large model (with --small)")
+    parser.add_argument("--revision", default=None, help="with --small/--large: the Hub revision of both")
 
 
 def resolve_pair(args: argparse.Namespace, recipe=None) -> str:
-    """The pair a command runs: --pair, else the recipe's, else the default pair."""
-    from ..models.pairs import DEFAULT_PAIR
+    """The pair a command runs: --small/--large (registered as "SMALL+LARGE"), else --pair, else the recipe's, else
+    the default pair. Checked before anything loads."""
+    from ..models.pairs import DEFAULT_PAIR, get_pair, pair_of_models
 
+    small, large = getattr(args, "small", None), getattr(args, "large", None)
+    if small or large:
+        if not (small and large):
+            raise ValueError("--small and --large go together: give both models (Hub ids or folders)")
+        if args.pair:
+            raise ValueError("give either --pair or --small/--large, not both")
+        args.pair = pair_of_models(small, large, revision=args.revision).name
+    elif getattr(args, "revision", None):
+        raise ValueError("--revision applies to --small/--large; named pairs pin their own sources")
     args.pair = args.pair or (recipe.pair if recipe is not None else DEFAULT_PAIR)
+    get_pair(args.pair)  # an unknown name is an error here, before any work
     return args.pair
 
 

@@ -61,6 +61,16 @@ class Method:
             return f"opening@{self.min_dwell}"
         return self.kind
 
+    @classmethod
+    def for_config(cls, config: EADConfig) -> "Method":
+        """The method that evaluates `config` (a recipe's rule at its threshold), so its records' key is known."""
+        if config.policy != "entropy":
+            raise ValueError("a random-routing config is a control, not a rule to evaluate")
+        kind = {"paper": "ead", "decide_first": "first", "speculative": "verify"}[config.variant]
+        routing = dict(window=config.window, min_dwell=config.min_dwell) if kind == "ead" else {}
+        drafts = dict(draft_tokens=config.draft_tokens) if kind == "verify" else {}
+        return cls(kind, threshold=config.threshold, rollback=config.rollback, **routing, **drafts)
+
     def ead_config(self, seed: int = 0) -> EADConfig | None:
         if self.kind == "small":
             return EADConfig.small_only()

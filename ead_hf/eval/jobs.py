@@ -226,8 +226,9 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
                              "this calibration to another --out")
     else:
         spec = get_pair(pair)
-        models = {role: ({"gguf_packages": source.requirements(), "sha256": source.sha256, "name": source.model_name}
-                         if source else {"built_in": pair}) for role, source in (("small", spec.small), ("large", spec.large))}
+        models = spec.models or {
+            role: ({"gguf_packages": source.requirements(), "sha256": source.sha256, "name": source.model_name}
+                   if source else {"built_in": pair}) for role, source in (("small", spec.small), ("large", spec.large))}
         recipe = Recipe(pair=pair, models=models, config=config.to_dict(), dtype=settings.dtype,
                         target_share=target_share, calibration=evidence)
     recipe.benchmarks[benchmark] = {"threshold": result.threshold, "calibration": evidence}

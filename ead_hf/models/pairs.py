@@ -12,7 +12,7 @@ import torch
 from .weights import COMPLETE_MARKER, GGUFPackages, WeightsError, converted_dir, ensure_converted, find_parts, load_converted
 
 __all__ = ["ModelPair", "PAIRS", "DEFAULT_PAIR", "get_pair", "register_pair", "load_pair", "pick_dtype", "pair_status",
-           "LoadedPair"]
+           "LoadedPair", "load_models", "pair_of_models"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class ModelPair:
     description: str
     default_threshold: float  # bits; see the pair's entry for how it was chosen
     build: Callable[[torch.dtype], tuple] | None = None  # (small, large, tokenizer) built in code, no weights
+    models: dict | None = None  # pairs of any two models: role -> {"id": Hub id or folder, "revision": ...}
 
 
 PAIRS: dict[str, ModelPair] = {
@@ -52,6 +53,57 @@ def register_pair(pair: ModelPair) -> None:
     if not isinstance(pair, ModelPair):
         raise TypeError(f"register_pair expects a ModelPair, got {type(pair).__name__}")
     PAIRS[pair.name] = pair
+
+
+def pair_of_models(small: str, large: str, *, revision: str | None = None,
+                   default_threshold: float = 0.5) -> ModelPair:
+    """A pair of any two causal LMs, each a Hub id (from the local HF cache when offline) or a local folder, loaded
+    with `AutoModelForCausalLM` / `AutoTokenizer`; registered under the name "SMALL+LARGE" so every command and
+    run folder can name it. `default_threshold`: decide-first's calibrated 0.5 bits on the default pair, a start
+    until `ead-hf calibrate --small ... --large ...` measures this pair's."""
+    for role, source in (("small", small), ("large", large)):
+        if not source or not isinstance(source, str):
+            raise ValueError(f"--{role} must be a Hub model id or a local folder, got {source!r}")
+        if Path(source).exists() and not (Path(source) / "config.json").is_file():
+            raise ValueError(f"--{role} {source}: the folder has no config.json; give a folder written by "
+                             "save_pretrained (or a Hub id)")
+    pair = ModelPair(name=f"{small}+{large}", small=None, large=None, extra="", default_threshold=default_threshold,
+                     description=f"{small} / {large}" + (f" at revision {revision}" if revision else ""),
+                     build=lambda dtype: load_models(small, large, dtype=dtype, revision=revision),
+                     models={"small": {"id": small, "revision": revision}, "large": {"id": large, "revision": revision}})
+    register_pair(pair)
+    return pair
+
+
+def load_models(small: str, large: str, *, dtype: torch.dtype, revision: str | None = None):
+    """(small, large, tokenizer) from Hub ids or folders; the two tokenizers must be one (`check_tokenizers`)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..core.pair_checks import check_tokenizers, shared_vocab_size
+
+    loaded = {}
+    for role, source in (("small", small), ("large", large)):
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, revision=revision).eval()
+            tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        except (OSError, ValueError) as error:
+            offline = " (offline: HF_HUB_OFFLINE is set, so it must be in the local HF cache)" if _offline() else ""
+            raise WeightsError(f"cannot load the {role} model {source!r}{offline}: {str(error).splitlines()[0]}. "
+                               "Give a folder written by save_pretrained, or a Hub id you can reach or have cached "
+                               "(`hf download ID`)") from None
+        loaded[role] = (model, tokenizer)
+    (small_model, small_tokenizer), (large_model, tokenizer) = loaded["small"], loaded["large"]
+    check_tokenizers(tokenizer, small_tokenizer, shared_vocab_size(large_model, small_model))
+    if tokenizer.pad_token is None:  # batched prompts need a pad id; the end-of-sequence token is the usual one
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return small_model, large_model, tokenizer
+
+
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
 def get_pair(name: str) -> ModelPair:

@@ -44,6 +44,16 @@ class Recipe:
         """Per benchmark, the test-set result at the recipe's threshold there (None: not evaluated)."""
         return {"math": self.test, **{name: entry["test"] for name, entry in self.benchmarks.items() if "test" in entry}}
 
+    def set_result(self, benchmark: str, result: dict[str, Any]) -> None:
+        """Record the test-set result at the recipe's threshold on `benchmark` (`results()` reads it back)."""
+        if benchmark == "math":
+            self.test = result
+        elif benchmark in self.benchmarks:
+            self.benchmarks[benchmark]["test"] = result
+        else:
+            raise ValueError(f"the recipe has no {benchmark} threshold (it has: math, {', '.join(self.benchmarks)}); "
+                             f"calibrate it on {benchmark} first")
+
     @property
     def runs_in(self) -> str:
         """The entry points that run the recipe's rule (rollback leaves rows at different lengths)."""
