@@ -71,8 +71,9 @@ def _register_benchmark(eval_commands, name: str, spec) -> None:
     run_parser.add_argument("--opening-tokens", default="",
                             help="comma-separated lengths of method 'opening': EADConfig(threshold=inf, start='large', "
                             "min_dwell=K, window=1)")
-    run_parser.add_argument("--recipe", help="add the recipe's threshold to its rule's points (--thresholds or "
-                            "--first-thresholds); its pair and rollback unless given")
+    run_parser.add_argument("--recipe", help="a recipe (file, folder, shipped name or Hub repo id): add its threshold "
+                            "to its rule's points (--thresholds or --first-thresholds); its models and rollback unless "
+                            "given")
     run_parser.add_argument("--limit", type=int, default=None,
                             help="seeded subset size (stratified by level x subject where the benchmark has them)")
     run_parser.add_argument("--chunk", type=int, default=None, metavar="K",

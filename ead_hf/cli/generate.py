@@ -16,8 +16,8 @@ def register(commands) -> None:
     gen.set_defaults(handler=run)
     gen.add_argument("prompt", help="the user message (a chat template is applied for instruct models)")
     add_pair(gen, with_recipe=True)
-    gen.add_argument("--recipe", help="a recipe file (or shipped recipe name): its pair and rule; an option given "
-                     "explicitly wins over the recipe")
+    gen.add_argument("--recipe", help="a recipe: file, folder, shipped name or Hub repo id; its models and rule (an "
+                     "option given explicitly wins over the recipe)")
     gen.add_argument("--threshold", type=threshold_bits, default=None,
                      help="entropy threshold in bits (default: the recipe's, else the pair's default; inf under "
                      "--speculative); inf = small only; --threshold=-inf --start large = large only")

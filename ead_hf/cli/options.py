@@ -54,6 +54,9 @@ def resolve_pair(args: argparse.Namespace, recipe=None) -> str:
         args.pair = pair_of_models(small, large, revision=args.revision).name
     elif getattr(args, "revision", None):
         raise ValueError("--revision applies to --small/--large; named pairs pin their own sources")
+    elif not args.pair and recipe is not None and all("id" in recipe.models.get(role, {}) for role in ("small", "large")):
+        small, large = recipe.models["small"], recipe.models["large"]  # a recipe for any two models names them
+        args.pair = pair_of_models(small["id"], large["id"], revision=small.get("revision")).name
     args.pair = args.pair or (recipe.pair if recipe is not None else DEFAULT_PAIR)
     get_pair(args.pair)  # an unknown name is an error here, before any work
     return args.pair

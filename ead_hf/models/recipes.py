@@ -9,9 +9,10 @@ from typing import Any
 
 from ..core.config import EADConfig
 
-__all__ = ["Recipe", "load_recipe", "shipped_recipes", "RECIPE_FORMAT"]
+__all__ = ["Recipe", "load_recipe", "shipped_recipes", "RECIPE_FORMAT", "RECIPE_FILE"]
 
 RECIPE_FORMAT = "ead-hf-recipe/1"
+RECIPE_FILE = "ead_recipe.json"  # a recipe folder or Hub repo: this file, and a README.md model card
 _SHIPPED = Path(__file__).parent / "shipped_recipes"
 
 
@@ -86,6 +87,45 @@ class Recipe:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
         return path
 
+    def card(self) -> str:
+        """The README.md of a recipe folder: what the recipe sets and its evidence, for people browsing the Hub."""
+        models = "".join(f"- {role}: `{json.dumps(source)}`\n" for role, source in self.models.items())
+        evidence = "".join(f"- {line}\n" for line in self.describe())
+        notes = "".join(f"- {note}\n" for note in self.notes)
+        return (f"---\ntags:\n- ead-hf\n- entropy-adaptive-decoding\n---\n\n# EAD recipe: {self.pair}\n\n"
+                f"Entropy Adaptive Decoding settings for a small + large model pair, for "
+                f"[ead-hf](https://pypi.org/project/ead-hf/): `ead-hf generate --recipe REPO_OR_FOLDER \"...\"`, or "
+                f"`Recipe.from_pretrained(...)` in Python.\n\n## Models\n\n{models}\n## Settings and evidence\n\n"
+                f"{evidence}" + (f"\n## Notes\n\n{notes}" if notes else ""))
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the recipe as a folder (`ead_recipe.json` + a README.md card), as a model folder is written."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.save(directory / RECIPE_FILE)
+        (directory / "README.md").write_text(self.card(), encoding="utf-8")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, *, revision: str | None = None) -> "Recipe":
+        """A recipe file, a recipe folder, a shipped recipe's name, or a Hub repo id holding `ead_recipe.json`
+        (from the local HF cache when offline), as `GenerationConfig.from_pretrained` is used."""
+        return load_recipe(source, revision=revision)
+
+    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None,
+                    commit_message: str = "Upload EAD recipe") -> str:
+        """Upload the recipe folder to a Hub repo (created if missing); returns the commit URL."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as staging:
+            self.save_pretrained(staging)
+            commit = api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=commit_message)
+        return str(getattr(commit, "commit_url", commit))
+
 
 BENCHMARK_NAMES = ("math", "gsm8k")  # the benchmarks a recipe may carry thresholds for (ead_hf.eval.data.BENCHMARKS)
 
@@ -100,15 +140,36 @@ def shipped_recipes() -> dict[str, Path]:
     return {path.stem: path for path in sorted(_SHIPPED.glob("*.json"))}
 
 
-def load_recipe(path_or_name: str | Path) -> Recipe:
-    """A recipe file, or the name of one shipped in the package (see `shipped_recipes()`)."""
-    path = Path(path_or_name)
-    if not path.is_file():
-        shipped = shipped_recipes()
-        if str(path_or_name) not in shipped:
-            raise ValueError(f"recipe {path_or_name!r} is neither a file nor a shipped recipe "
-                             f"({', '.join(shipped) or 'none shipped'})")
-        path = shipped[str(path_or_name)]
+def _locate(source: str | Path, revision: str | None) -> Path:
+    """The recipe file `source` names: a file, a folder's ead_recipe.json, a shipped name, or a Hub repo's file."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if not (path / RECIPE_FILE).is_file():
+            raise ValueError(f"recipe folder {path} has no {RECIPE_FILE} (write one with Recipe.save_pretrained)")
+        return path / RECIPE_FILE
+    shipped = shipped_recipes()
+    if str(source) in shipped:
+        return shipped[str(source)]
+    if isinstance(source, str) and source.count("/") == 1 and not source.startswith((".", "/")):
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+        try:
+            return Path(hf_hub_download(source, RECIPE_FILE, revision=revision))
+        except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError) as error:
+            raise ValueError(f"recipe {source!r}: no file, folder or shipped recipe of that name, and the Hub repo's "
+                             f"{RECIPE_FILE} could not be read ({type(error).__name__}; offline, it must be in the "
+                             "local HF cache)") from None
+    raise ValueError(f"recipe {source!r} is neither a file, a recipe folder, a shipped recipe "
+                     f"({', '.join(shipped) or 'none shipped'}) nor a Hub repo id (owner/name)")
+
+
+def load_recipe(path_or_name: str | Path, *, revision: str | None = None) -> Recipe:
+    """A recipe file, a recipe folder, the name of one shipped in the package (see `shipped_recipes()`), or a Hub
+    repo id (owner/name) holding `ead_recipe.json`."""
+    path = _locate(path_or_name, revision)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
