@@ -50,6 +50,8 @@ def test_generate_eval_and_calibrate_take_small_and_large(tmp_path, capsys):
     assert cli_main(["generate", *models, "--dtype", "fp32", "--max-new-tokens", "4", "--no-stream", "--no-color",
                      "hi"]) == 0
     assert f"loading {folders['small']}+{folders['large']}" in capsys.readouterr().err
+    assert cli_main(["generate", *models, "--device-map", "auto", "--dtype", "fp32", "--max-new-tokens", "4",
+                     "--no-stream", "--no-color", "hi"]) == 0
     out = tmp_path / "run"
     assert cli_main(["eval", "gsm8k", *models, "--methods", "small,first", "--first-thresholds", "4.5", "--limit",
                      "2", "--max-new-tokens", "4", "--dtype", "fp32", "--out", str(out)]) == 0
@@ -65,7 +67,8 @@ def test_generate_eval_and_calibrate_take_small_and_large(tmp_path, capsys):
 @pytest.mark.parametrize("argv, phrase", [
     (["--small", "SMALL"], "--small and --large go together"),
     (["--small", "SMALL", "--large", "LARGE", "--pair", "tiny-random"], "either --pair or --small/--large"),
-    (["--pair", "tiny-random", "--revision", "main"], "--revision applies to --small/--large"),
+    (["--pair", "tiny-random", "--revision", "main"], "--revision and --device-map apply to --small/--large"),
+    (["--pair", "tiny-random", "--device-map", "auto"], "--revision and --device-map apply to --small/--large"),
     (["--small", "EMPTY", "--large", "LARGE"], "the folder has no config.json"),
 ])
 def test_bad_model_arguments_fail_before_any_load(tmp_path, capsys, argv, phrase):

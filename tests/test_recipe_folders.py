@@ -79,13 +79,16 @@ def test_push_to_hub_creates_the_repo_and_uploads_the_folder(monkeypatch):
 
 
 def test_a_recipe_for_any_two_models_loads_them_itself(tmp_path, capsys):
-    """calibrate --small/--large writes the models' ids into the recipe; --recipe alone then loads them."""
+    """calibrate --small/--large --out FOLDER writes a recipe folder naming the models (the probes' records inside
+    it); --recipe alone then loads them."""
     _, folders = _save(tmp_path, "qwen2")
     recipe = tmp_path / "mine"
     assert cli_main(["calibrate", "--small", str(folders["small"]), "--large", str(folders["large"]), "--benchmark",
                      "gsm8k", "--problems", "2", "--max-new-tokens", "4", "--iterations", "1", "--decide-first",
-                     "--dtype", "fp32", "--out", str(tmp_path / "mine.json")]) == 0
-    load_recipe(tmp_path / "mine.json").save_pretrained(recipe)
+                     "--dtype", "fp32", "--out", str(recipe)]) == 0
+    assert {p.name for p in recipe.iterdir()} == {RECIPE_FILE, "README.md", "gsm8k-calibration"}
+    assert (recipe / "gsm8k-calibration" / "records.jsonl.gz").is_file()
+    assert load_recipe(recipe).models["large"] == {"id": str(folders["large"]), "revision": None}
     for name in [name for name in PAIRS if "+" in name]:
         del PAIRS[name]  # a fresh process knows nothing of the pair
     capsys.readouterr()

@@ -30,7 +30,8 @@ def register(commands) -> None:
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--stop-loops", action="store_true", help="as for ead-hf eval (use the evaluation's setting)")
     calibrate.add_argument("--continuous", action="store_true", help="as for ead-hf eval (rows refilled as answers end)")
-    calibrate.add_argument("--out", type=Path, required=True, help="recipe JSON to write")
+    calibrate.add_argument("--out", type=Path, required=True, help="the recipe to write (or add this benchmark to): a .json "
+                           "file, or a folder (ead_recipe.json + README card, as Recipe.save_pretrained writes)")
 
 
 def run(args: argparse.Namespace) -> int:

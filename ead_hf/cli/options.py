@@ -38,6 +38,8 @@ def add_pair(parser: argparse.ArgumentParser, with_recipe: bool = False) -> None
                         "folder written by save_pretrained; needs --large")
     parser.add_argument("--large", default=None, metavar="ID_OR_FOLDER", help="the large model (with --small)")
     parser.add_argument("--revision", default=None, help="with --small/--large: the Hub revision of both")
+    parser.add_argument("--device-map", default=None, help="with --small/--large: accelerate's device_map for the "
+                        "large model (e.g. auto: spread over the devices there are, then CPU)")
 
 
 def resolve_pair(args: argparse.Namespace, recipe=None) -> str:
@@ -51,9 +53,9 @@ def resolve_pair(args: argparse.Namespace, recipe=None) -> str:
             raise ValueError("--small and --large go together: give both models (Hub ids or folders)")
         if args.pair:
             raise ValueError("give either --pair or --small/--large, not both")
-        args.pair = pair_of_models(small, large, revision=args.revision).name
-    elif getattr(args, "revision", None):
-        raise ValueError("--revision applies to --small/--large; named pairs pin their own sources")
+        args.pair = pair_of_models(small, large, revision=args.revision, device_map=args.device_map).name
+    elif getattr(args, "revision", None) or getattr(args, "device_map", None):
+        raise ValueError("--revision and --device-map apply to --small/--large; named pairs pin their own sources")
     elif not args.pair and recipe is not None and all("id" in recipe.models.get(role, {}) for role in ("small", "large")):
         small, large = recipe.models["small"], recipe.models["large"]  # a recipe for any two models names them
         args.pair = pair_of_models(small["id"], large["id"], revision=small.get("revision")).name

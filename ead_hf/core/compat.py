@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 
+import torch
 import transformers
 from packaging.version import Version
 
@@ -93,3 +94,15 @@ def is_single_model_processor(processor) -> bool:
     name because their classes and module paths differ across transformers versions."""
     name = type(processor).__name__
     return "Watermark" in name or "ClassifierFreeGuidance" in name
+
+
+def execution_device(module) -> torch.device | None:
+    """Where accelerate runs a dispatched module (`device_map` with CPU or disk offload keeps its weights on the meta
+    device between forwards): the execution device of its hook, or of the model's top-level hook; None when the
+    module is not dispatched."""
+    for owner in (module, getattr(module, "base_model", None)):
+        hook = getattr(owner, "_hf_hook", None)
+        device = getattr(hook, "execution_device", None)
+        if device is not None:
+            return torch.device(device if not isinstance(device, int) else f"cuda:{device}")
+    return None

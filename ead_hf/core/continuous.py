@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 from .compat import full_attention_only
 from .config import EADConfig, resolve_ead_config
 from .output import LARGE, NO_TOKEN, SMALL, EADGenerateOutput, EADStats
-from .pair_checks import check_pair, check_prompt_ids, models_by_keyword, shared_vocab_size
+from .pair_checks import check_pair, check_prompt_ids, input_device, models_by_keyword, shared_vocab_size
 from .runner import RowRunner
 from .step import EADStep, pick_tokens
 
@@ -214,7 +214,7 @@ def continuous_ead(*legacy, small: PreTrainedModel | None = None, large: PreTrai
     if not prompts:
         return
     rows = min(batch_size, len(prompts))
-    device = large.get_output_embeddings().weight.device
+    device = input_device(large)  # where the step's tensors live (the logits come back there)
     lanes = _Lanes(small, large, rows, max(len(p) for p in prompts), pad_token_id, device, read_ahead)
     step = EADStep(config, rows, shared_vocab_size(large, small), device)
     eos = torch.tensor(eos_token_ids, device=device)

@@ -7,6 +7,8 @@ import warnings
 import torch
 from transformers import PreTrainedModel
 
+from .compat import execution_device
+
 __all__ = ["models_by_keyword", "shared_vocab_size", "check_pair", "parameter_count", "check_tokenizers", "check_tokenizer_fits", "check_pair_tokenizers",
            "check_prompt_ids",
            "input_device"]
@@ -51,8 +53,13 @@ def shared_vocab_size(large: PreTrainedModel, small: PreTrainedModel) -> int:
 
 
 def input_device(model: PreTrainedModel) -> torch.device:
-    """Where token ids must go: the embedding's device (differs from `model.device` under a device_map)."""
-    return model.get_input_embeddings().weight.device
+    """Where token ids must go: the embedding's device (differs from `model.device` under a device_map), or, for a
+    model dispatched with CPU or disk offload (weights on the meta device between forwards), where accelerate runs
+    it."""
+    device = model.get_input_embeddings().weight.device
+    if device.type != "meta":
+        return device
+    return execution_device(model.get_input_embeddings()) or execution_device(model) or torch.device("cpu")
 
 
 def _as_tuple(value) -> tuple:

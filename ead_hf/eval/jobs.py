@@ -12,7 +12,7 @@ import torch
 from .calibration import calibrate_threshold
 from ..core.config import PAPER_ROUTING, EADConfig
 from ..models.pairs import get_pair, load_pair
-from ..models.recipes import Recipe, load_recipe
+from ..models.recipes import RECIPE_FILE, Recipe, load_recipe
 from .data import default_data_path, get_benchmark, load_problems, stratified_subset
 from .harness import EvalSettings, Method, parse_methods, random_probability_for_share, run_method
 from .records import RecordStore, exclusive_run_folder, read_records, settle_records, write_json_atomically
@@ -172,11 +172,17 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
                    min_dwell: int = 10, seed: int = 0, low: float = 0.0, high: float = 8.0,
                    benchmark: str = "math", stop_loops: bool = False, continuous: bool = False,
                    variant: str = "paper", rollback: float | None = None, progress: bool = True) -> Recipe:
-    """Bisection on a benchmark's train split towards `target_share`; writes (or adds the benchmark to) a recipe.
+    """Bisection on a benchmark's train split towards `target_share`; writes (or adds the benchmark to) a recipe:
+    a JSON file when `out` ends in .json, else a recipe folder (`Recipe.save_pretrained`: ead_recipe.json + card).
 
-    Each probe is an evaluation run (`run_method`) whose records go to `<recipe>.<benchmark>-calibration/`, so the evidence
-    is kept and an interrupted calibration resumes: probes already measured are read back, not rerun."""
+    Each probe is an evaluation run (`run_method`) whose records go to `<recipe>.<benchmark>-calibration/` (inside a
+    recipe folder: `<benchmark>-calibration/`), so the evidence is kept and an interrupted calibration resumes:
+    probes already measured are read back, not rerun."""
     out = Path(out)
+    folder = out.suffix != ".json"
+    if folder and out.is_file():
+        raise ValueError(f"--out {out} is a file: name a .json file or a folder for the recipe")
+    recipe_file = out / RECIPE_FILE if folder else out
     kind = {"paper": "ead", "decide_first": "first"}.get(variant)
     if kind is None:
         raise ValueError(f"variant must be 'paper' or 'decide_first', got {variant!r}")
@@ -191,7 +197,7 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
     loaded = load_pair(pair, dtype=dtype)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
                             batch_size=batch_size, seed=seed, stop_loops=stop_loops, continuous=continuous)
-    records_dir = out.parent / f"{out.stem}.{benchmark}-calibration"
+    records_dir = out / f"{benchmark}-calibration" if folder else out.parent / f"{out.stem}.{benchmark}-calibration"
     with exclusive_run_folder(records_dir):  # one writer, as for an evaluation run
         store = RecordStore(records_dir)
         _check_and_write_manifest(records_dir, loaded, settings, benchmark, "train", problems,
@@ -217,8 +223,8 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
                 "probes": [{"threshold": t, "share": s, "accuracy": results[t][1]} for t, s in result.probes]}
     config = EADConfig(threshold=result.threshold, window=window, min_dwell=min_dwell, variant=variant,
                        rollback=rollback)
-    if out.is_file():  # add this benchmark's threshold to an existing recipe of the pair
-        recipe = load_recipe(out)
+    if recipe_file.is_file():  # add this benchmark's threshold to an existing recipe of the pair
+        recipe = load_recipe(recipe_file)
         known = recipe.ead_config
         rule = (known.window, known.min_dwell, known.variant, known.rollback)
         if recipe.pair != pair or rule != (window, min_dwell, variant, rollback):
@@ -232,5 +238,5 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
         recipe = Recipe(pair=pair, models=models, config=config.to_dict(), dtype=settings.dtype,
                         target_share=target_share, calibration=evidence)
     recipe.benchmarks[benchmark] = {"threshold": result.threshold, "calibration": evidence}
-    recipe.save(out)
+    recipe.save_pretrained(out) if folder else recipe.save(out)
     return recipe

@@ -55,7 +55,7 @@ def register_pair(pair: ModelPair) -> None:
     PAIRS[pair.name] = pair
 
 
-def pair_of_models(small: str, large: str, *, revision: str | None = None,
+def pair_of_models(small: str, large: str, *, revision: str | None = None, device_map: str | None = None,
                    default_threshold: float = 0.5) -> ModelPair:
     """A pair of any two causal LMs, each a Hub id (from the local HF cache when offline) or a local folder, loaded
     with `AutoModelForCausalLM` / `AutoTokenizer`; registered under the name "SMALL+LARGE" so every command and
@@ -69,14 +69,17 @@ def pair_of_models(small: str, large: str, *, revision: str | None = None,
                              "save_pretrained (or a Hub id)")
     pair = ModelPair(name=f"{small}+{large}", small=None, large=None, extra="", default_threshold=default_threshold,
                      description=f"{small} / {large}" + (f" at revision {revision}" if revision else ""),
-                     build=lambda dtype: load_models(small, large, dtype=dtype, revision=revision),
+                     build=lambda dtype: load_models(small, large, dtype=dtype, revision=revision,
+                                                     device_map=device_map),
                      models={"small": {"id": small, "revision": revision}, "large": {"id": large, "revision": revision}})
     register_pair(pair)
     return pair
 
 
-def load_models(small: str, large: str, *, dtype: torch.dtype, revision: str | None = None):
-    """(small, large, tokenizer) from Hub ids or folders; the two tokenizers must be one (`check_tokenizers`)."""
+def load_models(small: str, large: str, *, dtype: torch.dtype, revision: str | None = None,
+                device_map: str | dict | None = None):
+    """(small, large, tokenizer) from Hub ids or folders; the two tokenizers must be one (`check_tokenizers`).
+    `device_map` places the large model with accelerate (e.g. "auto": across the devices there are, then CPU)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..core.pair_checks import check_tokenizers, shared_vocab_size
@@ -84,7 +87,8 @@ def load_models(small: str, large: str, *, dtype: torch.dtype, revision: str | N
     loaded = {}
     for role, source in (("small", small), ("large", large)):
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, revision=revision).eval()
+            placement = {"device_map": device_map} if role == "large" and device_map is not None else {}
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, revision=revision, **placement).eval()
             tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
         except (OSError, ValueError) as error:
             offline = " (offline: HF_HUB_OFFLINE is set, so it must be in the local HF cache)" if _offline() else ""
