@@ -38,7 +38,7 @@ def test_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({**data, "config": {**data["config"], "window": 0}}))
     with pytest.raises(ValueError, match="EADConfig.window"):
         load_recipe(tmp_path / "bad.json")
-    with pytest.raises(ValueError, match="neither a file nor a shipped recipe"):
+    with pytest.raises(ValueError, match="is neither a file, a recipe folder, a shipped recipe"):
         load_recipe("no-such-recipe")
     # a recipe naming a removed knob (hysteresis, even switched off) is an error naming it
     (tmp_path / "old.json").write_text(json.dumps({**data, "config": {**data["config"], "threshold_down": None}}))

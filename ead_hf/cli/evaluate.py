@@ -17,6 +17,7 @@ def register(commands) -> None:
     eval_commands = evaluate.add_subparsers(dest="eval_command", required=True)
     for name, spec in BENCHMARKS.items():
         _register_benchmark(eval_commands, name, spec)
+    _register_task(eval_commands)
     report = eval_commands.add_parser("report", help="write report.md and pareto.png for a run folder")
     report.add_argument("directory", type=Path)
     report.add_argument("--skip", type=int, default=0, metavar="K",
@@ -55,6 +56,38 @@ def register(commands) -> None:
 def _register_benchmark(eval_commands, name: str, spec) -> None:
     run_parser = eval_commands.add_parser(name, help=f"run methods on {spec.title['test']} (or --split train), "
                                           "resumable (rerun the same command)")
+    run_parser.add_argument("--split", choices=sorted(spec.files), default="test",
+                            help=f"test = {spec.title['test']} (report here); train = tune here")
+    add_data(run_parser, f"{spec.name}'s fields")
+    _add_run_options(run_parser)
+
+
+def _register_task(eval_commands) -> None:
+    from ..eval.answers import SCORERS
+
+    task = eval_commands.add_parser("task", help="run methods on any question-answer data: a JSONL file or a "
+                                    "datasets dataset, with a field mapping and a scorer (resumable)")
+    source = task.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, default=None, help="a JSONL (or .json / .jsonl.gz) file")
+    source.add_argument("--dataset", default=None, metavar="NAME_OR_FOLDER",
+                        help="a datasets.load_dataset name (from the local cache when offline) or a local folder")
+    task.add_argument("--dataset-config", default=None, help="the dataset's config name")
+    task.add_argument("--split", default="test", help="the dataset's split (default test)")
+    task.add_argument("--question-field", required=True, help="the field holding the question text")
+    task.add_argument("--answer-field", required=True, help="the field holding the gold answer")
+    task.add_argument("--id-field", default=None, help="a field naming each row (default: its index)")
+    task.add_argument("--choices-field", default=None, help="a field listing options, shown lettered A, B, ... after "
+                      "the question (an integer answer is then the option's index)")
+    task.add_argument("--scorer", choices=sorted(SCORERS), default="boxed",
+                      help="how the completion's last \\boxed{} answer meets the gold one: boxed (math-verify), "
+                      "numeric, exact (normalised text), choice (option letter)")
+    task.add_argument("--instruction", default=None, help="the instruction before each question (default: the "
+                      "scorer's, asking for the answer in \\boxed{})")
+    _add_run_options(task)
+
+
+def _add_run_options(run_parser) -> None:
+    """What every evaluation run takes: the pair, the methods and their points, the levers, the output folder."""
     add_pair(run_parser, with_recipe=True)
     run_parser.add_argument("--methods", default="small,large,ead,random",
                             help="comma-separated: small, large, ead, first (decide-first EAD), verify (speculative "
@@ -83,9 +116,6 @@ def _register_benchmark(eval_commands, name: str, spec) -> None:
     run_parser.add_argument("--batch-size", type=int, default=8)
     run_parser.add_argument("--max-new-tokens", type=int, default=512)
     add_dtype(run_parser)
-    run_parser.add_argument("--split", choices=sorted(spec.files), default="test",
-                            help=f"test = {spec.title['test']} (report here); train = tune here")
-    add_data(run_parser, f"{spec.name}'s fields")
     run_parser.add_argument("--random-share", type=float, default=None,
                             help="one random control at this large share (default: one control per EAD threshold, "
                             "at that threshold's measured share)")
@@ -136,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         from ..models.recipes import load_recipe
 
         recipe = load_recipe(args.recipe)
-        config = recipe.config_for(args.eval_command)
+        config = recipe.config_for(args.eval_command if args.eval_command != "task" else None)
         if config.variant == "decide_first":
             first_thresholds = [config.threshold] + first_thresholds
         else:
@@ -149,6 +179,14 @@ def run(args: argparse.Namespace) -> int:
                 setattr(args, knob, getattr(config, knob))
         say_recipe(args.recipe, recipe.pair, sources, args.pair)
     resolve_pair(args, recipe)
+    task = None
+    if args.eval_command == "task":
+        from ..eval.data import Task
+
+        task = Task(source=str(args.data or args.dataset), question_field=args.question_field,
+                    answer_field=args.answer_field, split=args.split, config=args.dataset_config,
+                    id_field=args.id_field, choices_field=args.choices_field, scorer=args.scorer,
+                    instruction=args.instruction)
     table = run_eval(
         benchmark=args.eval_command, pair=args.pair, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         thresholds=thresholds, out=args.out, limit=args.limit, batch_size=args.batch_size,
@@ -157,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
         min_dwell=args.min_dwell, seed=args.seed, stop_loops=args.stop_loops, continuous=args.continuous,
         first_thresholds=first_thresholds, rollback=args.rollback, chunk=args.chunk,
         opening_tokens=numbers(args.opening_tokens, "--opening-tokens", int),
-        verify_thresholds=numbers(args.verify_thresholds, "--verify-thresholds"), draft_tokens=args.draft_tokens)
+        verify_thresholds=numbers(args.verify_thresholds, "--verify-thresholds"), draft_tokens=args.draft_tokens,
+        task=task)
     if table:
         print(table, end="")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["answers_match", "is_compound_quantity", "last_boxed"]
+__all__ = ["SCORERS", "answers_match", "choice_match", "exact_match", "is_compound_quantity", "last_boxed", "numbers_match"]
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
@@ -69,3 +69,46 @@ def answers_match(gold: str, predicted: str | None) -> bool:
     if not gold_parsed or not predicted_parsed:
         return gold.strip() == predicted.strip()
     return bool(verify(gold_parsed, predicted_parsed))
+
+
+_NUMBER_TEXT = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def _first_number(text: str) -> float | None:
+    text = _TEXT_GROUP.sub(" ", text).replace("\\$", "").replace("$", "").replace("\\%", "").replace("\\!", "")
+    found = _NUMBER_TEXT.findall(text.replace("{,}", ","))
+    return float(found[0].replace(",", "")) if found else None
+
+
+def numbers_match(gold: str, predicted: str | None) -> bool:
+    """Scorer "numeric": the first number of each (thousands commas, $ and % dropped) equal within 1e-6, relative;
+    a compound quantity (`is_compound_quantity`) is not its first number."""
+    if predicted is None or is_compound_quantity(predicted):
+        return False
+    want, got = _first_number(str(gold)), _first_number(predicted)
+    return want is not None and got is not None and abs(want - got) <= 1e-6 * max(1.0, abs(want))
+
+
+def _normalise(text: str) -> str:
+    text = re.sub(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}", r"\1", text)
+    return " ".join(text.replace("$", "").strip().strip(".").casefold().split())
+
+
+def exact_match(gold: str, predicted: str | None) -> bool:
+    """Scorer "exact": the same text after dropping \\text{...} wrappers, $, a final period, case and extra spaces."""
+    return predicted is not None and _normalise(predicted) == _normalise(str(gold))
+
+
+def _letter(text: str) -> str | None:
+    found = re.search(r"\b([A-Z])\b", _TEXT_GROUP.sub(lambda m: " " + m.group(0)[m.group(0).index("{") + 1:-1] + " ",
+                                                         text).upper())
+    return found.group(1) if found else None
+
+
+def choice_match(gold: str, predicted: str | None) -> bool:
+    """Scorer "choice": the option letter (`B`, `(B)`, `B) 12`, `\\text{B}`) equals the gold letter."""
+    return predicted is not None and _letter(str(gold)) is not None and _letter(predicted) == _letter(str(gold))
+
+
+#: The scorers of `ead-hf eval task --scorer`, each on the completion's last \boxed{} answer against the gold one.
+SCORERS = {"boxed": answers_match, "numeric": numbers_match, "exact": exact_match, "choice": choice_match}

@@ -17,10 +17,18 @@ from pathlib import Path
 from .answers import last_boxed
 
 __all__ = ["BENCHMARKS", "Benchmark", "get_benchmark", "load_problems", "load_math", "stratified_order",
-           "stratified_subset", "default_data_path", "INSTRUCTION", "build_prompts"]
+           "stratified_subset", "default_data_path", "INSTRUCTION", "INSTRUCTIONS", "Task", "build_prompts", "load_task"]
 
 INSTRUCTION = ("Solve the following math problem. Reason step by step, and put your final answer within "
                "\\boxed{}.")
+
+# Each scorer's default instruction: every one reads the completion's last \\boxed{} answer.
+INSTRUCTIONS = {
+    "boxed": INSTRUCTION, "numeric": INSTRUCTION,
+    "exact": "Answer the following question. Reason step by step, and put your final answer within \\boxed{}.",
+    "choice": "Answer the following multiple-choice question. Reason step by step, and put the letter of your "
+              "answer within \\boxed{}.",
+}
 
 _SHIPPED = Path(__file__).parent / "benchmark_data"
 
@@ -112,6 +120,80 @@ def load_problems(path: str | Path, benchmark: str = "math"):
     return dataset.filter(lambda row: row["answer"] is not None)
 
 
+@dataclass(frozen=True)
+class Task:
+    """Any question-answer data as an evaluation: a JSONL file or a `datasets` dataset (a local folder, or a Hub
+    name read from the local cache when offline), which fields hold the question and the gold answer, and how a
+    completion's boxed answer is scored. Kept in run.json, so a report or a resumed run reads the same problems."""
+
+    source: str  # a .jsonl / .json(.gz) file, or a `datasets.load_dataset` name or folder
+    question_field: str
+    answer_field: str
+    split: str = "test"
+    config: str | None = None
+    id_field: str | None = None  # default: the row's index
+    choices_field: str | None = None  # a list of options, shown lettered A, B, ... after the question
+    scorer: str = "boxed"
+    instruction: str | None = None  # default: INSTRUCTIONS[scorer]
+
+    def __post_init__(self) -> None:
+        from .answers import SCORERS
+
+        if self.scorer not in SCORERS:
+            raise ValueError(f"--scorer must be one of {', '.join(SCORERS)}, got {self.scorer!r}")
+        if not self.question_field or not self.answer_field:
+            raise ValueError("a task needs --question-field and --answer-field (the dataset's column names)")
+
+    @property
+    def prompt_instruction(self) -> str:
+        return self.instruction or INSTRUCTIONS[self.scorer]
+
+    @property
+    def title(self) -> str:
+        return f"{Path(self.source).name if Path(self.source).exists() else self.source} ({self.split})"
+
+
+def _raw_task_rows(task: Task):
+    from datasets import load_dataset
+
+    path = Path(task.source)
+    try:
+        if path.is_file():
+            return load_dataset("json", data_files=str(path), split="train")
+        return load_dataset(task.source, task.config, split=task.split)
+    except (FileNotFoundError, ValueError, OSError, ConnectionError) as error:
+        raise ValueError(f"--dataset {task.source}: cannot load split {task.split!r}"
+                         + (f" of config {task.config!r}" if task.config else "")
+                         + f" ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); offline, "
+                         "a Hub dataset must be in the local cache") from None
+
+
+def load_task(task: Task):
+    """A `datasets.Dataset` of {id, problem, answer, subject, level} from the task's fields; a missing field is a
+    ValueError naming the columns there are, before any model loads."""
+    raw = _raw_task_rows(task)
+    wanted = [field for field in (task.question_field, task.answer_field, task.id_field, task.choices_field) if field]
+    missing = [field for field in wanted if field not in raw.column_names]
+    if missing:
+        raise ValueError(f"{task.source}: no field {missing} (fields: {', '.join(raw.column_names)}); set "
+                         "--question-field / --answer-field / --id-field / --choices-field")
+    if len(raw) == 0:
+        raise ValueError(f"{task.source}: the split {task.split!r} holds no rows")
+
+    def normalise(row: dict, index: int) -> dict:
+        question, answer = str(row[task.question_field]), row[task.answer_field]
+        if task.choices_field:
+            options = list(row[task.choices_field])
+            question += "\n\n" + "\n".join(f"{chr(65 + i)}. {option}" for i, option in enumerate(options))
+            if isinstance(answer, int) and not isinstance(answer, bool):  # an index into the options
+                answer = chr(65 + answer)
+        identifier = str(row[task.id_field]) if task.id_field else f"{index:05d}"
+        return {"id": f"task/{identifier}", "problem": question, "answer": str(answer), "subject": "task",
+                "level": 0}
+
+    return raw.map(normalise, with_indices=True, remove_columns=raw.column_names)
+
+
 def check_problem_file(path: Path, spec: Benchmark) -> None:
     """Every line of a JSONL (or .jsonl.gz) problem file parses and has the benchmark's fields: a bad file is a
     ValueError naming the file and the first bad line, before any model runs."""
@@ -174,11 +256,11 @@ def stratified_subset(dataset, limit: int | None, seed: int = 0):
     return dataset.select(order if limit is None else order[:limit])
 
 
-def build_prompts(tokenizer, problems: list[str]) -> list[str]:
+def build_prompts(tokenizer, problems: list[str], instruction: str = INSTRUCTION) -> list[str]:
     """The user turn per problem through the model's chat template (raw text if it has none)."""
     texts = []
     for problem in problems:
-        content = f"{INSTRUCTION}\n\n{problem}"
+        content = f"{instruction}\n\n{problem}"
         if getattr(tokenizer, "chat_template", None):
             texts.append(tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                        add_generation_prompt=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from transformers import StoppingCriteriaList
@@ -14,7 +14,7 @@ from ..core.config import PAPER_ROUTING, EADConfig
 from ..core.continuous import continuous_ead
 from ..core.costs import ModelShape, generation_flops
 from ..hf.generator import EADGenerator
-from .data import build_prompts
+from .data import INSTRUCTION, build_prompts
 from .records import RecordStore
 from .truncation import RepetitionLoopStop, finish_reason, is_looping
 
@@ -178,8 +178,9 @@ def random_probability_for_share(share: float, min_dwell: int) -> float:
 _METRIC = None
 
 
-def score(completions: list[str], golds: list[str]) -> dict:
-    """The repo's `evaluate` metric (loaded once, by local path): accuracy, per-item correct and extracted."""
+def score(completions: list[str], golds: list[str], scorer: str = "boxed") -> dict:
+    """The repo's `evaluate` metric (loaded once, by local path): accuracy, per-item correct and extracted; `scorer`
+    compares each completion's last boxed answer with the gold one (`answers.SCORERS`)."""
     global _METRIC
     if _METRIC is None:
         import evaluate
@@ -187,7 +188,7 @@ def score(completions: list[str], golds: list[str]) -> dict:
         from . import MATH_ACCURACY_METRIC
 
         _METRIC = evaluate.load(MATH_ACCURACY_METRIC)
-    return _METRIC.compute(predictions=completions, references=golds)
+    return _METRIC.compute(predictions=completions, references=golds, scorer=scorer)
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,16 @@ class EvalSettings:
     seed: int = 0
     stop_loops: bool = False  # end rows caught in an exact repetition loop (truncation.RepetitionLoopStop)
     continuous: bool = False  # refill finished rows with the next problem (ead_hf.core.continuous); batch_size = rows
+    scorer: str = "boxed"  # how a boxed answer is compared with the gold one (answers.SCORERS); tasks may change it
+    instruction: str | None = None  # the prompt's instruction (None: data.INSTRUCTION, MATH's and GSM8K's)
+
+    def manifest(self) -> dict:
+        """The settings a run folder records: the task fields only where they differ from MATH's and GSM8K's."""
+        settings = asdict(self)
+        for name, default in (("scorer", "boxed"), ("instruction", None)):
+            if settings[name] == default:
+                del settings[name]
+        return settings
 
 
 def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
@@ -208,12 +219,13 @@ def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
 
 
 def generate_batch(small, large, tokenizer, config: EADConfig | None, batch: list[dict], max_new_tokens: int,
-                   stop_loops: bool = False):
+                   stop_loops: bool = False, instruction: str | None = None):
     """Greedy answers to a batch of problems: (EAD output or None, [(completion text, new tokens, finish)]),
     finish being 'eos', 'budget' or (with `stop_loops`) 'loop'.
 
     `config=None` means speculative decoding (HF assisted generation: exact large-model output)."""
-    inputs = tokenizer(build_prompts(tokenizer, [p["problem"] for p in batch]), return_tensors="pt", padding=True)
+    inputs = tokenizer(build_prompts(tokenizer, [p["problem"] for p in batch], instruction or INSTRUCTION),
+                       return_tensors="pt", padding=True)
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
     if stop_loops:
         kwargs["stopping_criteria"] = StoppingCriteriaList([RepetitionLoopStop(inputs["input_ids"].shape[1])])
@@ -258,7 +270,8 @@ def _record(method: Method, config: EADConfig | None, settings: EvalSettings, ba
         "batch": batch[0]["id"], "batch_rows": len(batch),
         "config": config.to_dict() if config is not None else None,
         "settings": {"pair": settings.pair, "dtype": settings.dtype, "max_new_tokens": settings.max_new_tokens,
-                     "batch_size": batch_size, "stop_loops": settings.stop_loops, "continuous": settings.continuous},
+                     "batch_size": batch_size, "stop_loops": settings.stop_loops, "continuous": settings.continuous,
+                     **({"scorer": settings.scorer} if settings.scorer != "boxed" else {})},
         "completion": text, "new_tokens": new_tokens, "finish": finish,
         "looping": finish == "budget" and is_looping(text),
         "extracted": scored[0], "gold": problem["answer"], "correct": bool(scored[1]), **stats,
@@ -290,7 +303,7 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
         bar = tqdm(total=len(todo), desc=desc, disable=not progress, unit="problem")
         for problem, completion, stats, routing, flops, wall in _continuous(small, large, tokenizer, config, todo,
                                                                            settings, shapes):
-            scores = score([completion[0]], [problem["answer"]])
+            scores = score([completion[0]], [problem["answer"]], settings.scorer)
             store.append_batch([_record(method, config, settings, batch_size, problem, [problem], completion,
                                         (scores["extracted"][0], scores["correct"][0]), stats, routing, flops, wall)])
             bar.update()
@@ -304,13 +317,13 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
     for batch in bar:
         start = time.perf_counter()
         out, completions = generate_batch(small, large, tokenizer, config, batch, settings.max_new_tokens,
-                                          settings.stop_loops)
+                                          settings.stop_loops, settings.instruction)
         wall = time.perf_counter() - start
         flops = None
         if out is not None:
             flops = {role: generation_flops(shapes[role], out.ead_forwards[role]) / len(batch)
                      for role in ("small", "large")}
-        scores = score([text for text, *_ in completions], [p["answer"] for p in batch])
+        scores = score([text for text, *_ in completions], [p["answer"] for p in batch], settings.scorer)
         records = []
         for row, problem in enumerate(batch):
             stats = out.ead_stats.row(row) if out is not None else {
@@ -327,7 +340,8 @@ def _continuous(small, large, tokenizer, config: EADConfig, problems: list[dict]
     """Continuous batching (`ead_hf.core.continuous`): each problem as it finishes, with its completion (text, new
     tokens, finish), counts, routing runs, FLOPs of the forwards it was in, and the seconds since the previous
     one finished (they add up to the run's time)."""
-    prompts = [tokenizer(text)["input_ids"] for text in build_prompts(tokenizer, [p["problem"] for p in problems])]
+    texts = build_prompts(tokenizer, [p["problem"] for p in problems], settings.instruction or INSTRUCTION)
+    prompts = [tokenizer(text)["input_ids"] for text in texts]
     eos = large.generation_config.eos_token_id
     last = time.perf_counter()
     with torch.inference_mode():

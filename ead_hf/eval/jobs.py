@@ -13,7 +13,7 @@ from .calibration import calibrate_threshold
 from ..core.config import PAPER_ROUTING, EADConfig
 from ..models.pairs import get_pair, load_pair
 from ..models.recipes import RECIPE_FILE, Recipe, load_recipe
-from .data import default_data_path, get_benchmark, load_problems, stratified_subset
+from .data import Task, default_data_path, get_benchmark, load_problems, load_task, stratified_subset
 from .harness import EvalSettings, Method, parse_methods, random_probability_for_share, run_method
 from .records import RecordStore, exclusive_run_folder, read_records, settle_records, write_json_atomically
 from .report import large_token_share, write_report
@@ -49,12 +49,13 @@ def _random_probability(directory: Path, random_share: float | None, key: str | 
 
 
 def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, benchmark: str, split: str, limit,
-                              data: str) -> None:
+                              data: str, task: Task | None = None) -> None:
     """A run folder holds one configuration; only --limit may change (a larger one grows the run)."""
     manifest = {
         "pair": loaded.pair.name, "small_parameters": sum(p.numel() for p in loaded.small.parameters()),
-        "large_parameters": sum(p.numel() for p in loaded.large.parameters()), "settings": asdict(settings),
+        "large_parameters": sum(p.numel() for p in loaded.large.parameters()), "settings": settings.manifest(),
         "benchmark": benchmark, "split": split, "data": data, "limit": limit,
+        **({"task": asdict(task)} if task is not None else {}),
     }
     path = directory / "run.json"
     if path.is_file():
@@ -64,8 +65,8 @@ def _check_and_write_manifest(directory: Path, loaded, settings: EvalSettings, b
             raise ValueError(f"{path} is not valid JSON ({error}): the run folder's manifest is damaged; restore it "
                              "or use another --out") from None
         manifest["random_controls"] = previous.get("random_controls", {})
-        differing = sorted(k for k in ("pair", "settings", "benchmark", "split", "data")
-                           if previous.get(k) != manifest[k])
+        differing = sorted(k for k in ("pair", "settings", "benchmark", "split", "data", "task")
+                           if previous.get(k) != manifest.get(k))
         if differing:
             raise ValueError(f"{directory} holds a run with other {', '.join(differing)}: "
                              f"{ {k: previous.get(k) for k in differing} }. Rerun with the same settings to resume "
@@ -81,8 +82,9 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
              window: int | None = None, min_dwell: int | None = None, seed: int = 0, stop_loops: bool = False,
              continuous: bool = False, first_thresholds: list[float] = (), rollback: float | None = None,
              chunk: int | None = None, opening_tokens: list[int] = (), verify_thresholds: list[float] = (),
-             draft_tokens: int | None = None, progress: bool = True) -> str | None:
+             draft_tokens: int | None = None, task: Task | None = None, progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report.
+    `task`: any question-answer data instead of a benchmark (`benchmark` is then "task").
 
     With `chunk`, in rounds: every method on the first `chunk` problems, then on the next `chunk`, ..., the
     report rewritten after each round, so a run stopped at any point has every method at about the same N."""
@@ -100,28 +102,33 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
         raise ValueError("--draft-tokens is the draft block of method 'verify'; add it to --methods")
     plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, window, min_dwell,
                          opening_tokens, verify_thresholds, draft_tokens)
+    if task is not None:
+        benchmark, split = "task", task.split
+        dataset = load_task(task)  # a missing field or an unreadable dataset fails here, before any model loads
+    else:
+        dataset = load_problems(data or default_data_path(split, benchmark), benchmark)
     state, rank, world = _distributed()
     with exclusive_run_folder(Path(out)) if rank == 0 else nullcontext():  # one writer per folder (rank 0 owns it)
         return _run_plan(plan, state, rank, world, benchmark=benchmark, pair=pair, out=Path(out), limit=limit,
                          batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype, split=split, data=data,
                          random_share=random_share, speculative_limit=speculative_limit, seed=seed,
                          stop_loops=stop_loops, continuous=continuous, chunk=chunk,
-                         progress=progress)
+                         progress=progress, dataset=dataset, task=task)
 
 
 def _run_plan(plan, state, rank, world, *, benchmark, pair, out, limit, batch_size, max_new_tokens, dtype, split,
               data, random_share, speculative_limit, seed, stop_loops, continuous, chunk,
-              progress) -> str | None:
-    dataset = stratified_subset(load_problems(data or default_data_path(split, benchmark), benchmark), limit, seed)
-    problems = [dict(row) for row in dataset]
+              progress, dataset, task) -> str | None:
+    problems = [dict(row) for row in stratified_subset(dataset, limit, seed)]
     loaded = load_pair(pair, dtype=dtype, progress=progress and rank == 0)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, seed=seed, stop_loops=stop_loops, continuous=continuous)
+                            batch_size=batch_size, seed=seed, stop_loops=stop_loops, continuous=continuous,
+                            scorer=task.scorer if task else "boxed", instruction=task.instruction if task else None)
     out = Path(out)
     store = RecordStore(out, rank, world)
     if rank == 0:
         _check_and_write_manifest(out, loaded, settings, benchmark, split, limit,
-                                  str(Path(data)) if data else f"default:{split}")
+                                  task.source if task else str(Path(data)) if data else f"default:{split}", task)
     ends, table = range(chunk, len(problems) + chunk, chunk) if chunk else [len(problems)], None
     for end in ends:
         state.wait_for_everyone()
@@ -150,15 +157,25 @@ def report_run(directory: Path, skip: int = 0, block: int = 64) -> str:
     if not manifest_path.is_file():
         raise ValueError(f"{directory} is not a run folder (no run.json); run `ead-hf eval math --out {directory}` first")
     manifest = json.loads(manifest_path.read_text())
-    benchmark = manifest.get("benchmark", "math")
-    title = f"{manifest['pair']} on {get_benchmark(benchmark).title[manifest['split']]}"
+    benchmark = manifest["benchmark"]
+    task = Task(**manifest["task"]) if benchmark == "task" else None
+    title = f"{manifest['pair']} on {task.title if task else get_benchmark(benchmark).title[manifest['split']]}"
     if skip < 0 or block < 0:
         raise ValueError(f"--skip and --block must be >= 0, got {skip} and {block}")
     data = manifest["data"]
     path = default_data_path(manifest["split"], benchmark) if data.startswith("default:") else Path(data)
-    if not skip and not path.is_file():  # the run's --data file has moved: report without the per-block table
+    if task is not None:
+        try:
+            problems = load_task(task)
+        except ValueError:
+            problems = None
+    else:
+        problems = load_problems(path, benchmark) if path.is_file() else None
+    if not skip and problems is None:  # the run's data has moved: report without the per-block table
         return write_report(directory, manifest["small_parameters"], manifest["large_parameters"], title)
-    order = list(stratified_subset(load_problems(path, benchmark), None, manifest["settings"]["seed"])["id"])
+    if problems is None:
+        raise ValueError(f"{directory}: the run's data ({data}) cannot be read, and --skip needs its order")
+    order = list(stratified_subset(problems, None, manifest["settings"]["seed"])["id"])
     by_block = dict(order=order if block else None, block=block)
     if not skip:
         return write_report(directory, manifest["small_parameters"], manifest["large_parameters"], title, **by_block)

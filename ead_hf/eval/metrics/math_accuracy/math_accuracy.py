@@ -10,13 +10,15 @@ compared with math-verify. Load it by local path (no Hub access):
 import datasets
 import evaluate
 
-from ead_hf.eval.answers import answers_match, last_boxed
+from ead_hf.eval.answers import SCORERS, last_boxed
 
 _DESCRIPTION = "Accuracy of MATH completions: last \\boxed{} answer, math-verify equivalence with the gold answer."
 _KWARGS = """
 Args:
     predictions: list of completions (str); the last \\boxed{...} in each is its answer.
     references: list of gold final answers (str, the content of the gold \\boxed{}).
+    scorer: how the boxed answer is compared with the gold one: boxed (math-verify, the default), numeric, exact,
+        choice (see ead_hf.eval.answers.SCORERS).
 Returns:
     accuracy: fraction correct; correct: per-item booleans; extracted: per-item extracted answers (or None).
 """
@@ -31,8 +33,8 @@ class MathAccuracy(evaluate.Metric):
                                         "references": datasets.Value("string")}),
         )
 
-    def _compute(self, predictions, references):
+    def _compute(self, predictions, references, scorer="boxed"):
         extracted = [last_boxed(text) for text in predictions]
-        correct = [answers_match(gold, answer) for gold, answer in zip(references, extracted)]
+        correct = [SCORERS[scorer](gold, answer) for gold, answer in zip(references, extracted)]
         return {"accuracy": sum(correct) / len(correct) if correct else 0.0, "correct": correct,
                 "extracted": extracted}
