@@ -47,6 +47,8 @@ def _subcommand(parser: argparse.ArgumentParser, words: list[str]) -> tuple[argp
 def test_a_documented_command_uses_only_flags_its_subcommand_takes(where, command):
     parser, rest = _subcommand(build_parser(), shlex.split(command)[1:])
     assert parser.prog != "ead-hf", f"{where}: `{command}` names no subcommand"
+    if parser.prog.endswith(" lm-eval"):
+        return  # lm-eval's own options pass through to its command
     known = {option for action in parser._actions for option in action.option_strings}
     unknown = [word.split("=")[0] for word in rest if word.startswith("--") and word.split("=")[0] not in known]
     assert not unknown, f"{where}: `{command}`: {parser.prog} takes no {unknown}"

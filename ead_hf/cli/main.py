@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, calibrate, evaluate, generate, listing
+from . import bench, calibrate, evaluate, generate, listing, lm_eval
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (generate, listing, evaluate, bench, calibrate)  # each: register(subparsers), sets args.handler
+COMMANDS = (generate, listing, evaluate, bench, calibrate, lm_eval)  # each: register(subparsers), sets args.handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:  # lm-eval's own options pass through untouched (argparse would claim them)
+        args = argparse.Namespace(command="lm-eval", handler=lm_eval.run, lm_eval_args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     from ..models import tiny  # noqa: F401  (registers the built-in "tiny-random" pair)
     from ..models.weights import WeightsError
 
