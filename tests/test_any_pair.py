@@ -101,6 +101,48 @@ def test_two_tokenizers_that_differ_are_refused(tmp_path):
         load_models(str(folders["small"]), str(folders["large"]), dtype=torch.float32)
 
 
+CHAT = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}")
+NO_SYSTEM = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system turn') }}{% endif %}"
+             "[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}")
+
+
+@pytest.mark.parametrize("small_template, large_template, warned", [
+    (CHAT, CHAT, None),
+    (CHAT + "{# a comment renders nothing #}", CHAT, None),
+    (CHAT.replace("\n", " "), CHAT, "render a conversation differently from character"),
+    (None, CHAT, "small model's tokenizer has no chat template"),
+    (CHAT, None, "large model's tokenizer has no chat template"),
+    (NO_SYSTEM, CHAT, "render a conversation differently"),  # a template without a system turn still renders
+])
+def test_chat_templates_that_render_differently_are_named(tmp_path, small_template, large_template, warned):
+    """Both tokenizers' templates render one conversation; where they differ, loading the pair warns with the place."""
+    import warnings
+
+    _, folders = _save(tmp_path, "qwen2")
+    for role, template in (("small", small_template), ("large", large_template)):
+        tokenizer = tiny_tokenizer()
+        tokenizer.chat_template = template
+        tokenizer.save_pretrained(folders[role])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_models(str(folders["small"]), str(folders["large"]), dtype=torch.float32)
+    messages = [str(w.message) for w in caught if "chat template" in str(w.message)]
+    if warned is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and warned in messages[0] and "same chat_template" in messages[0]
+
+
+def test_chat_template_check_is_the_same_in_python_entry_points():
+    small, large = tiny_pair("qwen2", seed=3)
+    tokenizer, small_tokenizer = tiny_tokenizer(), tiny_tokenizer()
+    tokenizer.chat_template, small_tokenizer.chat_template = CHAT, CHAT.replace("<", "[")
+    with pytest.warns(UserWarning, match="render a conversation differently from character 0"):
+        EADGenerator(small=small, large=large, config=EADConfig.decide_first(4.5), tokenizer=tokenizer,
+                     small_tokenizer=small_tokenizer)
+
+
 def teardown_module():
     for name in [name for name in PAIRS if "+" in name]:  # pairs registered by --small/--large
         del PAIRS[name]

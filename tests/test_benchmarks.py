@@ -11,7 +11,8 @@ import pytest
 
 from ead_hf.eval import MATH_ACCURACY_METRIC
 from ead_hf.eval.budget import choose_budget
-from ead_hf.eval.data import BENCHMARKS, default_data_path, load_problems, stratified_subset
+from ead_hf.eval.data import BENCHMARKS, Task, default_data_path, load_problems, load_task, stratified_subset
+from ead_hf.eval.records import read_records
 from ead_hf.eval.stats import mcnemar_exact, paired_comparison
 from ead_hf.eval.truncation import finish_reason, is_looping, truncation_counts
 
@@ -37,6 +38,34 @@ def test_gsm8k_schema_and_seeded_subset():
     assert subset["id"] == stratified_subset(dataset, 50, seed=0)["id"]
     assert stratified_subset(dataset, 80, seed=0)["id"][:50] == subset["id"]  # nested
     assert subset["id"] != dataset.select(range(50))["id"]  # shuffled, not the file's order
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "evaluation" / "results" / "qwen2.5-coder-0.5b-1.5b"
+
+
+@pytest.mark.parametrize("folder", ["gsm8k_test_512", "math500_1312"])
+def test_presets_pose_the_committed_runs_problems(folder):
+    """GSM8K and MATH as presets of Task: the committed runs' problems (ids in the seeded order, gold answers,
+    strata) are what the preset reads, so their results do not move."""
+    manifest = json.loads((RESULTS / folder / "run.json").read_text())
+    task = Task.preset(manifest["benchmark"], manifest["split"])
+    assert (task.scorer, task.instruction, task.title) == ("boxed", None, BENCHMARKS[manifest["benchmark"]].title["test"])
+    posed = stratified_subset(load_task(task), manifest["limit"], manifest["settings"]["seed"])
+    records = {r["problem_id"]: r for r in read_records(RESULTS / folder) if r["method"] == "large"}
+    assert sorted(records) == sorted(posed["id"]) and len(records) == manifest["limit"]
+    for row in posed:
+        record = records[row["id"]]
+        assert (row["answer"], row["subject"], row["level"]) == (record["gold"], record["subject"], record["level"])
+
+
+def test_a_preset_reads_a_file_of_the_benchmarks_fields(tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text(json.dumps({"question": "q", "answer": "work\n#### 7"}) + "\n")
+    task = Task.preset("gsm8k", data=path)
+    assert task.source == str(path) and task.question_field == "question"
+    assert [dict(row) for row in load_task(task)] == [dict(row) for row in load_problems(path, "gsm8k")]
+    with pytest.raises(ValueError, match="benchmark must be one of"):
+        Task.preset("mmlu")
 
 
 def test_gsm8k_row_without_final_answer_uses_the_hashes(tmp_path):

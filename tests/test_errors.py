@@ -154,13 +154,13 @@ def test_empty_prompts_are_rejected_by_continuous_batching(qwen_pair):
         list(continuous_ead(small=small, large=large, config=CONFIG, prompts=[[5, 6], []], max_new_tokens=2, batch_size=2, eos_token_ids=[2]))
 
 
-@pytest.mark.parametrize("version", ["5.22.2", "5.25.0", "6.0.0"])
+@pytest.mark.parametrize("version", ["5.22.2", "5.26.0", "6.0.0"])
 def test_transformers_outside_the_tested_range(version):
-    with pytest.raises(RuntimeError, match="supports transformers >=5.23.0,<5.25.0"):
+    with pytest.raises(RuntimeError, match="supports transformers >=5.23.0,<5.26.0"):
         check_transformers_version(version)
 
 
-@pytest.mark.parametrize("version", ["5.23.0", "5.24.0", "5.24.1", "5.24.0.dev0"])
+@pytest.mark.parametrize("version", ["5.23.0", "5.24.0", "5.24.1", "5.25.0", "5.25.0.dev0"])
 def test_transformers_inside_the_tested_range(version):
     check_transformers_version(version)
 

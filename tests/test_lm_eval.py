@@ -18,28 +18,34 @@ from ead_hf.models.tiny import tiny_pair, tiny_tokenizer  # noqa: E402
 CONFIG = EADConfig.decide_first(5.3)
 
 
-@pytest.fixture()
-def task_dir(tmp_path):
-    rows = [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(4)]
-    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (tmp_path / "tiny_qa.yaml").write_text(f"""task: tiny_qa
+def _task_yaml(name: str, data, prompt: str, max_tokens: int) -> str:
+    return f"""task: {name}
 dataset_path: json
 dataset_kwargs:
   data_files:
-    test: {tmp_path / 'qa.jsonl'}
+    test: {data}
 test_split: test
 output_type: generate_until
-doc_to_text: "Q: {{{{question}}}}\\nA:"
+doc_to_text: "{prompt}"
 doc_to_target: "{{{{answer}}}}"
 generation_kwargs:
   until: ["\\n"]
-  max_gen_toks: 6
+  max_gen_toks: {max_tokens}
   do_sample: false
 metric_list:
   - metric: exact_match
     aggregation: mean
     higher_is_better: true
-""")
+"""
+
+
+@pytest.fixture()
+def task_dir(tmp_path):
+    rows = [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(4)]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "tiny_qa.yaml").write_text(_task_yaml("tiny_qa", tmp_path / "qa.jsonl", "Q: {{question}}\\nA:", 6))
+    (tmp_path / "tiny_qa_terse.yaml").write_text(
+        _task_yaml("tiny_qa_terse", tmp_path / "qa.jsonl", "Question: {{question}} Answer:", 4))
     return tmp_path
 
 
@@ -70,4 +76,24 @@ def test_the_command_runs_lm_evals_own_cli_with_model_ead(task_dir, capsys):
     assert cli_main(["lm-eval", "--model_args", "pair=tiny-random,rule=decide_first,threshold=5.3,dtype=float32",
                      "--tasks", "tiny_qa", "--include_path", str(task_dir), "--limit", "2", "--batch_size", "1"]) == 0
     out = capsys.readouterr().out
-    assert "|tiny_qa|" in out and "ead: large share" in out
+    assert "|tiny_qa|" in out and "ead: tiny_qa: large share" in out
+
+
+def test_each_task_counts_its_own_tokens(task_dir):
+    """Two tasks in one run split the token counts exactly as two runs of one task each count them."""
+    manager = TaskManager(include_path=str(task_dir))
+
+    def run(tasks):
+        small, large = tiny_pair("qwen2", seed=3)
+        lm = EADLM(small=small, large=large, tokenizer=tiny_tokenizer(), ead_config=CONFIG, batch_size=1)
+        lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager)
+        return lm
+
+    both = run(["tiny_qa", "tiny_qa_terse"])
+    assert set(both.tokens_by_task) == {"tiny_qa", "tiny_qa_terse"}
+    for task in ("tiny_qa", "tiny_qa_terse"):
+        alone = run([task])
+        assert both.tokens_by_task[task] == alone.tokens_by_task[task] == alone.tokens
+        assert both.large_share(task) == alone.large_share()
+    assert both.tokens == {role: sum(counts[role] for counts in both.tokens_by_task.values()) for role in both.tokens}
+    assert both.tokens_by_task["tiny_qa"] != both.tokens_by_task["tiny_qa_terse"]

@@ -34,7 +34,7 @@ from transformers import DynamicCache
 from ..core.compat import cache_argument_name, crop_cache
 from ..core.config import EADConfig
 from ..core.continuous import continuous_ead
-from ..eval.data import build_prompts, default_data_path, load_problems
+from ..eval.data import Task, build_prompts, load_task
 from ..eval.report import large_token_share, large_work_share
 from ..hf.generator import EADGenerator
 from ..core.output import LARGE, SMALL, EADGenerateOutput
@@ -307,7 +307,7 @@ def run_bench(small, large, tokenizer, *, threshold: float, batch_sizes=(1, 8), 
     batch after another, interleaved over `reps` rounds."""
     if batches < 1:
         raise ValueError(f"batches must be >= 1 (batches of prompts per configuration), got {batches}")
-    problems = [row["problem"] for row in load_problems(data or default_data_path("test", benchmark), benchmark)]
+    problems = [row["problem"] for row in load_task(Task.preset(benchmark, "test", data))]
     tokenizer.padding_side = "left"
     result = BenchResult(machine={
         "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -142,10 +142,9 @@ def _verify_points(text: str) -> dict:
 
 def _peers(args: argparse.Namespace, loaded) -> int:
     from ..bench.peers import peer_configs, peers_markdown, run_peers
-    from ..eval.data import build_prompts, default_data_path, load_problems
+    from ..eval.data import Task, build_prompts, load_task
 
-    problems = [row["problem"] for row in load_problems(args.data or default_data_path("test", args.benchmark),
-                                                           args.benchmark)][:args.prompts]
+    problems = [row["problem"] for row in load_task(Task.preset(args.benchmark, "test", args.data))][:args.prompts]
     prompts = [loaded.tokenizer(text, return_tensors="pt") for text in build_prompts(loaded.tokenizer, problems)]
     configs = peer_configs(loaded.small, loaded.large, first_threshold=args.first_threshold, rollback=args.rollback,
                            verify=_verify_points(args.verify), assisted=not args.no_assisted,

@@ -34,8 +34,15 @@ def run(args: argparse.Namespace) -> int:
         return int(exit.code or 0)
     finally:
         sys.argv = previous
-    results = lm_eval_adapter.LAST_MODEL
-    if results is not None:
-        print(f"ead: large share {results.large_share:.3f} ({results.tokens['large']} of "
-              f"{results.tokens['large'] + results.tokens['small']} tokens written by the large model)")
+    model = lm_eval_adapter.LAST_MODEL
+    if model is not None:
+        for task in sorted(model.tokens_by_task, key=str):
+            _print_share(f"{task}: " if task is not None else "", model.tokens_by_task[task])
+        _print_share("all tasks: " if len(model.tokens_by_task) > 1 else "", model.tokens)
     return 0
+
+
+def _print_share(label: str, tokens: dict[str, int]) -> None:
+    written = tokens["large"] + tokens["small"]
+    share = f"{tokens['large'] / written:.3f}" if written else "n/a"
+    print(f"ead: {label}large share {share} ({tokens['large']} of {written} tokens written by the large model)")

@@ -45,21 +45,11 @@ def add_pair(parser: argparse.ArgumentParser, with_recipe: bool = False) -> None
 def resolve_pair(args: argparse.Namespace, recipe=None) -> str:
     """The pair a command runs: --small/--large (registered as "SMALL+LARGE"), else --pair, else the recipe's, else
     the default pair. Checked before anything loads."""
-    from ..models.pairs import DEFAULT_PAIR, get_pair, pair_of_models
+    from ..models.pairs import DEFAULT_PAIR, choose_pair, get_pair
 
-    small, large = getattr(args, "small", None), getattr(args, "large", None)
-    if small or large:
-        if not (small and large):
-            raise ValueError("--small and --large go together: give both models (Hub ids or folders)")
-        if args.pair:
-            raise ValueError("give either --pair or --small/--large, not both")
-        args.pair = pair_of_models(small, large, revision=args.revision, device_map=args.device_map).name
-    elif getattr(args, "revision", None) or getattr(args, "device_map", None):
-        raise ValueError("--revision and --device-map apply to --small/--large; named pairs pin their own sources")
-    elif not args.pair and recipe is not None and all("id" in recipe.models.get(role, {}) for role in ("small", "large")):
-        small, large = recipe.models["small"], recipe.models["large"]  # a recipe for any two models names them
-        args.pair = pair_of_models(small["id"], large["id"], revision=small.get("revision")).name
-    args.pair = args.pair or (recipe.pair if recipe is not None else DEFAULT_PAIR)
+    args.pair = choose_pair(small=getattr(args, "small", None), large=getattr(args, "large", None), pair=args.pair,
+                            recipe=recipe, revision=getattr(args, "revision", None),
+                            device_map=getattr(args, "device_map", None)) or DEFAULT_PAIR
     get_pair(args.pair)  # an unknown name is an error here, before any work
     return args.pair
 

@@ -20,7 +20,7 @@ __all__ = [
 
 # Tested at both ends in CI (see .ci/run). 5.23 passes the prepared cache as `past_key_values=`,
 # 5.24 as `cache=` (and model forwards take `cache=`).
-_MIN, _MAX_EXCLUSIVE = Version("5.23.0"), Version("5.25.0")
+_MIN, _MAX_EXCLUSIVE = Version("5.23.0"), Version("5.26.0")
 SUPPORTED_TRANSFORMERS = f">={_MIN},<{_MAX_EXCLUSIVE}"
 
 

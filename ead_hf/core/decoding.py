@@ -151,9 +151,13 @@ def _check_arguments(model, small, ead_config, input_ids, generation_config, log
     if input_ids.ndim != 2 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids must be (batch, prompt length) with at least one prompt token, got shape "
                          f"{tuple(input_ids.shape)}: EAD starts from a prompt (e.g. the BOS token)")
-    check_prompt_ids(int(input_ids.max()), model, small)
     mask = model_kwargs.get("attention_mask")
-    if mask is not None and mask.ndim == 2 and not bool(mask[:, -1].all()):
+    padded_rows = input_ids.new_zeros(())
+    if mask is not None and mask.ndim == 2:
+        padded_rows = (mask[:, -1] == 0).sum().to(input_ids)
+    largest_id, right_padded = torch.stack([input_ids.max(), padded_rows]).tolist()  # one host sync for both checks
+    check_prompt_ids(largest_id, model, small)
+    if right_padded:
         raise ValueError("the prompts are right-padded (a row's attention_mask ends in 0): EAD, like every decoder-only "
                          "generate, appends after the last column, so a short row would continue after its padding. "
                          "Pad on the left: tokenizer.padding_side = 'left'")

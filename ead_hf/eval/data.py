@@ -1,8 +1,10 @@
-"""Benchmark problems (MATH, GSM8K) through `datasets`, one schema for every benchmark and split, and a
-deterministic stratified subset.
+"""Evaluation data through `datasets`: a `Task` (any question-answer file or dataset, with a field mapping and a
+scorer) read into one schema {id, problem, answer, subject, level}, and a deterministic stratified subset.
 
-The four files ship inside the package (`benchmark_data/`, gzipped, MIT licensed), so `ead-hf eval` works
-for a pip user with no checkout around it; `--data FILE` takes any JSONL of the same benchmark's fields.
+MATH and GSM8K are presets of `Task` (`Task.preset`): their four files ship inside the package
+(`benchmark_data/`, gzipped, MIT licensed), so `ead-hf eval` works for a pip user with no checkout around it, and
+their rows are read by the benchmark's own reader (GSM8K's answer after '####', MATH's subject and level strata);
+`--data FILE` takes any JSONL of the same benchmark's fields.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Benchmark:
     files: dict  # split -> shipped file name
     normalise: object
     problem_error: object  # row -> None, or what is wrong with it (checked on every line before a run starts)
+    question_field: str = "problem"
 
     def data_path(self, split: str) -> Path:
         if split not in self.files:
@@ -90,7 +93,7 @@ BENCHMARKS = {
                       {"test": "math500_test.jsonl.gz", "train": "math_train.jsonl.gz"}, _math_row, _math_problem_error),
     "gsm8k": Benchmark("gsm8k", {"test": "GSM8K test", "train": "GSM8K train"},
                        {"test": "gsm8k_test.jsonl.gz", "train": "gsm8k_train.jsonl.gz"}, _gsm8k_row,
-                       _gsm8k_problem_error),
+                       _gsm8k_problem_error, question_field="question"),
 }
 
 
@@ -135,10 +138,22 @@ class Task:
     choices_field: str | None = None  # a list of options, shown lettered A, B, ... after the question
     scorer: str = "boxed"
     instruction: str | None = None  # default: INSTRUCTIONS[scorer]
+    benchmark: str | None = None  # a preset: rows read by that benchmark's reader (`Task.preset`), not the fields
+
+    @classmethod
+    def preset(cls, benchmark: str, split: str = "test", data: str | Path | None = None) -> Task:
+        """GSM8K or MATH as a task: the shipped split (or `data`, a JSONL of the benchmark's fields), its fields,
+        the boxed scorer and the default instruction -- the settings every committed GSM8K/MATH run used."""
+        spec = get_benchmark(benchmark)
+        source = str(data) if data is not None else str(spec.data_path(split))
+        return cls(source=source, question_field=spec.question_field, answer_field="answer", split=split,
+                   benchmark=benchmark)
 
     def __post_init__(self) -> None:
         from .answers import SCORERS
 
+        if self.benchmark is not None:
+            get_benchmark(self.benchmark)
         if self.scorer not in SCORERS:
             raise ValueError(f"--scorer must be one of {', '.join(SCORERS)}, got {self.scorer!r}")
         if not self.question_field or not self.answer_field:
@@ -150,6 +165,8 @@ class Task:
 
     @property
     def title(self) -> str:
+        if self.benchmark is not None:
+            return get_benchmark(self.benchmark).title.get(self.split, f"{self.benchmark} {self.split}")
         return f"{Path(self.source).name if Path(self.source).exists() else self.source} ({self.split})"
 
 
@@ -169,8 +186,10 @@ def _raw_task_rows(task: Task):
 
 
 def load_task(task: Task):
-    """A `datasets.Dataset` of {id, problem, answer, subject, level} from the task's fields; a missing field is a
-    ValueError naming the columns there are, before any model loads."""
+    """A `datasets.Dataset` of {id, problem, answer, subject, level} from the task's fields (a preset: through its
+    benchmark's reader); a missing field is a ValueError naming the columns there are, before any model loads."""
+    if task.benchmark is not None:
+        return load_problems(task.source, task.benchmark)
     raw = _raw_task_rows(task)
     wanted = [field for field in (task.question_field, task.answer_field, task.id_field, task.choices_field) if field]
     missing = [field for field in wanted if field not in raw.column_names]

@@ -13,7 +13,7 @@ from .calibration import calibrate_threshold
 from ..core.config import PAPER_ROUTING, EADConfig
 from ..models.pairs import get_pair, load_pair
 from ..models.recipes import RECIPE_FILE, Recipe, load_recipe
-from .data import Task, default_data_path, get_benchmark, load_problems, load_task, stratified_subset
+from .data import Task, get_benchmark, load_task, stratified_subset
 from .harness import EvalSettings, Method, parse_methods, random_probability_for_share, run_method
 from .records import RecordStore, exclusive_run_folder, read_records, settle_records, write_json_atomically
 from .report import large_token_share, write_report
@@ -104,9 +104,8 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
                          opening_tokens, verify_thresholds, draft_tokens)
     if task is not None:
         benchmark, split = "task", task.split
-        dataset = load_task(task)  # a missing field or an unreadable dataset fails here, before any model loads
-    else:
-        dataset = load_problems(data or default_data_path(split, benchmark), benchmark)
+    task = task or Task.preset(benchmark, split, data)  # GSM8K and MATH are tasks with their own row readers
+    dataset = load_task(task)  # a missing field or an unreadable dataset fails here, before any model loads
     state, rank, world = _distributed()
     with exclusive_run_folder(Path(out)) if rank == 0 else nullcontext():  # one writer per folder (rank 0 owns it)
         return _run_plan(plan, state, rank, world, benchmark=benchmark, pair=pair, out=Path(out), limit=limit,
@@ -123,12 +122,14 @@ def _run_plan(plan, state, rank, world, *, benchmark, pair, out, limit, batch_si
     loaded = load_pair(pair, dtype=dtype, progress=progress and rank == 0)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,
                             batch_size=batch_size, seed=seed, stop_loops=stop_loops, continuous=continuous,
-                            scorer=task.scorer if task else "boxed", instruction=task.instruction if task else None)
+                            scorer=task.scorer, instruction=task.instruction)
     out = Path(out)
     store = RecordStore(out, rank, world)
     if rank == 0:
+        preset = task.benchmark is not None  # a preset's folder names its data as GSM8K/MATH folders always have
         _check_and_write_manifest(out, loaded, settings, benchmark, split, limit,
-                                  task.source if task else str(Path(data)) if data else f"default:{split}", task)
+                                  (str(Path(data)) if data else f"default:{split}") if preset else task.source,
+                                  None if preset else task)
     ends, table = range(chunk, len(problems) + chunk, chunk) if chunk else [len(problems)], None
     for end in ends:
         state.wait_for_everyone()
@@ -158,19 +159,16 @@ def report_run(directory: Path, skip: int = 0, block: int = 64) -> str:
         raise ValueError(f"{directory} is not a run folder (no run.json); run `ead-hf eval math --out {directory}` first")
     manifest = json.loads(manifest_path.read_text())
     benchmark = manifest["benchmark"]
-    task = Task(**manifest["task"]) if benchmark == "task" else None
-    title = f"{manifest['pair']} on {task.title if task else get_benchmark(benchmark).title[manifest['split']]}"
+    data = manifest["data"]
+    task = Task(**manifest["task"]) if benchmark == "task" else Task.preset(
+        benchmark, manifest["split"], None if data.startswith("default:") else data)
+    title = f"{manifest['pair']} on {task.title}"
     if skip < 0 or block < 0:
         raise ValueError(f"--skip and --block must be >= 0, got {skip} and {block}")
-    data = manifest["data"]
-    path = default_data_path(manifest["split"], benchmark) if data.startswith("default:") else Path(data)
-    if task is not None:
-        try:
-            problems = load_task(task)
-        except ValueError:
-            problems = None
-    else:
-        problems = load_problems(path, benchmark) if path.is_file() else None
+    try:
+        problems = load_task(task)
+    except (ValueError, FileNotFoundError):
+        problems = None
     if not skip and problems is None:  # the run's data has moved: report without the per-block table
         return write_report(directory, manifest["small_parameters"], manifest["large_parameters"], title)
     if problems is None:
@@ -209,7 +207,7 @@ def calibrate_pair(*, pair: str, target_share: float, problems: int, max_new_tok
         raise ValueError("--rollback takes tokens back, which needs per-row lengths: add --continuous")
     EADConfig(threshold=0.0, window=window, min_dwell=min_dwell, variant=variant,
               rollback=rollback)  # the rule's knobs are checked before the pair loads
-    dataset = load_problems(data or default_data_path("train", benchmark), benchmark)
+    dataset = load_task(Task.preset(benchmark, "train", data))
     sample = [dict(r) for r in stratified_subset(dataset, problems, seed)]
     loaded = load_pair(pair, dtype=dtype)
     settings = EvalSettings(pair=pair, dtype=str(loaded.dtype).removeprefix("torch."), max_new_tokens=max_new_tokens,

@@ -12,7 +12,7 @@ import torch
 from .weights import COMPLETE_MARKER, GGUFPackages, WeightsError, converted_dir, ensure_converted, find_parts, load_converted
 
 __all__ = ["ModelPair", "PAIRS", "DEFAULT_PAIR", "get_pair", "register_pair", "load_pair", "pick_dtype", "pair_status",
-           "LoadedPair", "load_models", "pair_of_models"]
+           "LoadedPair", "load_models", "pair_of_models", "choose_pair"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,30 @@ def pair_of_models(small: str, large: str, *, revision: str | None = None, devic
                      models={"small": {"id": small, "revision": revision}, "large": {"id": large, "revision": revision}})
     register_pair(pair)
     return pair
+
+
+def choose_pair(*, small: str | None = None, large: str | None = None, pair: str | None = None, recipe=None,
+                revision: str | None = None, device_map: str | None = None,
+                spell=lambda name: f"--{name.replace('_', '-')}") -> str | None:
+    """The name of the pair a run uses: two models (registered by `pair_of_models`), else a named pair, else the
+    recipe's models when it names two, else the recipe's pair; None when nothing was given (the caller's default).
+    `spell` writes an option's name as the caller's users type it (--small, model_args small=) in the errors."""
+    if small or large:
+        if not (small and large):
+            raise ValueError(f"{spell('small')} and {spell('large')} go together: give both models (Hub ids or "
+                             "folders)")
+        if pair:
+            raise ValueError(f"give either {spell('pair')} or {spell('small')}/{spell('large')}, not both")
+        return pair_of_models(str(small), str(large), revision=revision, device_map=device_map).name
+    if revision or device_map:
+        raise ValueError(f"{spell('revision')} and {spell('device_map')} apply to {spell('small')}/{spell('large')}; "
+                         "named pairs pin their own sources")
+    if pair or recipe is None:
+        return pair
+    if all("id" in recipe.models.get(role, {}) for role in ("small", "large")):  # a recipe for any two models
+        small_entry, large_entry = recipe.models["small"], recipe.models["large"]
+        return pair_of_models(small_entry["id"], large_entry["id"], revision=small_entry.get("revision")).name
+    return recipe.pair
 
 
 def load_models(small: str, large: str, *, dtype: torch.dtype, revision: str | None = None,
