@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ead_hf import EADConfig, EADGenerator
-from ead_hf.bench.throughput import ForwardClock, _lanes_run, decode_step_seconds, ideal_seconds, lane_configs, markdown, run_bench
+from ead_hf.bench.throughput import ForwardClock, lanes_run, decode_step_seconds, ideal_seconds, lane_configs, markdown, run_bench
 from ead_hf.cli import main as cli_main
 from ead_hf.models.tiny import tiny_pair, tiny_tokenizer
 
@@ -106,7 +106,7 @@ def test_bench_times_the_rollback_rules_with_their_work(problems_file):
     prompt = tiny_tokenizer()(["Compute 0*0."])["input_ids"][0][-5:]
     config = lane_configs(0.5, None, 0.5)["lanes EAD 0.5 rollback 0.5"]
     with torch.inference_mode():
-        rows = _lanes_run(small, large, config, [prompt], 12)
+        rows = lanes_run(small, large, config, [prompt], 12)
     assert [len(row.tokens) for row in rows] == [12] and rows[0].finish == "budget"
 
 

@@ -41,3 +41,45 @@ def test_bench_peers_rejects_bad_points_before_loading(capsys, tmp_path):
     for point in ("abc", "inf:2", "inf:0.1:0", "1:2:3:4"):
         assert cli_main(["bench", "--pair", "tiny-random", "--peers", "--verify", point, "--out", str(tmp_path)]) == 2
         assert "rollback" in (err := capsys.readouterr().err) or "--verify" in err or "draft_tokens" in err, point
+
+
+def test_batched_verification_counts_forwards_and_matches_large_only(qwen_pair, tokenizer):
+    """`ead-hf bench --batched`: exact verification in a batch gives large-only's tokens on every row (against
+    batched HF generate and the continuous loop alike); plain generate runs one large forward per token; each
+    large forward of exact verification writes >= 1 token; the lossy point, which keeps small-model tokens large-only
+    would not write, is seen to differ."""
+    from ead_hf.bench.batched import batched_configs, batched_markdown, run_batched
+
+    small, large = qwen_pair
+    configs = batched_configs(small, large, first_threshold=5.4,
+                              verify={"exact": EADConfig.speculative(draft_tokens=4),
+                                      "lossy": EADConfig.speculative(rollback=0.01, draft_tokens=4)})
+    rows = run_batched(small, large, tokenizer, ["The cat sat on", "2+2=", "Once upon a time, in a land"], configs,
+                       batch_sizes=[1, 3], new_tokens=10, reps=1, progress=lambda line: None)
+    by = {(row["batch"], row["config"]): row for row in rows}
+    for batch_size in (1, 3):
+        for name in ("large generate (again)", "large only (continuous)", "exact"):
+            row = by[batch_size, name]
+            assert row["same_as_large_generate"] == row["same_as_large_continuous"] == 1.0, (batch_size, name)
+        assert by[batch_size, "large generate"]["large_forwards_per_token"] == 1.0
+        assert by[batch_size, "small generate"]["large_forwards_per_token"] == 0.0
+        assert by[batch_size, "large generate"]["large_positions_per_token"] > 1.0  # the prompts are read too
+        exact, lossy = by[batch_size, "exact"], by[batch_size, "lossy"]
+        assert exact["tokens_per_large_forward"] >= 1.0 and exact["small_forwards_per_token"] > 0
+        assert lossy["same_as_large_continuous"] < 1.0
+    assert by[1, "lossy"]["large_forwards_per_token"] < by[1, "exact"]["large_forwards_per_token"]
+    assert "| 3 | exact |" in batched_markdown(rows, 10, "float64")
+
+
+def test_bench_batched_writes_its_table(tmp_path, capsys):
+    import json
+
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"problem": text, "answer": "1"}) + "\n" for text in ("1+1", "2+3", "a b")))
+    assert cli_main(["bench", "--pair", "tiny-random", "--batched", "--batch-sizes", "1,2", "--new-tokens", "3",
+                     "--reps", "1", "--verify", "inf:0.1:2,inf", "--data", str(data), "--dtype", "fp32",
+                     "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "batched.md").read_text()
+    assert "| 2 | verify inf draft 16 |" in table and "| 2 | verify inf rho 0.1 draft 2 |" in table
+    assert cli_main(["bench", "--pair", "tiny-random", "--batched", "--peers", "--out", str(tmp_path / "x")]) == 2
+    assert "give one" in capsys.readouterr().err

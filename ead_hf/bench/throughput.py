@@ -138,7 +138,7 @@ def _configs(small, large, inputs: dict, kwargs: dict, threshold: float, first_t
             **inputs, return_dict_in_generate=True, **kwargs)
     if rollback is not None:
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
-        configs.update({name: functools.partial(_lanes_run, small, large, config, prompts, kwargs["max_new_tokens"])
+        configs.update({name: functools.partial(lanes_run, small, large, config, prompts, kwargs["max_new_tokens"])
                         for name, config in lane_configs(threshold, first_threshold, rollback).items()})
         if len(prompts) == 1:  # generate() runs rollback one prompt per call
             configs.update({name: functools.partial(EADGenerator(small=small, large=large, config=config).generate, **inputs,
@@ -182,7 +182,7 @@ def _interleaved(per_batch: list[dict], reps: int, models: dict) -> tuple[dict, 
     return times, records, outputs
 
 
-def _lanes_run(small, large, config: EADConfig, prompts: list[list[int]], new_tokens: int) -> list:
+def lanes_run(small, large, config: EADConfig, prompts: list[list[int]], new_tokens: int) -> list:
     """`continuous_ead` on the batch's prompts in as many slots, every row to `new_tokens`: its end-of-sequence id
     is one no model can emit (an id past the output head), as `min_new_tokens` makes `generate` run on."""
     never = large.get_output_embeddings().weight.shape[0]

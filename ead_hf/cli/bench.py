@@ -1,5 +1,5 @@
 """`ead-hf bench`: time EAD against plain generate and assisted generation (`--peers`: the rules against the
-peers at batch 1)."""
+peers at batch 1; `--batched`: speculative verification in batches against large-only at the same batch)."""
 
 from __future__ import annotations
 
@@ -40,9 +40,14 @@ def register(commands) -> None:
                        help="instead: batch 1 against the peers (large, small, HF assisted generation, prompt lookup, "
                        "decide-first with --first-threshold [and --rollback], speculative verification at each "
                        "--verify point) on --prompts test prompts; writes peers.md / peers.json")
+    bench.add_argument("--batched", action="store_true",
+                       help="instead: at each --batch-sizes B, the first B test prompts decoded together: batched "
+                       "large and small generate, large-only / decide-first (--first-threshold [--rollback]) / each "
+                       "--verify point through continuous_ead; forward counts and tokens against large-only; writes "
+                       "batched.md / batched.json")
     bench.add_argument("--prompts", type=int, default=8, help="--peers: test prompts (the first of the file)")
     bench.add_argument("--verify", default="inf",
-                       help="--peers: comma-separated speculative points THRESHOLD[:RHO[:DRAFT]], e.g. "
+                       help="--peers, --batched: comma-separated speculative points THRESHOLD[:RHO[:DRAFT]], e.g. "
                        "inf,inf:0.1,0.5:0.1:8 (inf alone is exact speculative decoding)")
     bench.add_argument("--confidence-thresholds", default="",
                        help="--peers: also HF assisted generation with these assistant_confidence_threshold values")
@@ -62,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from ..models.pairs import get_pair, load_pair
 
     resolve_pair(args)
-    if args.peers:
+    if sum((args.peers, args.batched, args.mixes)) > 1:
+        raise ValueError("--peers, --batched and --mixes are separate benchmarks: give one")
+    if args.peers or args.batched:
         _verify_points(args.verify)  # bad points fail before the pair loads
         if args.prompts < 1:
             raise ValueError("--prompts must be >= 1")
@@ -78,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_pair(args.pair, dtype=args.dtype)
     if args.peers:
         return _peers(args, loaded)
+    if args.batched:
+        return _batched(args, loaded, batch_sizes)
     threshold = get_pair(args.pair).default_threshold if args.threshold is None else args.threshold
     result = run_bench(loaded.small, loaded.large, loaded.tokenizer, threshold=threshold,
                        batch_sizes=batch_sizes, new_tokens=args.new_tokens,
@@ -138,6 +147,29 @@ def _verify_points(text: str) -> dict:
         points[f"verify {threshold:g}" + (f" rho {rho:g}" if rho is not None else "")
                + f" draft {config.draft_tokens}"] = config
     return points
+
+
+def _batched(args: argparse.Namespace, loaded, batch_sizes: list[int]) -> int:
+    import torch
+
+    from ..bench.batched import batched_configs, batched_markdown, run_batched
+    from ..eval.data import Task, load_task
+
+    problems = [row["problem"] for row in load_task(Task.preset(args.benchmark, "test", args.data))]
+    configs = batched_configs(loaded.small, loaded.large, verify=_verify_points(args.verify),
+                              first_threshold=args.first_threshold, rollback=args.rollback)
+    rows = run_batched(loaded.small, loaded.large, loaded.tokenizer, problems, configs, batch_sizes=batch_sizes,
+                       new_tokens=args.new_tokens, reps=args.reps,
+                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    dtype = str(loaded.dtype).removeprefix("torch.")
+    (args.out / "batched.json").write_text(json.dumps({"rows": rows, "dtype": dtype, "new_tokens": args.new_tokens,
+                                                       "torch_threads": torch.get_num_threads()},
+                                                      indent=2))
+    table = f"# ead-hf bench --batched: {args.pair}, {args.benchmark}\n\n" + batched_markdown(
+        rows, args.new_tokens, dtype)
+    (args.out / "batched.md").write_text(table)
+    print(table, end="")
+    return 0
 
 
 def _peers(args: argparse.Namespace, loaded) -> int:
