@@ -95,3 +95,18 @@ def test_a_recipe_for_any_two_models_loads_them_itself(tmp_path, capsys):
     assert cli_main(["generate", "--recipe", str(recipe), "--dtype", "fp32", "--max-new-tokens", "3", "--no-stream",
                      "--no-color", "hi"]) == 0
     assert f"loading {folders['small']}+{folders['large']}" in capsys.readouterr().err
+
+
+def test_lm_eval_takes_a_recipe_for_any_two_models(tmp_path):
+    """model_args recipe=FOLDER for a recipe naming two models loads those models (the rule shared with --recipe)."""
+    pytest.importorskip("lm_eval")
+    from ead_hf.eval.lm_eval_adapter import EADLM
+
+    _, folders = _save(tmp_path, "qwen2")
+    recipe = load_recipe(SHIPPED)
+    models = {role: {"id": str(folders[role]), "revision": None} for role in ("small", "large")}
+    Recipe(**{**asdict(recipe), "pair": f"{folders['small']}+{folders['large']}", "models": models}).save_pretrained(
+        tmp_path / "mine")
+    lm = EADLM(recipe=str(tmp_path / "mine"), dtype="float32", batch_size=1)
+    assert f"{folders['small']}+{folders['large']}" in PAIRS
+    assert lm.ead_config == recipe.ead_config and lm.model.config.num_hidden_layers == 3

@@ -77,9 +77,10 @@ def test_bench_batched_writes_its_table(tmp_path, capsys):
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"problem": text, "answer": "1"}) + "\n" for text in ("1+1", "2+3", "a b")))
     assert cli_main(["bench", "--pair", "tiny-random", "--batched", "--batch-sizes", "1,2", "--new-tokens", "3",
-                     "--reps", "1", "--verify", "inf:0.1:2,inf", "--data", str(data), "--dtype", "fp32",
+                     "--reps", "1", "--verify", "inf:0.1:2,inf", "--data", str(data), "--dtype", "fp32", "--prompt-tokens", "4",
                      "--out", str(tmp_path / "out")]) == 0
     table = (tmp_path / "out" / "batched.md").read_text()
     assert "| 2 | verify inf draft 16 |" in table and "| 2 | verify inf rho 0.1 draft 2 |" in table
+    assert "their last 4 tokens" in table
     assert cli_main(["bench", "--pair", "tiny-random", "--batched", "--peers", "--out", str(tmp_path / "x")]) == 2
     assert "give one" in capsys.readouterr().err

@@ -159,14 +159,15 @@ def _batched(args: argparse.Namespace, loaded, batch_sizes: list[int]) -> int:
     configs = batched_configs(loaded.small, loaded.large, verify=_verify_points(args.verify),
                               first_threshold=args.first_threshold, rollback=args.rollback)
     rows = run_batched(loaded.small, loaded.large, loaded.tokenizer, problems, configs, batch_sizes=batch_sizes,
-                       new_tokens=args.new_tokens, reps=args.reps,
+                       new_tokens=args.new_tokens, reps=args.reps, prompt_tokens=args.prompt_tokens,
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
     dtype = str(loaded.dtype).removeprefix("torch.")
     (args.out / "batched.json").write_text(json.dumps({"rows": rows, "dtype": dtype, "new_tokens": args.new_tokens,
+                                                       "prompt_tokens": args.prompt_tokens,
                                                        "torch_threads": torch.get_num_threads()},
                                                       indent=2))
     table = f"# ead-hf bench --batched: {args.pair}, {args.benchmark}\n\n" + batched_markdown(
-        rows, args.new_tokens, dtype)
+        rows, args.new_tokens, dtype, args.prompt_tokens)
     (args.out / "batched.md").write_text(table)
     print(table, end="")
     return 0
