@@ -90,3 +90,19 @@ def test_bad_task_arguments_fail_before_any_model_loads(tmp_path, capsys, monkey
     assert "cannot load split 'test'" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: the scorer must be one it knows
         cli_main([*base, "--question-field", "q", "--answer-field", "a", "--scorer", "fuzzy"])
+
+
+def test_a_preset_given_as_a_task_runs_as_its_benchmark(tmp_path):
+    """run_eval(task=Task.preset("gsm8k", data=FILE)) writes the folder a `ead-hf eval gsm8k --data FILE` writes."""
+    from ead_hf.eval.jobs import run_eval
+
+    data = _write(tmp_path / "g.jsonl", [{"question": f"What is {i} + 1?", "answer": f"work\n#### {i + 1}"}
+                                         for i in range(3)])
+    common = dict(pair="tiny-random", methods=["small"], thresholds=[], limit=2, batch_size=2, max_new_tokens=3,
+                  dtype="fp32", progress=False)
+    run_eval(out=tmp_path / "as-task", task=Task.preset("gsm8k", data=data), **common)
+    run_eval(out=tmp_path / "as-benchmark", benchmark="gsm8k", data=data, **common)
+    manifests = [json.loads((tmp_path / name / "run.json").read_text()) for name in ("as-task", "as-benchmark")]
+    assert manifests[0] == manifests[1] and manifests[0]["benchmark"] == "gsm8k" and "task" not in manifests[0]
+    with pytest.raises(ValueError, match="preset keeps its scorer"):
+        run_eval(out=tmp_path / "x", task=Task(**{**Task.preset("gsm8k").__dict__, "scorer": "numeric"}), **common)

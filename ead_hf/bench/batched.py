@@ -81,6 +81,8 @@ def run_batched(small, large, tokenizer, problems: list[str], configs: dict[str,
         batch = tokenizer.pad({"input_ids": prompts}, return_tensors="pt")
         times: dict[str, list[float]] = {name: [] for name in configs}
         tokens, records = {}, {}
+        for name in ("large generate", "small generate"):  # warm-up: the first calls of a process run slower
+            configs[name](batch, prompts, 2)
         with ForwardClock({"small": small, "large": large}) as clock:
             for rep in range(reps):
                 for name, run in configs.items():

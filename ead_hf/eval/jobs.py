@@ -102,6 +102,12 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
         raise ValueError("--draft-tokens is the draft block of method 'verify'; add it to --methods")
     plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, window, min_dwell,
                          opening_tokens, verify_thresholds, draft_tokens)
+    if task is not None and task.benchmark is not None:  # a preset given as a task runs as its benchmark's folder
+        shipped = Task.preset(task.benchmark, task.split)
+        if (task.scorer, task.instruction) != (shipped.scorer, shipped.instruction):
+            raise ValueError(f"the {task.benchmark} preset keeps its scorer and instruction (as every {task.benchmark} "
+                             "run folder has); for others, describe the data as a Task of fields")
+        benchmark, split, data, task = task.benchmark, task.split, None if task == shipped else task.source, None
     if task is not None:
         benchmark, split = "task", task.split
     task = task or Task.preset(benchmark, split, data)  # GSM8K and MATH are tasks with their own row readers
