@@ -106,3 +106,13 @@ def test_a_preset_given_as_a_task_runs_as_its_benchmark(tmp_path):
     assert manifests[0] == manifests[1] and manifests[0]["benchmark"] == "gsm8k" and "task" not in manifests[0]
     with pytest.raises(ValueError, match="preset keeps its scorer"):
         run_eval(out=tmp_path / "x", task=Task(**{**Task.preset("gsm8k").__dict__, "scorer": "numeric"}), **common)
+
+
+def test_an_instruction_with_a_question_slot_is_a_template():
+    from ead_hf.eval.data import build_prompts
+    from ead_hf.models.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()  # no chat template: the text as it is, then "Solution:"
+    assert build_prompts(tokenizer, ["2+2?"], "Q: {question} Put it in \\boxed{}.") == [
+        "Q: 2+2? Put it in \\boxed{}.\n\nSolution:"]
+    assert build_prompts(tokenizer, ["2+2?"], "Solve.") == ["Solve.\n\n2+2?\n\nSolution:"]

@@ -82,7 +82,8 @@ def _register_task(eval_commands) -> None:
                       help="how the completion's last \\boxed{} answer meets the gold one: boxed (math-verify), "
                       "numeric, exact (normalised text), choice (option letter)")
     task.add_argument("--instruction", default=None, help="the instruction before each question (default: the "
-                      "scorer's, asking for the answer in \\boxed{})")
+                      "scorer's, asking for the answer in \\boxed{}); one holding {question} is a prompt template, "
+                      "the question put there")
     _add_run_options(task)
 
 

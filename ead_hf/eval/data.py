@@ -276,10 +276,12 @@ def stratified_subset(dataset, limit: int | None, seed: int = 0):
 
 
 def build_prompts(tokenizer, problems: list[str], instruction: str = INSTRUCTION) -> list[str]:
-    """The user turn per problem through the model's chat template (raw text if it has none)."""
+    """The user turn per problem through the model's chat template (raw text if it has none): the instruction, a
+    blank line, the problem; an instruction holding `{question}` is a template instead, the problem put there."""
     texts = []
     for problem in problems:
-        content = f"{instruction}\n\n{problem}"
+        content = (instruction.replace("{question}", problem) if "{question}" in instruction
+                   else f"{instruction}\n\n{problem}")
         if getattr(tokenizer, "chat_template", None):
             texts.append(tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                        add_generation_prompt=True))
