@@ -1,6 +1,7 @@
 """`ead-hf bench --peers` (ead_hf.bench.peers): forward counts, the exactness column and the step-cost fit."""
 
 import pytest
+import torch
 
 from ead_hf import EADConfig
 from ead_hf.cli import main as cli_main
@@ -84,3 +85,45 @@ def test_bench_batched_writes_its_table(tmp_path, capsys):
     assert "their last 4 tokens" in table
     assert cli_main(["bench", "--pair", "tiny-random", "--batched", "--peers", "--out", str(tmp_path / "x")]) == 2
     assert "give one" in capsys.readouterr().err
+
+
+def test_recorded_schedules_replay_forward_for_forward(qwen_pair, tokenizer, tmp_path, capsys):
+    """`--peers` records each method's forwards per prompt; `--replay` runs exactly those forwards (model and new
+    positions, in order) on random-weight models of other shapes, and tables them against the forward counts."""
+    import json
+
+    from ead_hf.bench.mixes import SHAPES, random_weight_pair
+    from ead_hf.bench.replay import replay_schedule
+    from ead_hf.bench.throughput import ForwardClock
+
+    small, large = qwen_pair
+    prompts = [tokenizer(text, return_tensors="pt") for text in ("The cat sat on", "2+2=")]
+    configs = peer_configs(small, large, first_threshold=None, rollback=None, assisted=True,
+                           verify={"exact": EADConfig.speculative(draft_tokens=4)})
+    result = run_peers(small, large, prompts, configs, new_tokens=6, reps=1, progress=lambda line: None)
+    rows = {row["config"]: row for row in result.rows}
+    for name, schedule in result.schedules.items():
+        assert len(schedule) == 2  # one list of forwards per prompt
+        counted = {role: sum(1 for forwards in schedule for who, _ in forwards if who == role) / 12
+                   for role in ("small", "large")}
+        assert counted == pytest.approx({"small": rows[name]["small_forwards_per_token"],
+                                         "large": rows[name]["large_forwards_per_token"]})
+    assert result.schedules["large generate"][1][0] == ("large", prompts[1]["input_ids"].shape[1])  # the prefill
+
+    shapes, vocab = SHAPES["tiny"]
+    replay_small, replay_large = random_weight_pair(shapes, vocab, "cpu", torch.float32)
+    with ForwardClock({"small": replay_small, "large": replay_large}) as clock:
+        replay_schedule({"small": replay_small, "large": replay_large}, result.schedules["exact"], vocab)
+        replayed = [(role, positions) for role, positions, _, _ in clock.take()]
+    assert replayed == [forward for forwards in result.schedules["exact"] for forward in forwards]
+
+    peers = tmp_path / "peers.json"
+    peers.write_text(json.dumps({"rows": result.rows, "schedules": result.schedules, "dtype": "float64"}))
+    assert cli_main(["bench", "--replay", str(peers), "--shapes", "tiny", "--reps", "1", "--out",
+                     str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "replay.md").read_text()
+    assert "| exact |" in table and "| assisted (HF) |" in table and "r (small-only / large-only, replayed)" in table
+    capsys.readouterr()
+    peers.write_text(json.dumps({"rows": result.rows}))
+    assert cli_main(["bench", "--replay", str(peers), "--shapes", "tiny", "--out", str(tmp_path / "x")]) == 2
+    assert "not a peers.json with schedules" in capsys.readouterr().err

@@ -23,6 +23,8 @@ __all__ = ["SHAPES", "mixes_markdown", "random_weight_pair", "threshold_for_shar
 # (hidden, layers, heads, kv heads, intermediate) of each model, and the vocabulary: from the models' config.json
 SHAPES = {
     "qwen2.5-coder-0.5b-1.5b": ({"small": (896, 24, 14, 2, 4864), "large": (1536, 28, 12, 2, 8960)}, 151936),
+    "qwen2.5-0.5b-3b": ({"small": (896, 24, 14, 2, 4864), "large": (2048, 36, 16, 2, 11008)}, 151936),
+    "qwen2.5-0.5b-7b": ({"small": (896, 24, 14, 2, 4864), "large": (3584, 28, 28, 4, 18944)}, 152064),
     "tiny": ({"small": (64, 2, 4, 2, 128), "large": (96, 3, 4, 2, 192)}, 128),
 }
 

@@ -65,6 +65,8 @@ class PeerRun:
     rows: list[dict] = field(default_factory=list)
     fit: dict = field(default_factory=dict)
     machine: dict = field(default_factory=dict)
+    # per configuration, per prompt: the (model, new positions) of each forward, in order (`bench.replay`)
+    schedules: dict[str, list[list[tuple[str, int]]]] = field(default_factory=dict)
 
 
 @torch.inference_mode()
@@ -78,20 +80,21 @@ def run_peers(small, large, prompts: list[dict], configs: dict[str, Callable], *
     times = {name: [] for name in configs}
     forwards: dict[str, dict[str, int]] = {}
     tokens: dict[str, list[list[int]]] = {}
+    result = PeerRun()
     with ForwardClock({"small": small, "large": large}) as clock:
         for rep in range(reps):
             for name, run in configs.items():
-                start, outputs = time.perf_counter(), []
+                start, outputs, schedule = time.perf_counter(), [], []
                 for inputs in prompts:
                     sequences = run(inputs, dict(kwargs))
                     sequences = getattr(sequences, "sequences", sequences)
                     outputs.append(sequences[0, inputs["input_ids"].shape[1]:].tolist())
+                    schedule.append([(role, positions) for role, positions, _, _ in clock.take()])
                 times[name].append(time.perf_counter() - start)
-                records = clock.take()
-                counts = {role: sum(1 for record in records if record[0] == role) for role in ("small", "large")}
-                forwards[name], tokens[name] = counts, outputs
+                counts = {role: sum(1 for forwards_of_prompt in schedule for who, _ in forwards_of_prompt
+                                    if who == role) for role in ("small", "large")}
+                forwards[name], tokens[name], result.schedules[name] = counts, outputs, schedule
                 progress(f"round {rep + 1}/{reps} {name}: {times[name][-1]:.1f} s, forwards {counts}")
-    result = PeerRun()
     large_time = statistics.median(times["large generate"])
     generated = {name: sum(len(t) for t in outputs) for name, outputs in tokens.items()}
     for name in configs:

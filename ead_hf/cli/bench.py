@@ -54,10 +54,14 @@ def register(commands) -> None:
     bench.add_argument("--mixes", action="store_true",
                        help="instead: time fixed step mixes (random routing, decide-first, each model alone) at the "
                        "--shapes of a pair with random weights (no weights needed; made for a GPU); writes mixes.md")
-    bench.add_argument("--shapes", default="qwen2.5-coder-0.5b-1.5b", help="--mixes: whose model shapes "
-                       "(qwen2.5-coder-0.5b-1.5b or tiny)")
-    bench.add_argument("--device", default=None, help="--mixes: where to build the models (default: cuda if "
-                       "available, else cpu)")
+    bench.add_argument("--replay", type=Path, default=None, metavar="PEERS_JSON",
+                       help="instead: replay the forward schedules a --peers run recorded (its peers.json) on "
+                       "random-weight models of --shapes, and compare with what the forward counts predict; writes "
+                       "replay.md / replay.json")
+    bench.add_argument("--shapes", default="qwen2.5-coder-0.5b-1.5b", help="--mixes, --replay: whose model shapes "
+                       "(qwen2.5-coder-0.5b-1.5b, qwen2.5-0.5b-3b, qwen2.5-0.5b-7b or tiny)")
+    bench.add_argument("--device", default=None, help="--mixes, --replay: where to build the models (default: cuda "
+                       "if available, else cpu)")
     bench.add_argument("--prompt-length", type=int, default=64, help="--mixes: random prompt tokens per row")
     bench.add_argument("--out", type=Path, required=True, help="folder for bench.md and bench.json")
 
@@ -67,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from ..models.pairs import get_pair, load_pair
 
     resolve_pair(args)
-    if sum((args.peers, args.batched, args.mixes)) > 1:
-        raise ValueError("--peers, --batched and --mixes are separate benchmarks: give one")
+    if sum((args.peers, args.batched, args.mixes, args.replay is not None)) > 1:
+        raise ValueError("--peers, --batched, --mixes and --replay are separate benchmarks: give one")
     if args.peers or args.batched:
         _verify_points(args.verify)  # bad points fail before the pair loads
         if args.prompts < 1:
@@ -82,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.mixes:
         return _mixes(args, batch_sizes)
+    if args.replay is not None:
+        return _replay(args)
     loaded = load_pair(args.pair, dtype=args.dtype)
     if args.peers:
         return _peers(args, loaded)
@@ -105,10 +111,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mixes(args: argparse.Namespace, batch_sizes: list[int]) -> int:
+def _random_weight_pair(args: argparse.Namespace):
+    """(small, large, vocab, device, dtype) at --shapes with random weights (--mixes, --replay)."""
     import torch
 
-    from ..bench.mixes import SHAPES, mixes_markdown, random_weight_pair, time_mixes
+    from ..bench.mixes import SHAPES, random_weight_pair
 
     if args.shapes not in SHAPES:
         raise ValueError(f"--shapes must be one of {sorted(SHAPES)}, got {args.shapes!r}")
@@ -117,6 +124,41 @@ def _mixes(args: argparse.Namespace, batch_sizes: list[int]) -> int:
         else torch.bfloat16
     shapes, vocab = SHAPES[args.shapes]
     small, large = random_weight_pair(shapes, vocab, device, dtype)
+    return small, large, vocab, device, dtype
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from ..bench.replay import replay_markdown, time_replays
+
+    try:
+        recorded = json.loads(args.replay.read_text())
+        schedules = recorded["schedules"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"--replay {args.replay}: not a peers.json with schedules (written by `ead-hf bench --peers` "
+                         "from 0.8 on)") from None
+    missing = {"large generate", "small generate"} - set(schedules)
+    if missing:
+        raise ValueError(f"--replay {args.replay}: the run has no {sorted(missing)} schedules to measure r with")
+    small, large, vocab, device, dtype = _random_weight_pair(args)
+    times = time_replays({"small": small, "large": large}, schedules, vocab, args.reps,
+                         progress=lambda line: print(line, file=sys.stderr, flush=True))
+    title = (f"ead-hf bench --replay: {args.replay} ({recorded.get('dtype')}) replayed at {args.shapes} shapes, "
+             f"random weights, {str(dtype).removeprefix('torch.')}, {device}, {args.reps} interleaved rounds "
+             "(medians)")
+    table, rows = replay_markdown(recorded["rows"], times, title)
+    (args.out / "replay.json").write_text(json.dumps({"shapes": args.shapes, "device": device, "rows": rows},
+                                                     indent=1))
+    (args.out / "replay.md").write_text(table)
+    print(table, end="")
+    return 0
+
+
+def _mixes(args: argparse.Namespace, batch_sizes: list[int]) -> int:
+    import torch
+
+    from ..bench.mixes import mixes_markdown, time_mixes
+
+    small, large, vocab, device, dtype = _random_weight_pair(args)
     rows = time_mixes(small, large, batch_sizes, args.new_tokens, args.prompt_length, args.reps)
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     table = mixes_markdown(rows, f"ead-hf bench --mixes: {args.shapes} shapes, random weights, "
@@ -186,6 +228,7 @@ def _peers(args: argparse.Namespace, loaded) -> int:
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
     dtype = str(loaded.dtype).removeprefix("torch.")
     (args.out / "peers.json").write_text(json.dumps({"rows": result.rows, "fit": result.fit, "dtype": dtype,
+                                                     "schedules": result.schedules,
                                                      "prompts": len(prompts), "new_tokens": args.new_tokens}, indent=2))
     table = f"# ead-hf bench --peers: {args.pair}, {args.benchmark}\n\n" + peers_markdown(
         result, len(prompts), args.new_tokens, dtype)
