@@ -81,6 +81,8 @@ def run_peers(small, large, prompts: list[dict], configs: dict[str, Callable], *
     forwards: dict[str, dict[str, int]] = {}
     tokens: dict[str, list[list[int]]] = {}
     result = PeerRun()
+    for model in (large, small):  # warm-up: the first calls of a process run slower (it showed as noise)
+        model.generate(**prompts[0], **{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})
     with ForwardClock({"small": small, "large": large}) as clock:
         for rep in range(reps):
             for name, run in configs.items():
