@@ -116,3 +116,15 @@ def test_an_instruction_with_a_question_slot_is_a_template():
     assert build_prompts(tokenizer, ["2+2?"], "Q: {question} Put it in \\boxed{}.") == [
         "Q: 2+2? Put it in \\boxed{}.\n\nSolution:"]
     assert build_prompts(tokenizer, ["2+2?"], "Solve.") == ["Solve.\n\n2+2?\n\nSolution:"]
+
+
+def test_a_task_without_an_instruction_prompts_with_its_scorers():
+    """The documented default: each scorer's own instruction (MATH's and GSM8K's for boxed and numeric)."""
+    from ead_hf.eval.data import INSTRUCTION, INSTRUCTIONS
+    from ead_hf.eval.harness import EvalSettings
+
+    common = dict(pair="p", dtype="float32", max_new_tokens=1, batch_size=1)
+    assert EvalSettings(**common).prompt_instruction == INSTRUCTION
+    assert "multiple-choice" in EvalSettings(**common, scorer="choice").prompt_instruction
+    assert EvalSettings(**common, scorer="exact").prompt_instruction == INSTRUCTIONS["exact"]
+    assert EvalSettings(**common, scorer="choice", instruction="Pick.").prompt_instruction == "Pick."

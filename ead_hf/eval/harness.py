@@ -14,7 +14,7 @@ from ..core.config import PAPER_ROUTING, EADConfig
 from ..core.continuous import continuous_ead
 from ..core.costs import ModelShape, generation_flops
 from ..hf.generator import EADGenerator
-from .data import INSTRUCTION, build_prompts
+from .data import INSTRUCTION, INSTRUCTIONS, build_prompts
 from .records import RecordStore
 from .truncation import RepetitionLoopStop, finish_reason, is_looping
 
@@ -201,7 +201,12 @@ class EvalSettings:
     stop_loops: bool = False  # end rows caught in an exact repetition loop (truncation.RepetitionLoopStop)
     continuous: bool = False  # refill finished rows with the next problem (ead_hf.core.continuous); batch_size = rows
     scorer: str = "boxed"  # how a boxed answer is compared with the gold one (answers.SCORERS); tasks may change it
-    instruction: str | None = None  # the prompt's instruction (None: data.INSTRUCTION, MATH's and GSM8K's)
+    instruction: str | None = None  # the prompt's instruction (None: the scorer's default, data.INSTRUCTIONS)
+
+    @property
+    def prompt_instruction(self) -> str:
+        """The instruction prompts carry: the given one, else the scorer's (MATH's and GSM8K's for boxed)."""
+        return self.instruction or INSTRUCTIONS[self.scorer]
 
     def manifest(self) -> dict:
         """The settings a run folder records: the task fields only where they differ from MATH's and GSM8K's."""
@@ -219,12 +224,12 @@ def _batches(problems: list[dict], batch_size: int) -> list[list[dict]]:
 
 
 def generate_batch(small, large, tokenizer, config: EADConfig | None, batch: list[dict], max_new_tokens: int,
-                   stop_loops: bool = False, instruction: str | None = None):
+                   stop_loops: bool = False, instruction: str = INSTRUCTION):
     """Greedy answers to a batch of problems: (EAD output or None, [(completion text, new tokens, finish)]),
     finish being 'eos', 'budget' or (with `stop_loops`) 'loop'.
 
     `config=None` means speculative decoding (HF assisted generation: exact large-model output)."""
-    inputs = tokenizer(build_prompts(tokenizer, [p["problem"] for p in batch], instruction or INSTRUCTION),
+    inputs = tokenizer(build_prompts(tokenizer, [p["problem"] for p in batch], instruction),
                        return_tensors="pt", padding=True)
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
     if stop_loops:
@@ -317,7 +322,7 @@ def run_method(method: Method, small, large, tokenizer, problems: list[dict], se
     for batch in bar:
         start = time.perf_counter()
         out, completions = generate_batch(small, large, tokenizer, config, batch, settings.max_new_tokens,
-                                          settings.stop_loops, settings.instruction)
+                                          settings.stop_loops, settings.prompt_instruction)
         wall = time.perf_counter() - start
         flops = None
         if out is not None:
@@ -340,7 +345,7 @@ def _continuous(small, large, tokenizer, config: EADConfig, problems: list[dict]
     """Continuous batching (`ead_hf.core.continuous`): each problem as it finishes, with its completion (text, new
     tokens, finish), counts, routing runs, FLOPs of the forwards it was in, and the seconds since the previous
     one finished (they add up to the run's time)."""
-    texts = build_prompts(tokenizer, [p["problem"] for p in problems], settings.instruction or INSTRUCTION)
+    texts = build_prompts(tokenizer, [p["problem"] for p in problems], settings.prompt_instruction)
     prompts = [tokenizer(text)["input_ids"] for text in texts]
     eos = large.generation_config.eos_token_id
     last = time.perf_counter()
