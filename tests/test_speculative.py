@@ -91,18 +91,54 @@ def test_generate_matches_its_reference(qwen_pair, tokenizer, threshold, rollbac
         assert differs, "a loose acceptance should keep drafts the large model would not have written"
 
 
+@pytest.mark.parametrize("verify_together", [False, True])
 @pytest.mark.parametrize("threshold,rollback,draft_tokens", LOSSY)
-def test_continuous_batching_matches_its_reference(qwen_pair, tokenizer, threshold, rollback, draft_tokens):
+def test_continuous_batching_matches_its_reference(qwen_pair, tokenizer, threshold, rollback, draft_tokens,
+                                                   verify_together):
+    """Each prompt alone defines its tokens, whether rows verify when their own block ends or wait to verify
+    together (their blocks end in the same places: only the grid gets empty columns)."""
     small, large = qwen_pair
     config = EADConfig.speculative(threshold, rollback=rollback, draft_tokens=draft_tokens)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    finished = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=NEW, batch_size=3, eos_token_ids=[2]))
+    finished = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=NEW,
+                                   batch_size=3, eos_token_ids=[2], verify_together=verify_together))
     assert sorted(row.index for row in finished) == list(range(len(prompts)))
     for row in finished:
         ref = reference_speculative(small, large, prompts[row.index], threshold=threshold, rollback=rollback,
                                     draft_tokens=draft_tokens, max_new_tokens=NEW, eos_token_ids=(2,))
         assert (row.tokens, row.choices, row.rolled_back) == (ref.tokens, ref.choices, ref.rolled_back), PROMPTS[row.index]
         assert row.finish == ("eos" if ref.tokens[-1] == 2 else "budget")
+
+
+def test_rows_verified_together_take_fewer_large_forwards_for_the_same_work(qwen_pair, tokenizer):
+    """verify_together: one large read per round of blocks instead of one whenever any row's block ends. Same
+    tokens, choices, takes-back and catch-up counts per row (the empty columns a row waits in are nobody's
+    tokens) and fewer large forwards."""
+    small, large = qwen_pair
+    config = EADConfig.speculative(5.4, rollback=0.3, draft_tokens=4)
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    runs = {}
+    for together in (False, True):
+        calls = []
+        hooks = [model.register_forward_hook(lambda module, args, out, name=name: calls.append(name))
+                 for name, model in (("small", small), ("large", large))]
+        try:
+            rows = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=NEW,
+                                       batch_size=len(prompts), eos_token_ids=[2], verify_together=together))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        runs[together] = ({row.index: (row.tokens, row.choices, row.rolled_back, row.catchup) for row in rows}, calls)
+    (apart, apart_calls), (together, together_calls) = runs[False], runs[True]
+    assert together == apart
+    assert 0 < together_calls.count("large") < apart_calls.count("large")
+
+
+def test_verify_together_needs_the_speculative_rule(qwen_pair, tokenizer):
+    small, large = qwen_pair
+    with pytest.raises(ValueError, match="verify_together.*speculative"):
+        list(continuous_ead(small=small, large=large, config=EADConfig.decide_first(5.0), prompts=[[5, 6]],
+                            max_new_tokens=2, batch_size=1, eos_token_ids=[2], verify_together=True))
 
 
 def test_the_last_position_is_the_large_models(qwen_pair, tokenizer):

@@ -54,12 +54,13 @@ def test_batched_verification_counts_forwards_and_matches_large_only(qwen_pair, 
     small, large = qwen_pair
     configs = batched_configs(small, large, first_threshold=5.4,
                               verify={"exact": EADConfig.speculative(draft_tokens=4),
-                                      "lossy": EADConfig.speculative(rollback=0.01, draft_tokens=4)})
+                                      "lossy": EADConfig.speculative(rollback=0.01, draft_tokens=4)},
+                              schedules=["apart", "together"])
     rows = run_batched(small, large, tokenizer, ["The cat sat on", "2+2=", "Once upon a time, in a land"], configs,
                        batch_sizes=[1, 3], new_tokens=10, reps=1, progress=lambda line: None)
     by = {(row["batch"], row["config"]): row for row in rows}
     for batch_size in (1, 3):
-        for name in ("large generate (again)", "large only (continuous)", "exact"):
+        for name in ("large generate (again)", "large only (continuous)", "exact", "exact together"):
             row = by[batch_size, name]
             assert row["same_as_large_generate"] == row["same_as_large_continuous"] == 1.0, (batch_size, name)
         assert by[batch_size, "large generate"]["large_forwards_per_token"] == 1.0
@@ -68,6 +69,9 @@ def test_batched_verification_counts_forwards_and_matches_large_only(qwen_pair, 
         exact, lossy = by[batch_size, "exact"], by[batch_size, "lossy"]
         assert exact["tokens_per_large_forward"] >= 1.0 and exact["small_forwards_per_token"] > 0
         assert lossy["same_as_large_continuous"] < 1.0
+        together = by[batch_size, "lossy together"]
+        assert together["same_as_large_continuous"] == lossy["same_as_large_continuous"]
+        assert together["large_forwards_per_token"] <= lossy["large_forwards_per_token"]
     assert by[1, "lossy"]["large_forwards_per_token"] < by[1, "exact"]["large_forwards_per_token"]
     assert "| 3 | exact |" in batched_markdown(rows, 10, "float64")
 
@@ -82,7 +86,16 @@ def test_bench_batched_writes_its_table(tmp_path, capsys):
                      "--out", str(tmp_path / "out")]) == 0
     table = (tmp_path / "out" / "batched.md").read_text()
     assert "| 2 | verify inf draft 16 |" in table and "| 2 | verify inf rho 0.1 draft 2 |" in table
-    assert "their last 4 tokens" in table
+    assert "their last 4 tokens" in table and "| 2 | verify inf draft 16 together |" not in table
+    assert cli_main(["bench", "--pair", "tiny-random", "--batched", "--batch-sizes", "2", "--new-tokens", "3",
+                     "--reps", "1", "--verify", "inf:0.1:2", "--schedules", "apart,together", "--data", str(data),
+                     "--dtype", "fp32", "--out", str(tmp_path / "both")]) == 0
+    table = (tmp_path / "both" / "batched.md").read_text()
+    assert "| 2 | verify inf rho 0.1 draft 2 |" in table and "| 2 | verify inf rho 0.1 draft 2 together |" in table
+    capsys.readouterr()
+    assert cli_main(["bench", "--pair", "tiny-random", "--batched", "--schedules", "lockstep",
+                     "--out", str(tmp_path / "y")]) == 2
+    assert "--schedules takes apart and/or together" in capsys.readouterr().err
     assert cli_main(["bench", "--pair", "tiny-random", "--batched", "--peers", "--out", str(tmp_path / "x")]) == 2
     assert "give one" in capsys.readouterr().err
 

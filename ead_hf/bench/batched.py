@@ -36,8 +36,10 @@ _REFERENCE = "large only (continuous)"
 
 
 def batched_configs(small, large, *, verify: dict[str, EADConfig], first_threshold: float | None = None,
-                    rollback: float | None = None) -> dict[str, Callable]:
-    """Name -> fn(padded batch, unpadded prompt ids, new tokens) returning each row's new tokens."""
+                    rollback: float | None = None, schedules: list[str] = ("apart",)) -> dict[str, Callable]:
+    """Name -> fn(padded batch, unpadded prompt ids, new tokens) returning each row's new tokens. Each `verify`
+    point runs under each of `schedules`: "apart" (a row is verified when its own block ends) and/or "together"
+    (`continuous_ead`'s verify_together; named "<point> together")."""
 
     def plain(model) -> Callable:
         def run(batch: dict, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
@@ -46,9 +48,10 @@ def batched_configs(small, large, *, verify: dict[str, EADConfig], first_thresho
             return out[:, batch["input_ids"].shape[1]:].tolist()
         return run
 
-    def lanes(config: EADConfig) -> Callable:
+    def lanes(config: EADConfig, verify_together: bool = False) -> Callable:
         def run(batch: dict, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-            rows = sorted(lanes_run(small, large, config, prompts, new_tokens), key=lambda row: row.index)
+            rows = sorted(lanes_run(small, large, config, prompts, new_tokens, verify_together=verify_together),
+                          key=lambda row: row.index)
             return [row.tokens for row in rows]
         return run
 
@@ -57,7 +60,9 @@ def batched_configs(small, large, *, verify: dict[str, EADConfig], first_thresho
     if first_threshold is not None:
         name = f"decide-first {first_threshold:g}" + (f" rollback {rollback:g}" if rollback is not None else "")
         configs[name] = lanes(EADConfig.decide_first(first_threshold, rollback=rollback))
-    configs.update({name: lanes(config) for name, config in verify.items()})
+    for schedule in schedules:
+        suffix = " together" if schedule == "together" else ""
+        configs.update({name + suffix: lanes(config, schedule == "together") for name, config in verify.items()})
     configs["large generate (again)"] = configs["large generate"]
     return configs
 

@@ -182,12 +182,13 @@ def _interleaved(per_batch: list[dict], reps: int, models: dict) -> tuple[dict, 
     return times, records, outputs
 
 
-def lanes_run(small, large, config: EADConfig, prompts: list[list[int]], new_tokens: int) -> list:
+def lanes_run(small, large, config: EADConfig, prompts: list[list[int]], new_tokens: int,
+              verify_together: bool = False) -> list:
     """`continuous_ead` on the batch's prompts in as many slots, every row to `new_tokens`: its end-of-sequence id
     is one no model can emit (an id past the output head), as `min_new_tokens` makes `generate` run on."""
     never = large.get_output_embeddings().weight.shape[0]
-    return list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=new_tokens, batch_size=len(prompts),
-                               eos_token_ids=[never]))
+    return list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=new_tokens,
+                               batch_size=len(prompts), eos_token_ids=[never], verify_together=verify_together))
 
 
 def rollback_counts(outputs: list) -> dict[str, float]:

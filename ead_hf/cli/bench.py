@@ -49,6 +49,10 @@ def register(commands) -> None:
     bench.add_argument("--verify", default="inf",
                        help="--peers, --batched: comma-separated speculative points THRESHOLD[:RHO[:DRAFT]], e.g. "
                        "inf,inf:0.1,0.5:0.1:8 (inf alone is exact speculative decoding)")
+    bench.add_argument("--schedules", default="apart",
+                       help="--batched: comma-separated schedules of each --verify point: apart (a row is verified "
+                       "when its own block ends), together (rows wait and are verified in one read); e.g. "
+                       "apart,together")
     bench.add_argument("--confidence-thresholds", default="",
                        help="--peers: also HF assisted generation with these assistant_confidence_threshold values")
     bench.add_argument("--mixes", action="store_true",
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--peers, --batched, --mixes and --replay are separate benchmarks: give one")
     if args.peers or args.batched:
         _verify_points(args.verify)  # bad points fail before the pair loads
+        _schedules(args.schedules)
         if args.prompts < 1:
             raise ValueError("--prompts must be >= 1")
     batch_sizes = numbers(args.batch_sizes, "--batch-sizes", int)
@@ -191,6 +196,14 @@ def _verify_points(text: str) -> dict:
     return points
 
 
+def _schedules(text: str) -> list[str]:
+    """--schedules: apart and/or together."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names or set(names) - {"apart", "together"}:
+        raise ValueError(f"--schedules takes apart and/or together, comma-separated; got {text!r}")
+    return names
+
+
 def _batched(args: argparse.Namespace, loaded, batch_sizes: list[int]) -> int:
     import torch
 
@@ -199,7 +212,8 @@ def _batched(args: argparse.Namespace, loaded, batch_sizes: list[int]) -> int:
 
     problems = [row["problem"] for row in load_task(Task.preset(args.benchmark, "test", args.data))]
     configs = batched_configs(loaded.small, loaded.large, verify=_verify_points(args.verify),
-                              first_threshold=args.first_threshold, rollback=args.rollback)
+                              first_threshold=args.first_threshold, rollback=args.rollback,
+                              schedules=_schedules(args.schedules))
     rows = run_batched(loaded.small, loaded.large, loaded.tokenizer, problems, configs, batch_sizes=batch_sizes,
                        new_tokens=args.new_tokens, reps=args.reps, prompt_tokens=args.prompt_tokens,
                        progress=lambda line: print(line, file=sys.stderr, flush=True))

@@ -145,16 +145,27 @@ class _Lanes:
 
     def take_back(self, row: int, column: int) -> None:
         """Drop `row`'s tokens from column `column` on: masked (slots too), and the next column continues the kept
-        ones. Columns dropped earlier (a speculative block's last draft) are not dropped again."""
+        ones. Columns dropped earlier (a speculative block's last draft, a column the row waited in) are not
+        dropped again."""
+        dropped = self._drop(row, column)
+        self.count[row] -= len(dropped)
+        self.rolled_back[row] += len(dropped)
+
+    def wait(self, row: int) -> None:
+        """`row` wrote nothing in the last column (it waits for the others to verify with it): that column is empty
+        like a dropped one, and the row's next column continues its tokens."""
+        self._drop(row, self.width - 1)
+
+    def _drop(self, row: int, column: int) -> list[int]:
+        """Mask `row` from `column` on (grid and both models' slots); the columns not dropped before."""
         dropped = [kept for kept in range(column, self.width) if kept not in self.taken[row]]
         self.taken[row].update(dropped)
         self.mask[row, column:] = 0
         self.choices[row, column:] = NO_TOKEN
         self.positions[row, column:] = self.positions[row, column - 1]
-        self.count[row] -= len(dropped)
-        self.rolled_back[row] += len(dropped)
         for runner in self.runners.values():
             runner.forget(row, column, dropped)
+        return dropped
 
     def append(self, tokens: torch.Tensor, live: torch.Tensor, chosen: torch.Tensor, entropy: torch.Tensor) -> None:
         """One column: each live row's token, model and entropy; rows without a prompt get a masked pad."""
@@ -176,7 +187,7 @@ class _Lanes:
 def continuous_ead(*legacy, small: PreTrainedModel | None = None, large: PreTrainedModel | None = None,
                    config: EADConfig | None = None, prompts: list[list[int]] | None = None,
                    max_new_tokens: int, batch_size: int, eos_token_ids: list[int], pad_token_id: int = 0,
-                   stop_loops: bool = False, read_ahead: bool | None = None,
+                   stop_loops: bool = False, read_ahead: bool | None = None, verify_together: bool = False,
                    allow_larger_small: bool = False) -> Iterator[FinishedRow]:
     """Yield each prompt's `FinishedRow` as soon as it ends (not in input order).
 
@@ -185,7 +196,11 @@ def continuous_ead(*legacy, small: PreTrainedModel | None = None, large: PreTrai
     tokens and the same catch-up counts (those of reading a row only when needed); fewer forwards and less
     padding when the large model's positions are scattered over all rows a few tokens apart, as under
     decide-first (where the small model reads every row anyway). None: on for decide-first without rollback (which
-    judges the tokens a catch-up reads, so it needs the catch-ups); off for the paper's rule."""
+    judges the tokens a catch-up reads, so it needs the catch-ups); off for the paper's rule.
+
+    `verify_together` (speculative verification only): a row whose draft block ended waits until every live row's
+    block has ended, and the large model verifies them in one read (`EADStep`'s). Same tokens per
+    prompt; one large read per round of blocks instead of one at nearly every step once rows fall out of step."""
     named = models_by_keyword("continuous_ead", legacy,
                               {"small": small, "large": large, "config": config, "prompts": prompts},
                               order=("small", "large", "config", "prompts"))
@@ -216,7 +231,7 @@ def continuous_ead(*legacy, small: PreTrainedModel | None = None, large: PreTrai
     rows = min(batch_size, len(prompts))
     device = input_device(large)  # where the step's tensors live (the logits come back there)
     lanes = _Lanes(small, large, rows, max(len(p) for p in prompts), pad_token_id, device, read_ahead)
-    step = EADStep(config, rows, shared_vocab_size(large, small), device)
+    step = EADStep(config, rows, shared_vocab_size(large, small), device, verify_together=verify_together)
     eos = torch.tensor(eos_token_ids, device=device)
     queue = iter(enumerate(prompts))
 
@@ -231,6 +246,8 @@ def continuous_ead(*legacy, small: PreTrainedModel | None = None, large: PreTrai
         result = step(lanes, live_rows)
         tokens, live = pick_tokens(result.logits, do_sample=False), result.live
         lanes.append(tokens, live, result.chosen, result.entropy)
+        for row in result.waiting:
+            lanes.wait(row)
         done = torch.isin(tokens, eos) | (lanes.count >= max_new_tokens)
         if stop_loops:
             done |= ends_in_loop(lanes.tokens, lanes.count)

@@ -67,16 +67,28 @@ class StepResult:
     entropy: torch.Tensor  # (rows,) bits, of those logits
     chosen: torch.Tensor  # (rows,) bool: the large model writes the row's token
     live: torch.Tensor  # (rows,) bool: the rows the step wrote for
+    waiting: list[int]  # live rows the step did not write for (speculative, `verify_together`): their column is empty
 
 
 class EADStep:
     """The routing state of a set of rows and the step that turns it into each row's next-token logits.
 
     `active` is the host copy of the router's choices (True: the large model writes next), refreshed by
-    `settle`, so the next step knows which rows each model reads without another synchronisation."""
+    `settle`, so the next step knows which rows each model reads without another synchronisation.
 
-    def __init__(self, config: EADConfig, rows: int, vocab: int, device: torch.device) -> None:
+    `verify_together` (speculative only): a row whose draft block ended waits, writing nothing, until every live
+    row's block has ended, and the large model then verifies them all in one read. Rows that verify whenever their own
+    block ends fall out of step, and then nearly every step runs both models (the small one for the rows
+    drafting, the large one for the rows verifying); waiting keeps one large read per round of blocks. Each row's
+    blocks end where they would alone, so its tokens do not change; only its grid gets empty columns."""
+
+    def __init__(self, config: EADConfig, rows: int, vocab: int, device: torch.device,
+                 verify_together: bool = False) -> None:
+        if verify_together and config.variant != "speculative":
+            raise ValueError("verify_together=True (rows verified together) is a schedule of variant='speculative'; "
+                             f"this EADConfig's variant is {config.variant!r}: leave it False")
         self.config, self.rows, self.vocab, self.device = config, rows, vocab, device
+        self.together = verify_together
         self.router = EntropyRouter(config, rows, device)
         self.active = [config.starts_large] * rows
         self.drafted = torch.zeros(rows, dtype=torch.long, device=device)  # speculative: drafts not yet judged
@@ -89,6 +101,10 @@ class EADStep:
         self.drafted[row], self.verify[row] = 0, False
 
     def __call__(self, lanes: Lanes, live_rows: list[int]) -> StepResult:
+        waiting = []
+        if self.together and not all(self.active[row] for row in live_rows):  # some rows are still drafting
+            waiting = [row for row in live_rows if self.active[row]]
+            live_rows = [row for row in live_rows if not self.active[row]]
         live = self._mask(live_rows)
         logits = torch.zeros((self.rows, self.vocab), dtype=torch.float32, device=self.device)
         if self.config.variant == "decide_first":  # the small model proposes; where it is uncertain the large writes
@@ -111,7 +127,7 @@ class EADStep:
             self.router.observe(entropy, live=live)
         elif self.config.variant == "speculative":
             self._plan_verification(entropy, chosen, live)
-        return StepResult(logits=logits, entropy=entropy, chosen=chosen, live=live)
+        return StepResult(logits=logits, entropy=entropy, chosen=chosen, live=live, waiting=waiting)
 
     def settle(self, step: StepResult, finished: torch.Tensor, lanes: Lanes) -> list[bool]:
         """The one host synchronisation of a step: the rule's model choices for the next step, which live rows
@@ -144,7 +160,8 @@ class EADStep:
         """Speculative: a large-model write judged every draft before it; a draft block ends (the large model reads
         it next step) at an uncertain draft or at `draft_tokens` drafts."""
         self.drafted = torch.where(chosen, 0, self.drafted + live.long())
-        self.verify = live & ~chosen & ((entropy >= self.config.threshold) | (self.drafted >= self.config.draft_tokens))
+        block_ended = ~chosen & ((entropy >= self.config.threshold) | (self.drafted >= self.config.draft_tokens))
+        self.verify = torch.where(live, block_ended, self.verify)  # a waiting row keeps waiting
 
     def _read_and_judge(self, lanes: Lanes, writers: list[int], logits: torch.Tensor) -> None:
         """Rollback: the large model reads the rows it writes for; in each, the first small-model token it had not
