@@ -123,16 +123,18 @@ def reference_decide_first(small, large, prompt: list[int], *, threshold, max_ne
 
 @torch.no_grad()
 def reference_speculative(small, large, prompt: list[int], *, threshold, rollback, draft_tokens, max_new_tokens,
-                          eos_token_ids=(), vocab=None, pick=greedy) -> ReferenceRow:
+                          eos_token_ids=(), vocab=None, pick=greedy, draft_schedule="constant") -> ReferenceRow:
     """EAD variant "speculative", written from its definition: the small model drafts until a draft's entropy is
     >= threshold or `draft_tokens` drafts wait; the large model then reads the whole sequence and walks the drafts
     in order: a draft fails when its probability is below ratio x the top probability there (ratio 1 where the
     draft's entropy was >= threshold or rollback is None, else rollback). The first failure is dropped with all
     after it; the large model writes that position, or the next one when nothing failed. A draft that would end
-    the answer (end-of-sequence or the budget) is dropped at once and the large model writes its position."""
+    the answer (end-of-sequence or the budget) is dropped at once and the large model writes its position.
+    draft_schedule "heuristic": the block limit starts at `draft_tokens` and, after each judgement, grows by 2 when
+    nothing failed, else shrinks by 1 (never below 1)."""
     row = ReferenceRow()
     sequence, prompt_length = list(prompt), len(prompt)
-    unjudged, verify = 0, False
+    unjudged, verify, limit = 0, False, draft_tokens
 
     def cut(at: int) -> None:
         kept = at - prompt_length
@@ -150,6 +152,8 @@ def reference_speculative(small, large, prompt: list[int], *, threshold, rollbac
                 if probs[sequence[i]] < (1.0 if strict else rollback) * probs.max():
                     write_at = i
                     break
+            if draft_schedule == "heuristic":
+                limit = limit + 2 if write_at == len(sequence) else max(1, limit - 1)
             cut(write_at)
             logits, choice, unjudged, verify = every[write_at - 1], 1, 0, False
         else:
@@ -172,7 +176,7 @@ def reference_speculative(small, large, prompt: list[int], *, threshold, rollbac
             verify = True
             continue
         unjudged += 1
-        verify = entropy >= threshold or unjudged >= draft_tokens
+        verify = entropy >= threshold or unjudged >= limit
     return row
 
 

@@ -125,6 +125,11 @@ def test_generate_command_speculative(fake_pair, capsys):
     captured = capsys.readouterr()
     assert "EADConfig(threshold=inf" in captured.err and "variant='speculative'" in captured.err
     assert "draft_tokens=3" in captured.err and " taken back" in captured.out
+    assert cli.main(["generate", "--pair", "tiny-pair", "--speculative", "--draft-schedule", "heuristic", "--dtype",
+                     "fp32", "--max-new-tokens", "6", "--no-stream", "--no-color", "hello"]) == 0
+    assert "draft_schedule='heuristic'" in capsys.readouterr().err
+    assert cli.main(["generate", "--pair", "tiny-pair", "--draft-schedule", "heuristic", "hello"]) == 2
+    assert "add --speculative" in capsys.readouterr().err
     assert cli.main(["generate", "--pair", "tiny-pair", "--draft-tokens", "3", "hello"]) == 2
     assert "add --speculative" in capsys.readouterr().err
 

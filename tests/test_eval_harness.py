@@ -735,6 +735,10 @@ def test_verify_points_give_large_only_completions_when_exact(problems_file, tmp
     assert sum(r["small_tokens"] for r in exact.values()) > 0  # accepted drafts are the small model's tokens
     lossy = [r for r in records if r["method"] == "verify@5.4,rollback=0.05,draft=4"]
     assert len(lossy) == 6 and sum(r["rolled_back"] for r in lossy) > 0
+    assert cli_main([*args, "--methods", "verify", "--verify-thresholds", "inf", "--draft-tokens", "1",
+                     "--draft-schedule", "heuristic"]) == 0  # exact with an adapted block: large-only's tokens too
+    adapted = {r["problem_id"]: r["completion"] for r in read_records(out) if r["method"] == "verify@inf,draft=1,heuristic"}
+    assert adapted == large
     report = (out / "report.md").read_text()
     for other in ("first@5.4", "small", "large"):
         assert f"| verify@inf,draft=4 | {other} | 6 |" in report, other

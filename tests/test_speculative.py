@@ -27,12 +27,13 @@ def _large_only(small, large, prompt):
                          max_new_tokens=NEW, eos_token_ids=(2,)).tokens
 
 
-@pytest.mark.parametrize("draft_tokens", [1, 3, 16])
-def test_exact_mode_returns_large_only_tokens_in_generate(pair, tokenizer, draft_tokens):
+@pytest.mark.parametrize("draft_tokens,schedule", [(1, "constant"), (3, "constant"), (16, "constant"),
+                                                    (1, "heuristic")])
+def test_exact_mode_returns_large_only_tokens_in_generate(pair, tokenizer, draft_tokens, schedule):
     """threshold=inf, rollback=None: ordinary greedy speculative decoding. Its tokens are large-only's, whatever
-    the draft length, while the small model drafts and the large model judges whole blocks."""
+    the draft length or its schedule, while the small model drafts and the large model judges whole blocks."""
     small, large = pair
-    config = EADConfig.speculative(draft_tokens=draft_tokens)
+    config = EADConfig.speculative(draft_tokens=draft_tokens, draft_schedule=schedule)
     rejected = accepted = large_reads = written = 0
     for text in PROMPTS:
         prompt = tokenizer(text)["input_ids"]
@@ -44,8 +45,10 @@ def test_exact_mode_returns_large_only_tokens_in_generate(pair, tokenizer, draft
         written += out.sequences.shape[1] - len(prompt)
     assert rejected > 0 and accepted > 0, "drafts should be both kept and rejected on this pair"
     assert large_reads == written - accepted  # one read per large-model token: each judges the drafts before it
-    if draft_tokens > 1:  # a read judges several drafts: fewer large forwards than tokens
+    if draft_tokens > 1 or schedule == "heuristic":  # a read judges several drafts: fewer large forwards than tokens
         assert large_reads < written
+    else:  # blocks of one draft: one read per draft or per rejection
+        assert large_reads >= written - large_reads
 
 
 def test_exact_mode_returns_large_only_tokens_in_batches(qwen_pair, tokenizer):
@@ -61,16 +64,18 @@ def test_exact_mode_returns_large_only_tokens_in_batches(qwen_pair, tokenizer):
         assert sum(row.rolled_back for row in finished) > 0
 
 
-LOSSY = [(float("inf"), 0.3, 4), (5.4, 0.3, 16), (5.4, None, 3), (5.3, 0.05, 2)]
+LOSSY = [(float("inf"), 0.3, 4, "constant"), (5.4, 0.3, 16, "constant"), (5.4, None, 3, "constant"),
+         (5.3, 0.05, 2, "constant"), (float("inf"), 0.3, 1, "heuristic"), (5.4, 0.05, 3, "heuristic")]
 
 
 @pytest.mark.parametrize("do_sample", [False, True])
-@pytest.mark.parametrize("threshold,rollback,draft_tokens", LOSSY)
-def test_generate_matches_its_reference(qwen_pair, tokenizer, threshold, rollback, draft_tokens, do_sample):
+@pytest.mark.parametrize("threshold,rollback,draft_tokens,schedule", LOSSY)
+def test_generate_matches_its_reference(qwen_pair, tokenizer, threshold, rollback, draft_tokens, schedule,
+                                        do_sample):
     """Tokens, choices, entropies and the count taken back equal the no-cache reference's, greedy and sampling
     from the same seed; the streamer sees exactly the returned tokens, never a draft that was taken back."""
     small, large = qwen_pair
-    config = EADConfig.speculative(threshold, rollback=rollback, draft_tokens=draft_tokens)
+    config = EADConfig.speculative(threshold, rollback=rollback, draft_tokens=draft_tokens, draft_schedule=schedule)
     differs = False
     for seed, text in enumerate(PROMPTS[:5]):
         prompt = tokenizer(text)["input_ids"]
@@ -79,7 +84,7 @@ def test_generate_matches_its_reference(qwen_pair, tokenizer, threshold, rollbac
         torch.manual_seed(seed)
         ref = reference_speculative(small, large, prompt, threshold=threshold, rollback=rollback,
                                     draft_tokens=draft_tokens, max_new_tokens=NEW, eos_token_ids=(2,),
-                                    pick=sample if do_sample else greedy)
+                                    pick=sample if do_sample else greedy, draft_schedule=schedule)
         assert out.sequences[0, len(prompt):].tolist() == ref.tokens, text
         assert out.model_choices[0].tolist() == ref.choices
         torch.testing.assert_close(out.entropies[0].double(), torch.tensor(ref.entropies, dtype=torch.float64),
@@ -92,20 +97,21 @@ def test_generate_matches_its_reference(qwen_pair, tokenizer, threshold, rollbac
 
 
 @pytest.mark.parametrize("verify_together", [False, True])
-@pytest.mark.parametrize("threshold,rollback,draft_tokens", LOSSY)
-def test_continuous_batching_matches_its_reference(qwen_pair, tokenizer, threshold, rollback, draft_tokens,
+@pytest.mark.parametrize("threshold,rollback,draft_tokens,schedule", LOSSY)
+def test_continuous_batching_matches_its_reference(qwen_pair, tokenizer, threshold, rollback, draft_tokens, schedule,
                                                    verify_together):
     """Each prompt alone defines its tokens, whether rows verify when their own block ends or wait to verify
     together (their blocks end in the same places: only the grid gets empty columns)."""
     small, large = qwen_pair
-    config = EADConfig.speculative(threshold, rollback=rollback, draft_tokens=draft_tokens)
+    config = EADConfig.speculative(threshold, rollback=rollback, draft_tokens=draft_tokens, draft_schedule=schedule)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     finished = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=NEW,
                                    batch_size=3, eos_token_ids=[2], verify_together=verify_together))
     assert sorted(row.index for row in finished) == list(range(len(prompts)))
     for row in finished:
         ref = reference_speculative(small, large, prompts[row.index], threshold=threshold, rollback=rollback,
-                                    draft_tokens=draft_tokens, max_new_tokens=NEW, eos_token_ids=(2,))
+                                    draft_tokens=draft_tokens, max_new_tokens=NEW, eos_token_ids=(2,),
+                                    draft_schedule=schedule)
         assert (row.tokens, row.choices, row.rolled_back) == (ref.tokens, ref.choices, ref.rolled_back), PROMPTS[row.index]
         assert row.finish == ("eos" if ref.tokens[-1] == 2 else "budget")
 
@@ -178,3 +184,10 @@ def test_config_names_and_validation():
         EADConfig.speculative(draft_tokens=0)
     with pytest.raises(ValueError, match="window=1"):
         EADConfig(threshold=1.0, variant="speculative")
+    assert config.draft_schedule == "constant" and "draft_schedule" not in config.to_dict()  # dicts as before
+    adaptive = EADConfig.speculative(draft_tokens=4, draft_schedule="heuristic")
+    assert EADConfig.from_dict(adaptive.to_dict()) == adaptive and adaptive.to_dict()["draft_schedule"] == "heuristic"
+    with pytest.raises(ValueError, match="draft_schedule.*speculative"):
+        EADConfig(threshold=1.0, draft_schedule="heuristic")
+    with pytest.raises(ValueError, match="draft_schedule must be 'constant' or 'heuristic'"):
+        EADConfig.speculative(draft_schedule="dynamic")

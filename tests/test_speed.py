@@ -88,10 +88,15 @@ def test_bench_batched_writes_its_table(tmp_path, capsys):
     assert "| 2 | verify inf draft 16 |" in table and "| 2 | verify inf rho 0.1 draft 2 |" in table
     assert "their last 4 tokens" in table and "| 2 | verify inf draft 16 together |" not in table
     assert cli_main(["bench", "--pair", "tiny-random", "--batched", "--batch-sizes", "2", "--new-tokens", "3",
-                     "--reps", "1", "--verify", "inf:0.1:2", "--schedules", "apart,together", "--data", str(data),
+                     "--reps", "1", "--verify", "inf:0.1:2,inf::3:heuristic", "--schedules", "apart,together",
+                     "--data", str(data),
                      "--dtype", "fp32", "--out", str(tmp_path / "both")]) == 0
     table = (tmp_path / "both" / "batched.md").read_text()
     assert "| 2 | verify inf rho 0.1 draft 2 |" in table and "| 2 | verify inf rho 0.1 draft 2 together |" in table
+    assert "| 2 | verify inf draft 3 heuristic together |" in table
+    assert cli_main(["bench", "--pair", "tiny-random", "--batched", "--verify", "inf::3:dynamic",
+                     "--out", str(tmp_path / "z")]) == 2
+    assert "THRESHOLD[:RHO[:DRAFT[:SCHEDULE]]]" in capsys.readouterr().err
     capsys.readouterr()
     assert cli_main(["bench", "--pair", "tiny-random", "--batched", "--schedules", "lockstep",
                      "--out", str(tmp_path / "y")]) == 2

@@ -47,8 +47,9 @@ def register(commands) -> None:
                        "batched.md / batched.json")
     bench.add_argument("--prompts", type=int, default=8, help="--peers: test prompts (the first of the file)")
     bench.add_argument("--verify", default="inf",
-                       help="--peers, --batched: comma-separated speculative points THRESHOLD[:RHO[:DRAFT]], e.g. "
-                       "inf,inf:0.1,0.5:0.1:8 (inf alone is exact speculative decoding)")
+                       help="--peers, --batched: comma-separated speculative points THRESHOLD[:RHO[:DRAFT[:SCHEDULE]]], "
+                       "e.g. inf,inf:0.1,0.5:0.1:8,inf::4:heuristic (inf alone is exact speculative decoding; "
+                       "SCHEDULE constant or heuristic, as --draft-schedule)")
     bench.add_argument("--schedules", default="apart",
                        help="--batched: comma-separated schedules of each --verify point: apart (a row is verified "
                        "when its own block ends), together (rows wait and are verified in one read); e.g. "
@@ -176,23 +177,26 @@ def _mixes(args: argparse.Namespace, batch_sizes: list[int]) -> int:
 
 
 def _verify_points(text: str) -> dict:
-    """--verify: THRESHOLD[:RHO[:DRAFT]] points -> {name: EADConfig.speculative(...)}."""
+    """--verify: THRESHOLD[:RHO[:DRAFT[:SCHEDULE]]] points -> {name: EADConfig.speculative(...)}."""
     from ..core.config import EADConfig
 
+    form = "--verify points are THRESHOLD[:RHO[:DRAFT[:SCHEDULE]]], e.g. inf:0.1:8 or inf::4:heuristic"
     points = {}
     for point in (p.strip() for p in text.split(",") if p.strip()):
         parts = point.split(":")
+        if len(parts) > 4:
+            raise ValueError(f"{form}; got {point!r}")
         try:
             threshold = threshold_bits(parts[0])
             rho = float(parts[1]) if len(parts) > 1 and parts[1] else None
-            draft = int(parts[2]) if len(parts) > 2 else None
-        except (ValueError, argparse.ArgumentTypeError):
-            raise ValueError(f"--verify points are THRESHOLD[:RHO[:DRAFT]], e.g. inf:0.1:8; got {point!r}") from None
-        if len(parts) > 3:
-            raise ValueError(f"--verify points are THRESHOLD[:RHO[:DRAFT]], got {point!r}")
-        config = EADConfig.speculative(threshold, rollback=rho, draft_tokens=draft)
+            draft = int(parts[2]) if len(parts) > 2 and parts[2] else None
+            config = EADConfig.speculative(threshold, rollback=rho, draft_tokens=draft,
+                                           draft_schedule=parts[3] if len(parts) > 3 else None)
+        except (ValueError, argparse.ArgumentTypeError) as error:
+            raise ValueError(f"{form}; got {point!r} ({error})") from None
         points[f"verify {threshold:g}" + (f" rho {rho:g}" if rho is not None else "")
-               + f" draft {config.draft_tokens}"] = config
+               + f" draft {config.draft_tokens}" + (" heuristic" if config.draft_schedule == "heuristic" else "")
+               ] = config
     return points
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_data, add_dtype, add_pair, add_rollback, add_routing_knobs, numbers, resolve_pair, say_recipe
+from .options import add_data, add_draft_schedule, add_dtype, add_pair, add_rollback, add_routing_knobs, numbers, resolve_pair, say_recipe
 
 
 def register(commands) -> None:
@@ -102,6 +102,7 @@ def _add_run_options(run_parser) -> None:
                             "the large model's own choice and end the block; inf: none does (needs --continuous)")
     run_parser.add_argument("--draft-tokens", type=int, default=None,
                             help="the longest draft block of method 'verify' (default 16)")
+    add_draft_schedule(run_parser, "method 'verify'")
     run_parser.add_argument("--opening-tokens", default="",
                             help="comma-separated lengths of method 'opening': EADConfig(threshold=inf, start='large', "
                             "min_dwell=K, window=1)")
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         first_thresholds=first_thresholds, rollback=args.rollback, chunk=args.chunk,
         opening_tokens=numbers(args.opening_tokens, "--opening-tokens", int),
         verify_thresholds=numbers(args.verify_thresholds, "--verify-thresholds"), draft_tokens=args.draft_tokens,
-        task=task)
+        draft_schedule=args.draft_schedule, task=task)
     if table:
         print(table, end="")
     return 0

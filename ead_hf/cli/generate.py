@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .options import add_dtype, add_pair, add_rollback, add_routing_knobs, resolve_pair, say_recipe, threshold_bits
+from .options import add_draft_schedule, add_dtype, add_pair, add_rollback, add_routing_knobs, resolve_pair, say_recipe, threshold_bits
 
 
 def register(commands) -> None:
@@ -33,6 +33,7 @@ def register(commands) -> None:
                        "--rollback or a finite --threshold make it lossy")
     gen.add_argument("--draft-tokens", type=int, default=None, help="the longest draft block of --speculative "
                      "(default 16)")
+    add_draft_schedule(gen, "--speculative")
     add_rollback(gen, scope="under --speculative, the acceptance test of drafts below the threshold")
     gen.add_argument("--max-new-tokens", type=int, default=512)
     add_dtype(gen)
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     config, sources = config_from_options(
         default_threshold=pair.default_threshold, recipe=recipe.ead_config if recipe else None, variant=variant,
         threshold=args.threshold, window=args.window, min_dwell=args.min_dwell, start=args.start,
-        rollback=args.rollback, draft_tokens=args.draft_tokens)
+        rollback=args.rollback, draft_tokens=args.draft_tokens, draft_schedule=args.draft_schedule)
     if recipe is not None:
         say_recipe(args.recipe, recipe.pair, sources, explicit_pair)
     if args.max_new_tokens < 1:

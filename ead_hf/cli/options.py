@@ -65,6 +65,13 @@ def add_rollback(parser: argparse.ArgumentParser, scope: str) -> None:
                         f"under RHO x its top probability, and writes there; {scope}")
 
 
+def add_draft_schedule(parser: argparse.ArgumentParser, scope: str) -> None:
+    parser.add_argument("--draft-schedule", choices=("constant", "heuristic"), default=None,
+                        help=f"the draft block of {scope}: constant (--draft-tokens every block; the default) or "
+                        "heuristic (starts at --draft-tokens, +2 after a block kept whole, else -1: transformers' "
+                        "num_assistant_tokens_schedule)")
+
+
 def add_routing_knobs(parser: argparse.ArgumentParser, scope: str, window: int | None = None,
                       min_dwell: int | None = None) -> None:
     """--window and --min-dwell of the paper's rule."""

@@ -13,6 +13,7 @@ _STARTS = ("small", "large")
 DEFAULT_DRAFT_TOKENS = 16  # variant="speculative": the longest draft block (replayed GSM8K schedules: K = 16 took
 # about 0.10 large forwards per token with exact matching, 0.07 with the rollback test at every position)
 VARIANTS = ("paper", "decide_first", "speculative")
+DRAFT_SCHEDULES = ("constant", "heuristic")  # transformers' names (`num_assistant_tokens_schedule`)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ class EADConfig:
     would end the answer (end-of-sequence, budget, any stopping criterion) gives its last position to the large
     model, so nothing unjudged is ever returned. ``threshold=inf, rollback=None`` is exact greedy speculative
     decoding (large-only's tokens); ``rollback`` < 1 is lossy speculative decoding (fewer large forwards).
-    Needs ``window=1``, ``min_dwell=1``, ``start="small"``; one prompt per `generate()` call, batches under
+    ``draft_schedule="heuristic"`` adapts each row's block as transformers' assisted generation does: it starts
+    at ``draft_tokens`` and grows by 2 after a block whose every draft was kept, else shrinks by 1 (to >= 1);
+    "constant" (the default) keeps ``draft_tokens``. Needs ``window=1``, ``min_dwell=1``, ``start="small"``; one prompt per `generate()` call, batches under
     continuous batching, as rollback.
     """
 
@@ -74,6 +77,7 @@ class EADConfig:
     variant: Literal["paper", "decide_first"] = "paper"
     rollback: float | None = None
     draft_tokens: int | None = None
+    draft_schedule: Literal["constant", "heuristic"] | None = None
 
     def __post_init__(self) -> None:
         threshold = self.threshold
@@ -120,9 +124,16 @@ class EADConfig:
             k = self.draft_tokens
             if isinstance(k, bool) or not isinstance(k, int) or k < 1:
                 raise ValueError(f"EADConfig.draft_tokens must be an int >= 1 (the longest draft block), got {k!r}")
-        elif self.draft_tokens is not None:
-            raise ValueError("EADConfig.draft_tokens is the draft block of variant='speculative'; remove it or use "
-                             "EADConfig.speculative(...)")
+            if self.draft_schedule is None:
+                object.__setattr__(self, "draft_schedule", "constant")
+            if self.draft_schedule not in DRAFT_SCHEDULES:
+                raise ValueError(f"EADConfig.draft_schedule must be 'constant' or 'heuristic' (transformers' "
+                                 f"num_assistant_tokens_schedule), got {self.draft_schedule!r}")
+        else:
+            for name in ("draft_tokens", "draft_schedule"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"EADConfig.{name} is a draft setting of variant='speculative'; remove it or "
+                                     "use EADConfig.speculative(...)")
         if self.variant in ("decide_first", "speculative"):
             wrong = [f"{name}={getattr(self, name)!r} (use {fix})" for name, ok, fix in (
                 ("window", self.window == 1, "window=1"), ("min_dwell", self.min_dwell <= 1, "min_dwell=1"),
@@ -154,11 +165,12 @@ class EADConfig:
 
     @classmethod
     def speculative(cls, threshold: float = float("inf"), *, rollback: float | None = None,
-                    draft_tokens: int | None = None) -> "EADConfig":
+                    draft_tokens: int | None = None,
+                    draft_schedule: Literal["constant", "heuristic"] | None = None) -> "EADConfig":
         """Verify, don't write: small-model drafts judged by the large model a block at a time (see the class
         docstring). The defaults are exact greedy speculative decoding."""
         return cls(threshold=threshold, window=1, min_dwell=1, variant="speculative", rollback=rollback,
-                   draft_tokens=draft_tokens)
+                   draft_tokens=draft_tokens, draft_schedule=draft_schedule)
 
     @classmethod
     def random(cls, large_probability: float, *, min_dwell: int = 10, seed: int = 0) -> "EADConfig":
@@ -176,10 +188,13 @@ class EADConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: infinite thresholds become the strings "inf" / "-inf"; `draft_tokens` appears only
-        for the speculative rule (so that every other rule's dict is what it was before the field existed)."""
+        for the speculative rule and `draft_schedule` only when it is not "constant" (so that every dict written
+        before a field existed is what it was)."""
         data = asdict(self)
         if data["draft_tokens"] is None:
             del data["draft_tokens"]
+        if data["draft_schedule"] in (None, "constant"):
+            del data["draft_schedule"]
         if math.isinf(data["threshold"]):
             data["threshold"] = "inf" if data["threshold"] > 0 else "-inf"
         return data
@@ -222,7 +237,8 @@ def resolve_ead_config(ead_config: Any) -> EADConfig:
 def config_from_options(*, default_threshold: float, recipe: EADConfig | None = None, variant: str | None = None,
                         threshold: float | None = None, window: int | None = None, min_dwell: int | None = None,
                         start: str | None = None, rollback: float | None = None,
-                        draft_tokens: int | None = None) -> tuple[EADConfig, dict[str, str]]:
+                        draft_tokens: int | None = None,
+                        draft_schedule: str | None = None) -> tuple[EADConfig, dict[str, str]]:
     """The one place where command options and a recipe become an `EADConfig`: an option given (not None) wins
     over the recipe, the recipe over the defaults. Returns the config and, for each setting that is not a
     default, where it came from ("option" or "recipe"), so a command can say so.
@@ -255,8 +271,11 @@ def config_from_options(*, default_threshold: float, recipe: EADConfig | None = 
         knobs = dict(window=1, min_dwell=1, start="small") | given
     if rule == "speculative":
         knobs["draft_tokens"] = pick("draft_tokens", draft_tokens, recipe.draft_tokens if same_rule else None, None)
-    elif draft_tokens is not None:
-        raise ValueError("--draft-tokens is the draft block of the speculative rule; add --speculative")
+        knobs["draft_schedule"] = pick("draft_schedule", draft_schedule,
+                                       recipe.draft_schedule if same_rule else None, None)
+    elif draft_tokens is not None or draft_schedule is not None:
+        raise ValueError("--draft-tokens and --draft-schedule set the draft block of the speculative rule; add "
+                         "--speculative")
     default = float("inf") if rule == "speculative" else default_threshold
     config = EADConfig(threshold=pick("threshold", threshold, recipe.threshold if recipe else None, default),
                        variant=rule, rollback=pick("rollback", rollback, recipe.rollback if recipe else None, None),

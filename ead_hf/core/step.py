@@ -93,12 +93,13 @@ class EADStep:
         self.active = [config.starts_large] * rows
         self.drafted = torch.zeros(rows, dtype=torch.long, device=device)  # speculative: drafts not yet judged
         self.verify = torch.zeros(rows, dtype=torch.bool, device=device)  # speculative: the large model reads next
+        self.block = torch.full((rows,), config.draft_tokens or 0, dtype=torch.long, device=device)  # each row's K
 
     def reset(self, row: int) -> None:
         """Start `row` afresh (a new prompt in its slot)."""
         self.router.reset(torch.arange(self.rows, device=self.device) == row)
         self.active[row] = self.config.starts_large
-        self.drafted[row], self.verify[row] = 0, False
+        self.drafted[row], self.verify[row], self.block[row] = 0, False, self.config.draft_tokens or 0
 
     def __call__(self, lanes: Lanes, live_rows: list[int]) -> StepResult:
         waiting = []
@@ -158,9 +159,10 @@ class EADStep:
 
     def _plan_verification(self, entropy: torch.Tensor, chosen: torch.Tensor, live: torch.Tensor) -> None:
         """Speculative: a large-model write judged every draft before it; a draft block ends (the large model reads
-        it next step) at an uncertain draft or at `draft_tokens` drafts."""
+        it next step) at an uncertain draft or once the row's block (`draft_tokens`, or as the schedule adapted
+        it) is full."""
         self.drafted = torch.where(chosen, 0, self.drafted + live.long())
-        block_ended = ~chosen & ((entropy >= self.config.threshold) | (self.drafted >= self.config.draft_tokens))
+        block_ended = ~chosen & ((entropy >= self.config.threshold) | (self.drafted >= self.block))
         self.verify = torch.where(live, block_ended, self.verify)  # a waiting row keeps waiting
 
     def _read_and_judge(self, lanes: Lanes, writers: list[int], logits: torch.Tensor) -> None:
@@ -169,16 +171,22 @@ class EADStep:
         position from its logits there. One more host synchronisation (from where each row is cut)."""
         last, histories, starts = lanes.read_history(writers)
         self._put(logits, writers, last)
-        cuts = []
+        cuts, ends = [], []
         for row, seen, history in zip(writers, starts, histories):
             first = max(seen + 1, lanes.generation_start(row))  # column `seen` is the large model's own token
             tokens, checkable, entropy = lanes.judged(row, first)
             cuts.append(first_implausible_column(history, seen, first, tokens, checkable, self._acceptance(entropy),
                                                  self.vocab))
-        for row, seen, history, cut in zip(writers, starts, histories, torch.stack(cuts).tolist()):
+            ends.append(first + len(tokens))  # a cut there: nothing judged was taken back
+        kept_all = []
+        for row, seen, history, cut, end in zip(writers, starts, histories, torch.stack(cuts).tolist(), ends):
+            kept_all.append(cut >= end)
             if cut < lanes.width:  # the large model writes at `cut`, not after the grid's last column
                 logits[row] = history[cut - 1 - seen].to(self.device, torch.float32)[:self.vocab]
                 lanes.take_back(row, cut)
+        if self.config.draft_schedule == "heuristic":  # transformers' rule: +2 after a fully kept block, else -1
+            grown = torch.tensor(kept_all, device=self.device)
+            self.block[writers] = torch.where(grown, self.block[writers] + 2, (self.block[writers] - 1).clamp(min=1))
 
     def _acceptance(self, entropy: torch.Tensor) -> float | torch.Tensor:
         """The rollback test's ratio per judged token: rho under rollback; under speculative, 1 (the large model's

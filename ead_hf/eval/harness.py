@@ -35,6 +35,7 @@ class Method:
     rollback: float | None = None  # ead / first: EADConfig.rollback (rho)
     window: int | None = None  # ead: EADConfig.window; None: the paper's
     draft_tokens: int | None = None  # verify: EADConfig.draft_tokens; None: its default
+    draft_schedule: str | None = None  # verify: EADConfig.draft_schedule; None: "constant"
 
     @property
     def dwell(self) -> int:
@@ -54,7 +55,8 @@ class Method:
             return f"{self.kind}@{self.threshold:g}{knobs}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
         if self.kind == "verify":
             return (f"verify@{self.threshold:g}" + ("" if self.rollback is None else f",rollback={self.rollback:g}")
-                    + f",draft={self.ead_config().draft_tokens}")
+                    + f",draft={self.ead_config().draft_tokens}"
+                    + ("" if self.ead_config().draft_schedule == "constant" else f",{self.draft_schedule}"))
         if self.kind == "random":
             return f"random@p={self.large_probability:.4f}{dwell}"
         if self.kind == "opening":
@@ -68,7 +70,7 @@ class Method:
             raise ValueError("a random-routing config is a control, not a rule to evaluate")
         kind = {"paper": "ead", "decide_first": "first", "speculative": "verify"}[config.variant]
         routing = dict(window=config.window, min_dwell=config.min_dwell) if kind == "ead" else {}
-        drafts = dict(draft_tokens=config.draft_tokens) if kind == "verify" else {}
+        drafts = dict(draft_tokens=config.draft_tokens, draft_schedule=config.draft_schedule) if kind == "verify" else {}
         return cls(kind, threshold=config.threshold, rollback=config.rollback, **routing, **drafts)
 
     def ead_config(self, seed: int = 0) -> EADConfig | None:
@@ -81,7 +83,8 @@ class Method:
         if self.kind == "first":  # decide before committing: token-level, the small model's entropy at the position
             return EADConfig.decide_first(self.threshold, rollback=self.rollback)
         if self.kind == "verify":  # verify, don't write: drafts judged a block at a time
-            return EADConfig.speculative(self.threshold, rollback=self.rollback, draft_tokens=self.draft_tokens)
+            return EADConfig.speculative(self.threshold, rollback=self.rollback, draft_tokens=self.draft_tokens,
+                                         draft_schedule=self.draft_schedule)
         if self.kind == "opening":  # the large model writes the first tokens, the small one the rest: no mean is >= inf
             return EADConfig(threshold=float("inf"), start="large", window=1, min_dwell=self.min_dwell)
         if self.kind == "random":
@@ -97,7 +100,7 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
                   first_thresholds: list[float] = (), rollback: float | None = None,
                   window: int | None = None, min_dwell: int | None = None,
                   opening_tokens: list[int] = (), verify_thresholds: list[float] = (),
-                  draft_tokens: int | None = None) -> list[Method]:
+                  draft_tokens: int | None = None, draft_schedule: str | None = None) -> list[Method]:
     """The runs to make, in order. `random` becomes one control per EAD (and decide-first) threshold, placed
     right after the run whose measured share it matches (its p is only known then: `large_probability` stays
     None here; it routes with its point's dwell: 1 for decide-first), or a single control at `random_share`
@@ -106,7 +109,8 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
     without them). `opening` is one point per length in `opening_tokens`: the large model
     writes that many tokens first, the small model the rest (a schedule without entropy, no random control).
     `verify` is one point per threshold in `verify_thresholds` (inf: no position needs the large model's own
-    choice), with `rollback` as its acceptance test and `draft_tokens` as its block (no random control)."""
+    choice), with `rollback` as its acceptance test and `draft_tokens` / `draft_schedule` as its block (no random
+    control)."""
     unknown = sorted(set(methods) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(KINDS)}")
@@ -135,8 +139,8 @@ def parse_methods(methods: list[str], thresholds: list[float], random_share: flo
                     plan.append(Method("random", control_for=plan[-1].key,
                                        min_dwell=1 if kind == "first" else plan[-1].min_dwell))
         elif kind == "verify":
-            plan.extend(Method("verify", threshold=threshold, rollback=rollback, draft_tokens=draft_tokens)
-                        for threshold in verify_thresholds)
+            plan.extend(Method("verify", threshold=threshold, rollback=rollback, draft_tokens=draft_tokens,
+                               draft_schedule=draft_schedule) for threshold in verify_thresholds)
         elif kind == "opening":
             plan.extend(Method("opening", min_dwell=k) for k in opening_tokens)
         elif kind == "random":

@@ -82,7 +82,8 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
              window: int | None = None, min_dwell: int | None = None, seed: int = 0, stop_loops: bool = False,
              continuous: bool = False, first_thresholds: list[float] = (), rollback: float | None = None,
              chunk: int | None = None, opening_tokens: list[int] = (), verify_thresholds: list[float] = (),
-             draft_tokens: int | None = None, task: Task | None = None, progress: bool = True) -> str | None:
+             draft_tokens: int | None = None, draft_schedule: str | None = None, task: Task | None = None,
+             progress: bool = True) -> str | None:
     """Run the methods on a benchmark split into `out` (resumable: rerun the same call); returns the report.
     `task`: any question-answer data instead of a benchmark (`benchmark` is then "task").
 
@@ -98,10 +99,11 @@ def run_eval(*, pair: str, methods: list[str], thresholds: list[float], out: Pat
         raise ValueError("--rollback applies to methods 'ead', 'first' and 'verify'; add one of them to --methods")
     if "verify" in methods and not continuous:
         raise ValueError("method 'verify' takes drafts back, which needs per-row lengths: add --continuous")
-    if draft_tokens is not None and "verify" not in methods:
-        raise ValueError("--draft-tokens is the draft block of method 'verify'; add it to --methods")
+    if (draft_tokens is not None or draft_schedule is not None) and "verify" not in methods:
+        raise ValueError("--draft-tokens and --draft-schedule set the draft block of method 'verify'; add it to "
+                         "--methods")
     plan = parse_methods(methods, thresholds, random_share, first_thresholds, rollback, window, min_dwell,
-                         opening_tokens, verify_thresholds, draft_tokens)
+                         opening_tokens, verify_thresholds, draft_tokens, draft_schedule)
     if task is not None and task.benchmark is not None:  # a preset given as a task runs as its benchmark's folder
         shipped = Task.preset(task.benchmark, task.split)
         if (task.scorer, task.instruction) != (shipped.scorer, shipped.instruction):

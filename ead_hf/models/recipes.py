@@ -65,7 +65,9 @@ class Recipe:
         """What the recipe sets, where it runs and what it measured, one line each, for `ead-hf recipes`."""
         config = self.ead_config
         rule = {"decide_first": "decide-first (window 1, dwell 1)",
-                "speculative": f"speculative verification (draft blocks of up to {config.draft_tokens})"}.get(
+                "speculative": f"speculative verification (draft blocks of up to {config.draft_tokens}"
+                               + (", adapted as transformers' heuristic" if config.draft_schedule == "heuristic" else "")
+                               + ")"}.get(
             config.variant, f"the paper's rule (window {config.window}, dwell {config.min_dwell})")
         knobs = "" if config.rollback is None else f", rollback {config.rollback:g}"
         lines = [f"{rule}{knobs}; {self.dtype}; runs in {self.runs_in}"]
