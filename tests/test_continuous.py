@@ -7,6 +7,7 @@ import torch
 from ead_hf import EADConfig, EADGenerator
 from ead_hf.core.continuous import continuous_ead, ends_in_loop
 from ead_hf.core.routing import first_implausible
+from ead_hf.models.tiny import tiny_pair
 
 from .reference import reference_decide_first, reference_ead
 
@@ -194,3 +195,38 @@ def test_first_implausible_is_the_rollback_rule():
     assert int(first_implausible(logits, tokens, torch.tensor([True, False, True, True]), 0.1)) == 3
     assert int(first_implausible(logits, tokens, everything, 0.7)) == 0
     assert int(first_implausible(logits[:0], tokens[:0], everything[:0], 0.5)) == 0
+
+
+def _looping_pair():
+    """Tiny models whose blocks add nothing to the residual stream: each model's next token is a function of the
+    current token alone, so greedy answers fall into cycles; sharp logits make the two models disagree with
+    confidence (drafts taken back)."""
+    small, large = tiny_pair("qwen2", seed=3, dtype=torch.float64)
+    for model in (small, large):
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.data.zero_()
+            layer.mlp.down_proj.weight.data.zero_()
+        model.get_output_embeddings().weight.data *= 30
+    return small, large
+
+
+@pytest.mark.parametrize("config,together", [(EADConfig.speculative(rollback=0.3, draft_tokens=4), False),
+                                             (EADConfig.speculative(rollback=0.3, draft_tokens=4), True),
+                                             (EADConfig.decide_first(0.3, rollback=0.5), False)])
+def test_loop_stop_reads_each_rows_kept_tokens(qwen_pair, tokenizer, config, together):
+    """stop_loops checks a row's own text, not its grid (which keeps taken-back drafts and the columns a row
+    waited in behind masks): every prefix of a returned answer was checked when its last token was written, so
+    a row ends 'loop' exactly at the first prefix that ends in a loop, and no other row has such a prefix."""
+    small, large = _looping_pair()
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    finished = list(continuous_ead(small=small, large=large, config=config, prompts=prompts, max_new_tokens=90,
+                                   batch_size=4, eos_token_ids=[2], stop_loops=True, verify_together=together))
+    assert sum(row.rolled_back for row in finished) > 0
+    loops = 0
+    for row in finished:
+        text = torch.tensor([prompts[row.index] + row.tokens])
+        looping = [n for n in range(1, len(row.tokens) + 1)
+                   if ends_in_loop(text[:, :len(prompts[row.index]) + n], torch.tensor([n])).item()]
+        assert looping[:1] == ([len(row.tokens)] if row.finish == "loop" else []), PROMPTS[row.index]
+        loops += row.finish == "loop"
+    assert loops > 0, "the tiny models should fall into loops on some prompts"

@@ -176,6 +176,12 @@ class _Lanes:
         self.entropies = torch.cat([self.entropies, entropy[:, None]], dim=1)
         self.count += live
 
+    def kept_tokens(self) -> torch.Tensor:
+        """Each row's kept tokens (prompt, then answer), right-aligned, with the masked columns (left of the
+        prompt, taken back, waited in) moved to the left: what a check on a row's own text reads."""
+        order = torch.sort(self.mask, dim=1, stable=True).indices
+        return self.tokens.gather(1, order)
+
     def answer(self, row: int) -> tuple[list[int], list[int], list[float]]:
         """`row`'s kept new tokens, the model of each and its entropy."""
         begin = self.start[row]
@@ -250,7 +256,7 @@ def continuous_ead(*legacy, small: PreTrainedModel | None = None, large: PreTrai
             lanes.wait(row)
         done = torch.isin(tokens, eos) | (lanes.count >= max_new_tokens)
         if stop_loops:
-            done |= ends_in_loop(lanes.tokens, lanes.count)
+            done |= ends_in_loop(lanes.kept_tokens(), lanes.count)
         for row, finished in enumerate(step.settle(result, done, lanes)):
             if not finished:
                 continue
