@@ -21,6 +21,7 @@ import torch
 from transformers import DynamicCache
 
 from ..core.compat import cache_argument_name
+from .throughput import _synchronize
 
 __all__ = ["replay_schedule", "time_replays", "replay_markdown"]
 
@@ -36,6 +37,8 @@ def replay_schedule(models: dict, schedule: list[list[tuple[str, int]]], vocab: 
             ids = torch.randint(3, vocab, (1, positions), generator=generator).to(model.device)
             first = caches[role].get_seq_length() == 0
             model(input_ids=ids, logits_to_keep=1 if first else 0, **{cache_argument_name(model): caches[role]})
+    for model in models.values():  # an accelerator queues kernels: the schedule ends when they have run
+        _synchronize(model)()
 
 
 def time_replays(models: dict, schedules: dict[str, list], vocab: int, reps: int,
