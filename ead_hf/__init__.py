@@ -23,7 +23,7 @@ from .core.routing import EntropyRouter, entropy_bits
 from .hf.generator import EADGenerator
 from .hf.integration import disable_ead, enable_ead, generate_with_ead, is_ead_enabled
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 #: Folder to pass as ``custom_generate=`` (with ``trust_remote_code=True``) for the Hub-style entry point.
 CUSTOM_GENERATE_DIR = str(Path(__file__).parent / "hf" / "hub")

@@ -38,6 +38,16 @@ def test_peers_count_forwards_and_check_exactness(qwen_pair, tokenizer):
     assert rows["lossy"]["large_forwards_per_token"] < rows["exact"]["large_forwards_per_token"]
 
 
+def test_ratios_divide_by_every_large_only_round():
+    """A cold first round of `large generate` must not set every ratio of a run on its own: the yardstick is the
+    median over the rounds of both large-only rows (here 5.5 s, where `large generate` alone gives 7.5 s)."""
+    from ead_hf.bench.throughput import large_only_seconds
+
+    times = {"large generate": [11.0, 4.0], "small generate": [1.0, 1.0], "large generate (again)": [5.0, 6.0]}
+    assert large_only_seconds(times) == 5.5
+    assert large_only_seconds({"large generate": [11.0, 4.0]}) == 7.5
+
+
 def test_bench_peers_rejects_bad_points_before_loading(capsys, tmp_path):
     for point in ("abc", "inf:2", "inf:0.1:0", "1:2:3:4"):
         assert cli_main(["bench", "--pair", "tiny-random", "--peers", "--verify", point, "--out", str(tmp_path)]) == 2

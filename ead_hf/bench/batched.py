@@ -5,7 +5,8 @@ row accepting its own number of tokens. This times, for each batch size, on the 
 to the same fixed number of new tokens, configurations interleaved over rounds, medians):
 
 - `large generate` / `small generate`: plain batched `generate` (left-padded); `large generate (again)` is the
-  large model timed twice, the run's noise;
+  large model timed twice, the run's noise; times are relative to the median of both rows' rounds
+  (`throughput.large_only_seconds`);
 - `large only (continuous)`: `continuous_ead` with the large model writing every token -- the loop's own cost,
   the reference the verification modes' tokens are compared with (same loop, no padding);
 - decide-first (given a threshold), and every `--verify` point (exact: threshold inf without rho).
@@ -28,7 +29,7 @@ import torch
 
 from ..core.config import EADConfig
 from ..eval.data import build_prompts
-from .throughput import ForwardClock, lanes_run
+from .throughput import ForwardClock, lanes_run, large_only_seconds
 
 __all__ = ["batched_configs", "run_batched", "batched_markdown"]
 
@@ -101,7 +102,7 @@ def run_batched(small, large, tokenizer, problems: list[str], configs: dict[str,
 
 
 def _rows(batch_size: int, new_tokens: int, times: dict, tokens: dict, records: dict) -> list[dict]:
-    large_time = statistics.median(times["large generate"])
+    large_time = large_only_seconds(times)
     rows = []
     for name in times:
         generated = sum(len(row) for row in tokens[name])
@@ -131,7 +132,8 @@ def _same(answers: list[list[int]], reference: list[list[int]]) -> float:
 def batched_markdown(rows: list[dict], new_tokens: int, dtype: str, prompt_tokens: int | None = None) -> str:
     prompts = f"the first B prompts (their last {prompt_tokens} tokens)" if prompt_tokens else "the first B prompts"
     lines = [f"Each batch: {prompts}, every row to {new_tokens} new tokens (greedy), {dtype}; medians "
-             "over interleaved rounds; time relative to batched `large generate` at the same B. Forwards per "
+             "over interleaved rounds; time relative to batched large-only `generate` at the same B (the median of every "
+             "round of `large generate` and `large generate (again)`). Forwards per "
              "token: forwards of a model per generated token of one row (rows reading different widths take separate "
              "forwards); "
              "positions per token: rows x new positions the model read per generated token (prompts included).",

@@ -3,7 +3,8 @@
 Every configuration answers the same prompts one at a time with the same fixed number of new tokens (greedy,
 `min_new_tokens` = `max_new_tokens`), interleaved (config A on every prompt, then B, ..., then A again), and
 is reported through medians of its per-round time relative to plain `generate` of the large model in the
-same run. "large generate (again)" is the large model timed a second time: how far apart two timings of one
+same run (the median of every round of both large-only rows: `throughput.large_only_seconds`). "large generate
+(again)" is the large model timed a second time: how far apart two timings of one
 configuration fall is the run's noise, and no difference smaller than it means anything.
 
 Per configuration, counted with `bench.ForwardClock`'s forward hooks (so HF assisted generation and prompt lookup are counted the same
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .throughput import ForwardClock
+from .throughput import ForwardClock, large_only_seconds
 from ..core.config import EADConfig
 from ..hf.generator import EADGenerator
 
@@ -97,7 +98,7 @@ def run_peers(small, large, prompts: list[dict], configs: dict[str, Callable], *
                                     if who == role) for role in ("small", "large")}
                 forwards[name], tokens[name], result.schedules[name] = counts, outputs, schedule
                 progress(f"round {rep + 1}/{reps} {name}: {times[name][-1]:.1f} s, forwards {counts}")
-    large_time = statistics.median(times["large generate"])
+    large_time = large_only_seconds(times)
     generated = {name: sum(len(t) for t in outputs) for name, outputs in tokens.items()}
     for name in configs:
         large_fwd = forwards[name]["large"] / generated[name]
@@ -135,7 +136,8 @@ def predict(row: dict, r: float) -> float:
 def peers_markdown(result: PeerRun, prompts: int, new_tokens: int, dtype: str) -> str:
     fit = result.fit
     lines = [f"Batch 1, {prompts} prompts x {new_tokens} new tokens each (greedy, fixed length), {dtype}; "
-             f"medians over rounds, each configuration's time relative to `large generate` in the same run.", "",
+             f"medians over rounds, each configuration's time relative to large-only `generate` in the same run (the "
+             f"median of every round of `large generate` and `large generate (again)`).", "",
              "| config | median s | vs large | large fwd / token | small fwd / token | tokens / large fwd | "
              "same tokens as large | predicted vs large, r = 0.1 |", "|---|---|---|---|---|---|---|---|"]
     for row in result.rows:

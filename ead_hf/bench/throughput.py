@@ -274,6 +274,13 @@ class ForwardClock:
         return records
 
 
+def large_only_seconds(times: dict[str, list[float]]) -> float:
+    """The yardstick of a peers / batched run: the median over every round of `large generate` and of `large
+    generate (again)`. One configuration timed in more rounds; and a cold first round (new shapes, first calls)
+    no longer sets every ratio of the run on its own."""
+    return statistics.median(times["large generate"] + times.get("large generate (again)", []))
+
+
 def _synchronize(model):
     device = next(model.parameters()).device
     return (lambda: None) if device.type == "cpu" else (lambda: torch.accelerator.synchronize(device))
