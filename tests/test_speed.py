@@ -155,3 +155,21 @@ def test_recorded_schedules_replay_forward_for_forward(qwen_pair, tokenizer, tmp
     peers.write_text(json.dumps({"rows": result.rows}))
     assert cli_main(["bench", "--replay", str(peers), "--shapes", "tiny", "--out", str(tmp_path / "x")]) == 2
     assert "not a peers.json with schedules" in capsys.readouterr().err
+
+
+def test_replay_table_divides_by_every_large_only_round():
+    """As in `--peers`, the replay's yardstick is the median over both large-only rows' rounds, so one cold round
+    of `large generate` does not set r and every ratio of the table."""
+    from ead_hf.bench.replay import replay_markdown
+
+    def row(name, small, large):
+        return {"config": name, "small_forwards_per_token": small, "large_forwards_per_token": large, "vs_large": 1.0}
+
+    times = {"large generate": [1.0], "large generate (again)": [3.0, 3.0], "small generate": [1.0],
+             "lossy": [2.0, 2.0, 2.0]}
+    table, rows = replay_markdown([row("large generate", 0, 1), row("small generate", 1, 0), row("lossy", 1, 0.5)],
+                                  times, "t")
+    lossy = next(r for r in rows if r["config"] == "lossy")
+    assert lossy["r"] == pytest.approx(1 / 3) and lossy["replayed_vs_large"] == pytest.approx(2 / 3)
+    assert lossy["predicted_vs_large"] == pytest.approx(1 / 3 + 0.5)
+    assert "r (small-only / large-only, replayed) = 0.333" in table

@@ -17,6 +17,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ..core.config import EADConfig
 from ..hf.generator import EADGenerator
+from .throughput import synchronizer
 
 __all__ = ["SHAPES", "mixes_markdown", "random_weight_pair", "threshold_for_share", "time_mixes"]
 
@@ -70,7 +71,7 @@ def _mix_configs(threshold: float) -> dict:
 def time_mixes(small, large, batch_sizes: list[int], new_tokens: int, prompt_tokens: int, reps: int) -> list[dict]:
     """Median wall time of each configuration, interleaved, and its ratio to large-only generate."""
     device, vocab = large.device, large.config.vocab_size
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize = synchronizer(large)
     results = []
     for batch_size in batch_sizes:
         generator = torch.Generator().manual_seed(batch_size)

@@ -21,7 +21,7 @@ import torch
 from transformers import DynamicCache
 
 from ..core.compat import cache_argument_name
-from .throughput import _synchronize
+from .throughput import large_only_seconds, synchronizer
 
 __all__ = ["replay_schedule", "time_replays", "replay_markdown"]
 
@@ -38,7 +38,7 @@ def replay_schedule(models: dict, schedule: list[list[tuple[str, int]]], vocab: 
             first = caches[role].get_seq_length() == 0
             model(input_ids=ids, logits_to_keep=1 if first else 0, **{cache_argument_name(model): caches[role]})
     for model in models.values():  # an accelerator queues kernels: the schedule ends when they have run
-        _synchronize(model)()
+        synchronizer(model)()
 
 
 def time_replays(models: dict, schedules: dict[str, list], vocab: int, reps: int,
@@ -58,8 +58,9 @@ def time_replays(models: dict, schedules: dict[str, list], vocab: int, reps: int
 
 def replay_markdown(rows: list[dict], times: dict[str, list[float]], title: str) -> tuple[str, list[dict]]:
     """The replay against the recorded run: per configuration, the recorded time / large-only, the replayed one,
-    and what the forward counts predict with r measured in the replay. Returns the table and its rows."""
-    large = statistics.median(times["large generate"])
+    and what the forward counts predict with r measured in the replay. Large-only is the median of every round of
+    both large-only rows, as in `--peers` (`large_only_seconds`). Returns the table and its rows."""
+    large = large_only_seconds(times)
     r = statistics.median(times["small generate"]) / large
     table_rows = []
     lines = [f"# {title}", "", f"r (small-only / large-only, replayed) = {r:.3f}", "",

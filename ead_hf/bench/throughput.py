@@ -25,6 +25,7 @@ import json
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from ..eval.report import large_token_share, large_work_share
 from ..hf.generator import EADGenerator
 from ..core.output import LARGE, SMALL, EADGenerateOutput
 
-__all__ = ["run_bench", "copy_bandwidth_gbs", "forward_cost_table"]
+__all__ = ["run_bench", "copy_bandwidth_gbs", "forward_cost_table", "synchronizer"]
 
 CHUNKS = (1, 2, 4, 8, 16, 32)
 
@@ -248,7 +249,7 @@ class ForwardClock:
     def __enter__(self) -> ForwardClock:
         for role, model in self.models.items():
             started: list[float] = []
-            sync = _synchronize(model)
+            sync = synchronizer(model)
 
             def before(module, args, kwargs, started=started, sync=sync):
                 sync()
@@ -281,7 +282,10 @@ def large_only_seconds(times: dict[str, list[float]]) -> float:
     return statistics.median(times["large generate"] + times.get("large generate (again)", []))
 
 
-def _synchronize(model):
+def synchronizer(model) -> Callable[[], None]:
+    """A callable that waits until `model`'s device has run every queued kernel (a no-op on the CPU, which runs
+    them as they are issued). An accelerator returns from a forward before its kernels ran: a clock read without
+    waiting times the launch, not the work."""
     device = next(model.parameters()).device
     return (lambda: None) if device.type == "cpu" else (lambda: torch.accelerator.synchronize(device))
 
