@@ -36,6 +36,9 @@ def test_peers_count_forwards_and_check_exactness(qwen_pair, tokenizer):
     assert rows["small generate"]["large_forwards_per_token"] == 0.0
     assert rows["exact"]["tokens_per_large_forward"] >= 1.0 and rows["exact"]["small_forwards_per_token"] > 0
     assert rows["lossy"]["large_forwards_per_token"] < rows["exact"]["large_forwards_per_token"]
+    without = peer_configs(small, large, first_threshold=None, rollback=None, assisted=True, prompt_lookup=False,
+                           verify={})  # `--no-prompt-lookup`
+    assert "assisted (HF)" in without and "prompt lookup (HF)" not in without
 
 
 def test_ratios_divide_by_every_large_only_round():

@@ -31,7 +31,7 @@ __all__ = ["PeerRun", "peer_configs", "run_peers", "fit_step_costs", "predict", 
 
 
 def peer_configs(small, large, *, first_threshold: float | None, rollback: float | None,
-                 verify: dict[str, EADConfig], assisted: bool = True,
+                 verify: dict[str, EADConfig], assisted: bool = True, prompt_lookup: bool = True,
                  confidence_thresholds: tuple[float, ...] = ()) -> dict[str, Callable]:
     """Name -> fn(inputs, kwargs) returning the generated ids (1, prompt + new) of one prompt."""
 
@@ -49,6 +49,7 @@ def peer_configs(small, large, *, first_threshold: float | None, rollback: float
             configs[f"assisted (HF) confidence {confidence:g}"] = (
                 lambda inputs, kwargs, confidence=confidence: large.generate(
                     **inputs, assistant_model=small, assistant_confidence_threshold=confidence, **kwargs))
+    if assisted and prompt_lookup:
         configs["prompt lookup (HF)"] = lambda inputs, kwargs: large.generate(**inputs, prompt_lookup_num_tokens=10,
                                                                               **kwargs)
     if first_threshold is not None:

@@ -22,7 +22,10 @@ def register(commands) -> None:
     bench.add_argument("--new-tokens", type=int, default=64)
     bench.add_argument("--reps", type=int, default=3)
     add_dtype(bench)
-    bench.add_argument("--no-assisted", action="store_true", help="skip HF assisted generation")
+    bench.add_argument("--no-assisted", action="store_true", help="skip HF assisted generation (and prompt lookup)")
+    bench.add_argument("--no-prompt-lookup", action="store_true",
+                       help="--peers: skip HF prompt lookup (it costs about a large-only round, and long runs may "
+                       "not need it)")
     bench.add_argument("--rows-sweep", default="", help="also time each model's forward for these row counts, "
                        "e.g. 1,2,4,8,16,32,64 (chunks 1, 4, 16 after 64 cached positions)")
     bench.add_argument("--prompt-tokens", type=int, default=None,
@@ -241,6 +244,7 @@ def _peers(args: argparse.Namespace, loaded) -> int:
     prompts = [loaded.tokenizer(text, return_tensors="pt") for text in build_prompts(loaded.tokenizer, problems)]
     configs = peer_configs(loaded.small, loaded.large, first_threshold=args.first_threshold, rollback=args.rollback,
                            verify=_verify_points(args.verify), assisted=not args.no_assisted,
+                           prompt_lookup=not args.no_prompt_lookup,
                            confidence_thresholds=tuple(numbers(args.confidence_thresholds, "--confidence-thresholds")))
     result = run_peers(loaded.small, loaded.large, prompts, configs, new_tokens=args.new_tokens, reps=args.reps,
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
