@@ -6,7 +6,7 @@ import pytest
 
 from ead_hf import EADConfig
 from ead_hf.cli import main as cli_main
-from ead_hf.eval.evidence import passes_bar
+from ead_hf.eval.evidence import keeps_quality, passes_bar
 from ead_hf.models.recipes import Recipe, load_recipe, shipped_recipes
 
 
@@ -126,6 +126,19 @@ def test_the_second_option_ships_only_by_its_bar(math, gsm8k, ships):
     comparisons = {name: {"n": n, "ci_low": low, "ci_high": high} for name, (n, low, high) in
                    (("math", math), ("gsm8k", gsm8k))}
     assert passes_bar(comparisons, min_n=500) is ships
+
+
+@pytest.mark.parametrize("math, gsm8k, keeps", [
+    ((500, -0.046, 0.014), (512, -0.070, 0.023), True),   # both CIs include zero
+    ((500, -0.046, 0.014), (512, 0.001, 0.05), True),     # above large-only on one
+    ((500, -0.09, -0.01), (512, -0.07, 0.02), False),     # separably below on MATH
+    ((320, -0.04, 0.02), (512, -0.07, 0.02), False),      # MATH short of N = 500
+])
+def test_a_speed_recipe_ships_only_if_not_separably_below_large_only(math, gsm8k, keeps):
+    comparisons = {name: {"n": n, "ci_low": low, "ci_high": high} for name, (n, low, high) in
+                   (("math", math), ("gsm8k", gsm8k))}
+    assert keeps_quality(comparisons, min_n=500) is keeps
+    assert keeps_quality({}, min_n=500) is False
 
 
 def test_the_shipped_second_option_clears_its_bar_in_its_own_evidence():

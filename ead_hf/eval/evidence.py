@@ -18,7 +18,7 @@ from .records import read_records
 from .report import paired_methods, summarise
 from .stats import PairedComparison
 
-__all__ = ["passes_bar", "recipes_table", "replace_tables", "results_table", "tables_from_spec", "method_result"]
+__all__ = ["keeps_quality", "passes_bar", "recipes_table", "replace_tables", "results_table", "tables_from_spec", "method_result"]
 
 
 def _short(value):
@@ -59,6 +59,12 @@ def passes_bar(comparisons: dict[str, dict], min_n: int) -> bool:
     a paired CI above zero on at least one, and wholly below zero on none."""
     return (all(c["n"] >= min_n for c in comparisons.values()) and any(c["ci_low"] > 0 for c in comparisons.values())
             and not any(c["ci_high"] < 0 for c in comparisons.values()))
+
+
+def keeps_quality(against_large: dict[str, dict], min_n: int) -> bool:
+    """The quality bar of a recipe shipped for speed: N >= `min_n` on every benchmark and, against large-only, a
+    paired CI that is not wholly below zero on any (not separably worse than the large model alone)."""
+    return bool(against_large) and all(c["n"] >= min_n and c["ci_high"] >= 0 for c in against_large.values())
 
 
 def _difference(records: list[dict], method: str, other: str, n: int) -> str:
