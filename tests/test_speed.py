@@ -36,6 +36,11 @@ def test_peers_count_forwards_and_check_exactness(qwen_pair, tokenizer):
     assert rows["small generate"]["large_forwards_per_token"] == 0.0
     assert rows["exact"]["tokens_per_large_forward"] >= 1.0 and rows["exact"]["small_forwards_per_token"] > 0
     assert rows["lossy"]["large_forwards_per_token"] < rows["exact"]["large_forwards_per_token"]
+    for row in result.rows:  # one round: the time inside each model's forwards is part of that round's time
+        assert 0 <= row["small_forward_s"] + row["large_forward_s"] <= row["median_s"]
+    assert rows["small generate"]["large_forward_s"] == 0 < rows["small generate"]["small_forward_s"]
+    assert rows["large generate"]["small_forward_s"] == 0 < rows["large generate"]["large_forward_s"]
+    assert rows["lossy"]["small_forward_s"] > 0 and rows["lossy"]["large_forward_s"] > 0
     without = peer_configs(small, large, first_threshold=None, rollback=None, assisted=True, prompt_lookup=False,
                            verify={})  # `--no-prompt-lookup`
     assert "assisted (HF)" in without and "prompt lookup (HF)" not in without

@@ -80,6 +80,7 @@ def run_peers(small, large, prompts: list[dict], configs: dict[str, Callable], *
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, temperature=None,
                   top_p=None, top_k=None)
     times = {name: [] for name in configs}
+    forward_seconds: dict[str, dict[str, list[float]]] = {name: {"small": [], "large": []} for name in configs}
     forwards: dict[str, dict[str, int]] = {}
     tokens: dict[str, list[list[int]]] = {}
     result = PeerRun()
@@ -88,13 +89,18 @@ def run_peers(small, large, prompts: list[dict], configs: dict[str, Callable], *
     with ForwardClock({"small": small, "large": large}) as clock:
         for rep in range(reps):
             for name, run in configs.items():
-                start, outputs, schedule = time.perf_counter(), [], []
+                start, outputs, schedule, spent = time.perf_counter(), [], [], {"small": 0.0, "large": 0.0}
                 for inputs in prompts:
                     sequences = run(inputs, dict(kwargs))
                     sequences = getattr(sequences, "sequences", sequences)
                     outputs.append(sequences[0, inputs["input_ids"].shape[1]:].tolist())
-                    schedule.append([(role, positions) for role, positions, _, _ in clock.take()])
+                    records = clock.take()
+                    schedule.append([(role, positions) for role, positions, _, _ in records])
+                    for role, _, _, seconds in records:
+                        spent[role] += seconds
                 times[name].append(time.perf_counter() - start)
+                for role, seconds in spent.items():
+                    forward_seconds[name][role].append(seconds)
                 counts = {role: sum(1 for forwards_of_prompt in schedule for who, _ in forwards_of_prompt
                                     if who == role) for role in ("small", "large")}
                 forwards[name], tokens[name], result.schedules[name] = counts, outputs, schedule
@@ -110,6 +116,10 @@ def run_peers(small, large, prompts: list[dict], configs: dict[str, Callable], *
             "small_forwards_per_token": forwards[name]["small"] / generated[name],
             "tokens_per_large_forward": 1 / large_fwd if large_fwd else float("inf"),
             "same_as_large": sum(a == b for a, b in zip(tokens[name], tokens["large generate"])) / len(prompts),
+            # where a configuration's time went: inside each model's forwards, and the rest (the decoding loop's
+            # own work: choosing tokens, caches, stopping), medians over rounds
+            "small_forward_s": statistics.median(forward_seconds[name]["small"]),
+            "large_forward_s": statistics.median(forward_seconds[name]["large"]),
         })
     result.fit = fit_step_costs(result.rows)
     return result
@@ -140,12 +150,15 @@ def peers_markdown(result: PeerRun, prompts: int, new_tokens: int, dtype: str) -
              f"medians over rounds, each configuration's time relative to large-only `generate` in the same run (the "
              f"median of every round of `large generate` and `large generate (again)`).", "",
              "| config | median s | vs large | large fwd / token | small fwd / token | tokens / large fwd | "
-             "same tokens as large | predicted vs large, r = 0.1 |", "|---|---|---|---|---|---|---|---|"]
+             "same tokens as large | predicted vs large, r = 0.1 | s in small / large forwards / outside |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in result.rows:
+        outside = row["median_s"] - row["small_forward_s"] - row["large_forward_s"]
         lines.append(f"| {row['config']} | {row['median_s']:.1f} | {row['vs_large']:.3f} | "
                      f"{row['large_forwards_per_token']:.3f} | {row['small_forwards_per_token']:.3f} | "
                      f"{row['tokens_per_large_forward']:.2f} | {row['same_as_large']:.2f} | "
-                     f"{predict(row, 0.1):.3f} |")
+                     f"{predict(row, 0.1):.3f} | {row['small_forward_s']:.1f} / {row['large_forward_s']:.1f} / "
+                     f"{outside:.1f} |")
     lines += ["", f"Fit on this machine: time / large-only = {fit['small_step']:.3f} x small fwd/token + "
               f"{fit['large_step']:.3f} x large fwd/token (r = {fit['r']:.3f}; largest residual "
               f"{fit['max_abs_residual']:.3f})."]
